@@ -1,0 +1,135 @@
+"""The PINN loss as a pure function of one flat parameter vector ``theta``.
+
+>>> import pinnkit as pk
+>>> pinn = pk.PINN(pk.problems.Convection(beta=1.0), widths=[8, 8], n_res=64, n_ic=16, n_bc=8, seed=0)
+>>> theta = pinn.theta0                      # 1-D tensor of all weights and biases
+>>> sorted(pinn.terms(theta))                # per-term mean squared residuals
+['boundary', 'initial', 'residual']
+>>> bool(pinn.loss(theta) == sum(pinn.terms(theta).values()))
+True
+
+Every analysis in pinnkit (curvature, optimizers, alignment, landscapes) takes such functions of
+``theta``; :meth:`PINN.terms` is the per-term dict, :meth:`PINN.loss` its sum.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor
+from torch.func import functional_call
+
+from .nets import mlp
+from .problems import Problem, make
+
+
+@dataclass(frozen=True)
+class Block:
+    """One parameter tensor of the network inside the flat vector: ``theta[start:stop].view(shape)``."""
+
+    name: str
+    shape: tuple[int, ...]
+    start: int
+    stop: int
+
+
+class PINN:
+    """A physics-informed network for ``problem``: an MLP, collocation points, and losses of ``theta``.
+
+    Args:
+        problem: a :class:`~pinnkit.problems.Problem` or its name (``"convection"``, ...).
+        widths: hidden-layer widths.
+        n_res, n_ic, n_bc: residual, initial and per-boundary point counts.
+        seed: seeds both the initialisation and the collocation sample.
+        sampling: ``"grid"`` (interior of the evaluation grid, as Rathore et al.) or ``"random"``.
+        dtype, device: where ``theta`` and all points live.
+    """
+
+    def __init__(self, problem: Problem | str, widths: Sequence[int] = (50, 50, 50), n_res: int = 10_000,
+                 n_ic: int = 257, n_bc: int = 101, seed: int = 0, activation: str = "tanh",
+                 sampling: str = "grid", dtype: torch.dtype = torch.float32, device: str | torch.device | None = None,
+                 eval_shape: tuple[int, ...] | None = None):
+        self.problem = make(problem) if isinstance(problem, str) else problem
+        if dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+        self.dtype = dtype
+        self.device = torch.device(device if device is not None else "cpu")
+        self.seed = int(seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            net = mlp(self.problem.dim, widths, 1, activation)
+        self.net = net.to(device=self.device, dtype=dtype)
+        self.widths = tuple(int(w) for w in widths)
+        blocks, start = [], 0
+        for name, p in self.net.named_parameters():
+            blocks.append(Block(name, tuple(p.shape), start, start + p.numel()))
+            start += p.numel()
+        self.blocks: tuple[Block, ...] = tuple(blocks)
+        self.n_params = start
+        self.theta0 = torch.cat([p.detach().reshape(-1) for p in self.net.parameters()]).clone()
+        self.points: dict[str, Tensor] = self.problem.sample(n_res, n_ic, n_bc, seed=self.seed,
+                                                             method=sampling).to(self.device, dtype).points
+        self.X_eval = self.problem.grid(eval_shape).to(self.device, dtype)
+        try:
+            self.u_exact: Tensor | None = self.problem.exact(self.X_eval)
+        except NotImplementedError:
+            self.u_exact = None
+
+    # --- parameters --------------------------------------------------------------------------------
+    def check(self, theta: Tensor) -> None:
+        """Raise a clear error unless ``theta`` is a 1-D tensor of this network's size, dtype and device."""
+        if not isinstance(theta, Tensor):
+            raise TypeError(f"theta must be a torch.Tensor, got {type(theta).__name__}")
+        if theta.shape != (self.n_params,):
+            raise ValueError(f"theta must have shape ({self.n_params},), got {tuple(theta.shape)}")
+        if theta.dtype != self.dtype or theta.device.type != self.device.type:
+            raise ValueError(f"theta is {theta.dtype} on {theta.device} but this PINN is {self.dtype} on "
+                             f"{self.device}; convert with theta.to(device={str(self.device)!r}, dtype={self.dtype})")
+
+    def params(self, theta: Tensor) -> dict[str, Tensor]:
+        """The network's parameters as views into ``theta``."""
+        self.check(theta)
+        return {b.name: theta[b.start:b.stop].view(b.shape) for b in self.blocks}
+
+    def u(self, theta: Tensor) -> Callable[[Tensor], Tensor]:
+        """The candidate solution ``X -> u(X)`` (shape ``(N,)``) for parameters ``theta``."""
+        params = self.params(theta)
+        return lambda X: functional_call(self.net, params, (X,)).squeeze(-1)
+
+    def predict(self, theta: Tensor, X: Tensor) -> Tensor:
+        """Network output at the rows of ``X`` (``(N, d)``)."""
+        if X.ndim != 2 or X.shape[1] != self.problem.dim:
+            raise ValueError(f"X must have shape (N, {self.problem.dim}), got {tuple(X.shape)}")
+        return self.u(theta)(X.to(self.device, self.dtype))
+
+    # --- losses ------------------------------------------------------------------------------------
+    def residuals(self, theta: Tensor) -> dict[str, Tensor]:
+        """Per-term residual vectors; each loss term is the mean of its squares."""
+        return self.problem.residuals(self.u(theta), self.points)
+
+    def terms(self, theta: Tensor) -> dict[str, Tensor]:
+        """Per-term losses ``{name: mean(r_name ** 2)}`` (residual, initial, boundary, ...)."""
+        return {k: (r ** 2).mean() for k, r in self.residuals(theta).items()}
+
+    def loss(self, theta: Tensor) -> Tensor:
+        """The PINN loss: the sum of :meth:`terms`."""
+        return sum(self.terms(theta).values())
+
+    def residual_vector(self, theta: Tensor) -> Tensor:
+        r"""All residuals stacked and scaled so that ``loss(theta) == ||r||^2``: :math:`r_k / \sqrt{N_k}`."""
+        return torch.cat([r / math.sqrt(r.numel()) for r in self.residuals(theta).values()])
+
+    def l2re(self, theta: Tensor) -> float:
+        r"""Relative L2 error on the evaluation grid, :math:`\|u_\theta - u^*\|_2 / \|u^*\|_2`."""
+        if self.u_exact is None:
+            raise ValueError(f"{self.problem.name} has no exact solution; compare against a reference instead")
+        with torch.no_grad():
+            pred = self.u(theta.detach())(self.X_eval)
+            return float(torch.linalg.vector_norm(pred - self.u_exact) / torch.linalg.vector_norm(self.u_exact))
+
+    def __repr__(self) -> str:
+        sizes = {k: v.shape[0] for k, v in self.points.items()}
+        return (f"PINN({self.problem!r}, widths={list(self.widths)}, params={self.n_params}, points={sizes}, "
+                f"{self.dtype}, {self.device})")

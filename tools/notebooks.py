@@ -1,0 +1,84 @@
+"""Maintain the chapters: the generated header cells, and executing them top to bottom.
+
+    python tools/notebooks.py header            # (re)write badge + setup cell in every notebook
+    python tools/notebooks.py execute [NB ...]  # run in place in a fresh kernel, classroom preset
+
+The Colab badge and the setup cell come from the one repository setting in ``book/_config.yml``.
+"""
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+HEADER_TAG = "pinnkit-header"
+
+
+def repository() -> tuple[str, str]:
+    text = (ROOT / "book" / "_config.yml").read_text()
+    block = text.split("\nrepository:", 1)[1]
+    url = re.search(r"url:\s*(\S+)", block).group(1).rstrip("/")
+    branch = re.search(r"branch:\s*(\S+)", block).group(1)
+    return url, branch
+
+
+def header_cells(path: Path) -> list:
+    url, branch = repository()
+    slug = url.split("github.com/", 1)[1]
+    colab = f"https://colab.research.google.com/github/{slug}/blob/{branch}/notebooks/{path.name}"
+    badge = nbformat.v4.new_markdown_cell(
+        f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({colab})")
+    setup = nbformat.v4.new_code_cell(
+        "# Setup: in Colab, install pinnkit (Colab's own torch is kept) and enable widgets; locally, nothing.\n"
+        "import importlib.util\n"
+        "if importlib.util.find_spec(\"google.colab\") is not None:\n"
+        f"    %pip install -q \"pinnkit @ git+{url}@{branch}\"\n"
+        "    from google.colab import output\n"
+        "    output.enable_custom_widget_manager()")
+    for cell in (badge, setup):
+        cell.metadata["tags"] = [HEADER_TAG]
+    setup.metadata["tags"].append("remove-cell")   # the rendered book has its own launch button
+    badge.metadata["tags"].append("remove-cell")
+    return [badge, setup]
+
+
+def header(paths: list[Path]) -> None:
+    for path in paths:
+        nb = nbformat.read(path, as_version=4)
+        body = [c for c in nb.cells if HEADER_TAG not in c.metadata.get("tags", [])]
+        # the title cell stays first; header goes right after it
+        nb.cells = body[:1] + header_cells(path) + body[1:]
+        nbformat.write(nb, path)
+        print(f"header: {path.relative_to(ROOT)}")
+
+
+def execute(paths: list[Path]) -> None:
+    from nbclient import NotebookClient
+    os.environ["PINNKIT_PRESET"] = "classroom"
+    os.environ["PINNKIT_PROGRESS"] = "0"
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    for path in paths:
+        nb = nbformat.read(path, as_version=4)
+        t = time.perf_counter()
+        NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+                       ).execute()
+        nbformat.write(nb, path)
+        print(f"executed {path.relative_to(ROOT)} in {time.perf_counter() - t:.0f} s")
+
+
+if __name__ == "__main__":
+    cmd, *args = sys.argv[1:] or ["help"]
+    paths = [Path(a).resolve() for a in args] or NOTEBOOKS
+    if cmd == "header":
+        header(paths)
+    elif cmd == "execute":
+        execute(paths)
+    else:
+        print(__doc__)
+        sys.exit(2)
