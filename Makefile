@@ -23,7 +23,7 @@ book: env
 	@echo "book: _build/html/index.html"
 
 test: env
-	PINNKIT_PRESET=classroom PINNKIT_PROGRESS=0 $(PY) -m pytest -q tests pinnkit --doctest-modules \
+	PINNKIT_PRESET=classroom PINNKIT_PROGRESS=0 $(PY) -m pytest -q -p no:cacheprovider tests pinnkit --doctest-modules \
 		notebooks --nbval --nbval-current-env --nbval-sanitize-with tools/nbval_sanitize.cfg
 
 # re-execute the stored notebooks in place (classroom preset, fresh kernel, top to bottom)

@@ -48,11 +48,15 @@ def current(name: str | None = None) -> Preset:
     return Preset(name, default_device())
 
 
-def setup(name: str | None = None, threads: int | None = 2) -> Preset:
-    """Pick the preset and make CPU runs reproducible: fix the number of torch threads (so reductions
-    sum in the same order on any machine) and print one line saying what was chosen."""
+def setup(name: str | None = None, threads: int | None = None) -> Preset:
+    """Pick the preset and make CPU runs reproducible: fix the number of torch threads (``threads``, else
+    ``$PINNKIT_THREADS``, else 2 — so reductions sum in the same order on any machine) and print one line
+    saying what was chosen."""
     preset = current(name)
-    if preset.device.type == "cpu" and threads:
+    threads = threads or int(os.environ.get("PINNKIT_THREADS", "2"))
+    if threads <= 0:
+        raise ValueError(f"threads must be positive, got {threads}")
+    if preset.device.type == "cpu":
         torch.set_num_threads(threads)
     print(f"pinnkit preset: {preset.name} (device: {preset.device.type})")
     return preset

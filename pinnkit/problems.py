@@ -268,8 +268,11 @@ class Poisson1D(Problem):
     r""":math:`-u'' = (k\pi)^2 \sin(k\pi x)` on :math:`(0, 1)`, :math:`u(0) = u(1) = 0`.
 
     Exact solution :math:`u = \sin(k \pi x)`. The Deep Ritz energy of the same problem is
-    :meth:`energy`.
+    :meth:`energy_terms`.
     """
+
+    #: weight :math:`\beta` of the boundary penalty in the Deep Ritz loss (:meth:`energy_terms`)
+    ritz_penalty: float = 100.0
 
     name = "poisson1d"
     bounds = ((0.0, 1.0),)
@@ -290,6 +293,29 @@ class Poisson1D(Problem):
         return {
             "residual": -partial(partial(u, 0), 0)(X) - self.forcing(X[:, 0]),
             "boundary": u(pts["boundary"]),
+        }
+
+    def energy_terms(self, u: Fn, pts: dict[str, Tensor]) -> dict[str, Tensor]:
+        r"""Deep Ritz loss terms of the same problem (E & Yu 2018): the energy and a boundary penalty,
+
+        .. math:: E(u) = \int_0^1 \big(\tfrac12 u'^2 - f u\big)\,dx \approx
+                  \operatorname{mean}_{x_i \in \text{residual points}} \big(\tfrac12 u'(x_i)^2 - f(x_i) u(x_i)\big),
+                  \qquad B(u) = \beta\,\operatorname{mean}\big(u(0)^2, u(1)^2\big),
+
+        with :math:`\beta` = :attr:`ritz_penalty`. :math:`E` is minimised by the solution of
+        :math:`-u'' = f`, :math:`u(0)=u(1)=0`, where :math:`E(u^*) = -\tfrac14 (k\pi)^2`; unlike the
+        strong-form loss it can be negative and needs only first derivatives of ``u``.
+
+        >>> p = Poisson1D(1); X = torch.linspace(0, 1, 2001, dtype=torch.float64)[1:-1, None]
+        >>> t = p.energy_terms(lambda X: torch.sin(torch.pi * X[:, 0]), {"residual": X, "boundary": X[[0, -1]] * 0})
+        >>> round(float(t["energy"]), 2), round(-torch.pi ** 2 / 4, 2), float(t["boundary"])  # O(1/n) quadrature
+        (-2.47, -2.47, 0.0)
+        """
+        X = pts["residual"]
+        du = partial(u, 0)(X)
+        return {
+            "energy": (0.5 * du ** 2 - self.forcing(X[:, 0]) * u(X)).mean(),
+            "boundary": self.ritz_penalty * (u(pts["boundary"]) ** 2).mean(),
         }
 
     def sample(self, n_res: int, n_ic: int = 1, n_bc: int = 1, seed: int = 0, method: str = "grid") -> Collocation:

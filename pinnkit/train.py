@@ -38,6 +38,7 @@ class History:
     """What was logged: entry ``i`` describes theta after ``step[i]`` optimizer steps."""
 
     step: list[int] = field(default_factory=list)
+    iteration: list[int] = field(default_factory=list)  # steps counted as in Rathore et al.: L-BFGS step = 20
     phase: list[str] = field(default_factory=list)
     loss: list[float] = field(default_factory=list)
     terms: dict[str, list[float]] = field(default_factory=dict)
@@ -53,6 +54,7 @@ class TrainResult:
     history: History
     method: str
     steps: int
+    stepper: Any = None  # the last phase's stepper (e.g. torch L-BFGS with its stored (s, y) pairs)
 
     @property
     def loss(self) -> float:
@@ -95,6 +97,7 @@ def value_and_grad(terms_fn: TermsFn, theta: Tensor) -> tuple[Tensor, dict[str, 
 # --- steppers ------------------------------------------------------------------------------------------
 class Stepper(Protocol):
     theta: Tensor
+    iterations_per_step: int  # how Rathore et al. count one step (L-BFGS: its inner iterations); default 1
 
     def step(self) -> None: ...
 
@@ -103,7 +106,8 @@ class TorchStepper:
     """Any ``torch.optim`` optimizer on a leaf copy of ``theta``, fed gradients by ``torch.func``."""
 
     def __init__(self, terms_fn: TermsFn, theta: Tensor, make_opt: Callable[[list[Tensor]], torch.optim.Optimizer],
-                 closure: bool = False):
+                 closure: bool = False, iterations_per_step: int = 1):
+        self.iterations_per_step = iterations_per_step
         self.terms_fn = terms_fn
         self.param = theta.detach().clone().requires_grad_(True)
         self.opt = make_opt([self.param])
@@ -133,7 +137,8 @@ def adam(terms_fn: TermsFn, theta: Tensor, lr: float = 1e-3, **_: Any) -> TorchS
 def lbfgs(terms_fn: TermsFn, theta: Tensor, lbfgs_iter: int = 20, history_size: int = 100, **_: Any) -> TorchStepper:
     """torch L-BFGS as Rathore et al.: lr 1, strong Wolfe, ``history_size`` pairs, ``lbfgs_iter`` inner iterations."""
     return TorchStepper(terms_fn, theta, lambda p: torch.optim.LBFGS(
-        p, lr=1.0, max_iter=lbfgs_iter, history_size=history_size, line_search_fn="strong_wolfe"), closure=True)
+        p, lr=1.0, max_iter=lbfgs_iter, history_size=history_size, line_search_fn="strong_wolfe"), closure=True,
+        iterations_per_step=lbfgs_iter)
 
 
 STEPPERS: dict[str, Callable[..., Stepper]] = {"adam": adam, "lbfgs": lbfgs}
@@ -200,7 +205,7 @@ def train(objective: Any, method: str = "adam", steps: int = 1000, *, theta0: Te
 
     hist = History()
     theta = theta0.detach().clone()
-    elapsed, k, first = 0.0, 0, None
+    elapsed, k, it, first = 0.0, 0, 0, None
 
     def record(phase: str) -> None:
         nonlocal first
@@ -208,6 +213,7 @@ def train(objective: Any, method: str = "adam", steps: int = 1000, *, theta0: Te
         _check_finite(loss, k, method, first, diverge)
         first = float(loss) if first is None else first
         hist.step.append(k)
+        hist.iteration.append(it)
         hist.phase.append(phase)
         hist.loss.append(float(loss))
         for name, v in terms.items():
@@ -231,8 +237,9 @@ def train(objective: Any, method: str = "adam", steps: int = 1000, *, theta0: Te
                 elapsed += time.perf_counter() - t0
                 theta = stepper.theta
                 k += 1
+                it += getattr(stepper, "iterations_per_step", 1)
                 bar.update(1)
                 if k % log_every and not math.isfinite(float(theta.sum())):
                     _check_finite(theta.sum(), k, method, None, diverge)
         record(phases[-1][0])
-    return TrainResult(theta=theta.detach().clone(), history=hist, method=method, steps=steps)
+    return TrainResult(theta=theta.detach().clone(), history=hist, method=method, steps=steps, stepper=stepper)

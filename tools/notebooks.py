@@ -36,8 +36,8 @@ def header_cells(path: Path) -> list:
         f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({colab})")
     setup = nbformat.v4.new_code_cell(
         "# Setup: in Colab, install pinnkit (Colab's own torch is kept) and enable widgets; locally, nothing.\n"
-        "import importlib.util\n"
-        "if importlib.util.find_spec(\"google.colab\") is not None:\n"
+        "import sys\n"
+        "if \"google.colab\" in sys.modules:\n"
         f"    %pip install -q \"pinnkit @ git+{url}@{branch}\"\n"
         "    from google.colab import output\n"
         "    output.enable_custom_widget_manager()")

@@ -1,0 +1,540 @@
+r"""Loss-landscape slices: the loss on a line or a plane through parameter space (Rowan & Murphy-Blanchard 2026).
+
+A slice through ``theta`` along directions :math:`\delta, \eta` is
+
+.. math:: \ell(\alpha) = L(\theta + \alpha\delta), \qquad \ell(\alpha, \beta) = L(\theta + \alpha\delta + \beta\eta),
+
+evaluated on a grid of :math:`(\alpha, \beta)`: in chunks of grid points with :func:`torch.func.vmap`, never one
+Python call per point. What a slice shows depends entirely on the directions:
+
+* :func:`random_directions` — seeded Gaussian directions, **filter-normalized** (Li et al. 2018: every row of a
+  weight matrix, and every bias vector as a whole, rescaled to the norm of the matching block of ``theta``),
+  layer-normalized (every parameter tensor as a whole), globally normalized, or not at all;
+* :func:`hessian_directions` — unit Hessian eigenvectors, the sharpest (or most negative) curvature there is;
+* :func:`interpolate` — the line from the initialization to the trained solution (Goodfellow et al. 2015).
+
+On a quadratic :math:`L = \tfrac12 (\theta - \theta^*)^\top A (\theta - \theta^*)` the slice through
+:math:`\theta^*` along two unit eigenvectors is exactly the paraboloid :math:`\tfrac12(\lambda_1\alpha^2 + \lambda_2\beta^2)`:
+
+>>> A = torch.diag(torch.tensor([1.0, 4.0, 9.0], dtype=torch.float64))
+>>> f = lambda th: 0.5 * th @ A @ th
+>>> d = hessian_directions(f, torch.zeros(3, dtype=torch.float64), k=2)
+>>> d.eigenvalues
+(9.0, 4.0)
+>>> s = slice_2d(f, torch.zeros(3, dtype=torch.float64), d, span=1.0, n=3)
+>>> s.loss[2, 2].item()                      # alpha = beta = 1: (9 + 4) / 2
+6.5
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+Loss = Callable[[Tensor], Any]          # theta -> scalar Tensor, or -> dict[str, Tensor] (terms, summed)
+
+NORMALIZATIONS = ("filter", "layer", "global", "none")
+WHICH = ("largest", "smallest", "both")
+
+__all__ = [
+    "NORMALIZATIONS", "WHICH", "Directions", "from_eigenpairs", "Slice1D", "Slice2D", "normalize", "random_directions", "hessian_directions",
+    "interpolate", "evaluate", "slice_1d", "slice_2d", "plane_curvature", "ritz_terms", "plot_slice_1d",
+    "plot_slice_2d", "EXPLORER_DIRECTIONS", "explorer",
+]
+
+
+# --- directions ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class Directions:
+    """Directions in parameter space: ``vectors[i]`` is the i-th direction (shape ``(k, P)``).
+
+    ``kind`` is ``"random"``, ``"hessian"`` or ``"interpolation"``; ``normalization`` how random directions were
+    scaled (``"unit"`` for eigenvectors); ``eigenvalues`` the Hessian eigenvalue of each eigenvector."""
+
+    vectors: Tensor
+    kind: str
+    normalization: str
+    labels: tuple[str, ...]
+    eigenvalues: tuple[float, ...] | None = None
+
+    def __len__(self) -> int:
+        return self.vectors.shape[0]
+
+    def __getitem__(self, i: int) -> Tensor:
+        return self.vectors[i]
+
+    def to(self, like: Tensor) -> "Directions":
+        """The same directions with ``like``'s dtype and device."""
+        return Directions(self.vectors.to(like.device, like.dtype), self.kind, self.normalization, self.labels,
+                          self.eigenvalues)
+
+
+def _blocks(blocks: Any, P: int) -> list[tuple[int, int, tuple[int, ...]]]:
+    """``(start, stop, shape)`` of each parameter block; ``None`` means one 1-D block of all of theta."""
+    if blocks is None:
+        return [(0, P, (P,))]
+    blocks = getattr(blocks, "blocks", blocks)          # a PINN is accepted for its .blocks
+    out, pos = [], 0
+    for b in blocks:
+        start, stop, shape = int(b.start), int(b.stop), tuple(b.shape)
+        if start != pos or stop - start != math.prod(shape):
+            raise ValueError(f"blocks must tile theta contiguously (pass pinn.blocks); block {b} starts at {start}, "
+                             f"expected {pos}")
+        out.append((start, stop, shape))
+        pos = stop
+    if pos != P:
+        raise ValueError(f"blocks cover {pos} parameters but theta has {P}; pass the blocks of this network "
+                         "(pinn.blocks)")
+    return out
+
+
+def normalize(d: Tensor, theta: Tensor, blocks: Any = None, how: str = "filter") -> Tensor:
+    r"""Rescale direction ``d`` to the scale of ``theta`` (a new tensor; neither input is modified).
+
+    * ``"filter"`` (Li et al. 2018): each *filter* — a row :math:`d_{b,i}` of a weight block (output neuron ``i``)
+      and each 1-D block (a bias vector) as a whole — becomes :math:`d_{b,i}\,\|\theta_{b,i}\| / \|d_{b,i}\|`;
+    * ``"layer"``: each parameter block (weight matrix, bias vector) as a whole, :math:`\|d_b\| = \|\theta_b\|`;
+    * ``"global"``: :math:`\|d\| = \|\theta\|`;  ``"none"``: ``d`` unchanged.
+
+    Biases stay in the direction (Li et al.'s code zeroes 1-D blocks; we do not). A filter whose parameters are
+    all zero (e.g. zero-initialised biases) would get a zero direction and silently drop out of the slice, so it
+    is scaled as if its entries had the root-mean-square size of all of ``theta``:
+    :math:`\|d_{b,i}\| = \|\theta\|\sqrt{n_{b,i}/P}`.
+
+    ``blocks``: ``pinn.blocks`` (or the PINN); ``None`` treats theta as one 1-D block.
+
+    >>> theta = torch.tensor([3.0, 4.0, 0.0, 1.0]); d = torch.tensor([1.0, 0.0, 1.0, 1.0])
+    >>> from types import SimpleNamespace as B
+    >>> blocks = [B(start=0, stop=4, shape=(2, 2))]      # one 2x2 weight: rows (3, 4) and (0, 1)
+    >>> normalize(d, theta, blocks, "filter")
+    tensor([5.0000, 0.0000, 0.7071, 0.7071])
+    """
+    if how not in NORMALIZATIONS:
+        raise ValueError(f"unknown normalization {how!r}; valid: {', '.join(NORMALIZATIONS)}")
+    if d.shape != theta.shape or theta.ndim != 1:
+        raise ValueError(f"d and theta must be flat vectors of the same shape, got {tuple(d.shape)} and "
+                         f"{tuple(theta.shape)}")
+    d, theta = d.detach(), theta.detach()
+    if how == "none":
+        return d.clone()
+    P = theta.numel()
+    rms = torch.linalg.vector_norm(theta) / math.sqrt(P)
+    if how == "global":
+        return d * (torch.linalg.vector_norm(theta) / torch.linalg.vector_norm(d))
+    parts = []
+    for start, stop, shape in _blocks(blocks, P):
+        db, tb = d[start:stop], theta[start:stop]
+        rows = shape[0] if (how == "filter" and len(shape) >= 2) else 1
+        db, tb = db.reshape(rows, -1), tb.reshape(rows, -1)
+        target = torch.linalg.vector_norm(tb, dim=1, keepdim=True)
+        fallback = rms * math.sqrt(tb.shape[1])
+        target = torch.where(target > 0, target, fallback)
+        parts.append((db * target / torch.linalg.vector_norm(db, dim=1, keepdim=True)).reshape(-1))
+    return torch.cat(parts)
+
+
+def random_directions(theta: Tensor, k: int = 2, *, blocks: Any = None, normalization: str = "filter",
+                      seed: int = 0) -> Directions:
+    """``k`` seeded Gaussian directions (drawn on the CPU in float64, so the same on every device), each
+    normalized by :func:`normalize`."""
+    if not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    gen = torch.Generator().manual_seed(seed)
+    raw = torch.randn(k, theta.numel(), generator=gen, dtype=torch.float64).to(theta.device, theta.dtype)
+    vecs = torch.stack([normalize(r, theta, blocks, normalization) for r in raw])
+    names = "δη" if k == 2 else [f"d{i + 1}" for i in range(k)]
+    labels = tuple(f"{names[i]} (random, {normalization} norm.)" for i in range(k))
+    return Directions(vecs, "random", normalization, labels)
+
+
+def hessian_directions(f: Loss, theta: Tensor, k: int = 2, *, which: str = "largest",
+                       method: str = "auto") -> Directions:
+    r"""Unit eigenvectors of :math:`\nabla^2 L(\theta)` for the ``k`` largest (``which="largest"``, descending)
+    or most negative (``"smallest"``, ascending) eigenvalues, or ``"both"`` (the ``k`` largest, then the ``k``
+    most negative).
+
+    ``method="dense"`` forms the Hessian and calls ``eigh`` (exact; small nets); ``"lanczos"`` uses
+    :func:`pinnkit.curvature.top_eigenpairs` / ``bottom_eigenpairs``; ``"auto"`` picks dense up to
+    :data:`pinnkit.curvature.DENSE_LIMIT` parameters."""
+    from . import curvature
+    if which not in WHICH:
+        raise ValueError(f"which must be one of {', '.join(WHICH)}, got {which!r}")
+    if method not in ("auto", "dense", "lanczos"):
+        raise ValueError(f"method must be 'auto', 'dense' or 'lanczos', got {method!r}")
+    theta = theta.detach()
+    if method == "auto":
+        method = "dense" if theta.numel() <= curvature.DENSE_LIMIT else "lanczos"
+    if method == "dense":
+        H = curvature.hessian(_total(f), theta).to(torch.float64)
+        values, vectors = torch.linalg.eigh(H)                 # ascending, columns
+        return from_eigenpairs(values, vectors, k, which=which).to(theta)
+    if which == "both":
+        top = hessian_directions(f, theta, k, which="largest", method="lanczos")
+        bottom = hessian_directions(f, theta, k, which="smallest", method="lanczos")
+        return Directions(torch.cat([top.vectors, bottom.vectors]), "hessian", "unit", top.labels + bottom.labels,
+                          top.eigenvalues + bottom.eigenvalues)
+    name = "top_eigenpairs" if which == "largest" else "bottom_eigenpairs"
+    if not hasattr(curvature, name):
+        raise ValueError(f"pinnkit.curvature.{name} is not available; use method='dense' (P <= "
+                         f"{curvature.DENSE_LIMIT})")
+    eig = getattr(curvature, name)(_total(f), theta, k)
+    vals = tuple(float(v) for v in eig.values)
+    first = 1 if which == "largest" else theta.numel()
+    labels = tuple(f"v{first + i if which == 'largest' else first - i} (λ={v:.2g})" for i, v in enumerate(vals))
+    return Directions(eig.vectors.T.to(theta.device, theta.dtype).contiguous(), "hessian", "unit", labels, vals)
+
+
+def from_eigenpairs(values: Tensor, vectors: Tensor, k: int = 2, *, which: str = "largest") -> Directions:
+    """Directions from an eigen-decomposition ``(values ascending, vectors as columns)`` as returned by
+    ``torch.linalg.eigh(H)``: the ``k`` largest (descending), the ``k`` most negative (ascending), or ``"both"``
+    (the ``k`` largest, then the ``k`` most negative). Lets one dense ``eigh`` serve the spectrum and the slices."""
+    if which not in WHICH:
+        raise ValueError(f"which must be one of {', '.join(WHICH)}, got {which!r}")
+    P = values.numel()
+    if values.ndim != 1 or vectors.shape != (P, P):
+        raise ValueError(f"pass the full output of torch.linalg.eigh(H): values ({P},) and vectors ({P}, {P}); got "
+                         f"{tuple(values.shape)} and {tuple(vectors.shape)}")
+    if not isinstance(k, int) or not 1 <= k <= P:
+        raise ValueError(f"k must be an integer in [1, {P}], got {k!r}")
+    top, bottom = list(range(P - 1, P - 1 - k, -1)), list(range(k))
+    idx = {"largest": top, "smallest": bottom, "both": top + bottom}[which]
+    vals = tuple(float(values[i]) for i in idx)
+    labels = tuple(f"v{P - i} (λ={v:.2g})" for i, v in zip(idx, vals))     # v1 = largest eigenvalue
+    return Directions(vectors[:, idx].T.contiguous(), "hessian", "unit", labels, vals)
+
+
+# --- evaluation ----------------------------------------------------------------------------------------------
+def _total(f: Loss) -> Callable[[Tensor], Tensor]:
+    def total(theta: Tensor) -> Tensor:
+        out = f(theta)
+        return sum(out.values()) if isinstance(out, Mapping) else out
+    return total
+
+
+def evaluate(f: Loss, theta: Tensor, coeffs: Tensor, directions: Tensor, *, chunk: int = 64,
+             batched: bool = True) -> tuple[Tensor, dict[str, Tensor]]:
+    r"""The loss at :math:`\theta + \sum_j c_{ij} d_j` for every row ``c_i`` of ``coeffs`` (``(n, k)``,
+    directions ``(k, P)``): ``(total (n,), {term: (n,)})`` on the CPU; terms are empty for a scalar ``f``.
+
+    ``batched=True`` evaluates ``chunk`` points per call of ``torch.func.vmap(f)``; ``batched=False`` loops
+    (one call per point; the reference the batched path is tested against)."""
+    if coeffs.ndim != 2 or directions.ndim != 2 or coeffs.shape[1] != directions.shape[0]:
+        raise ValueError(f"coeffs (n, k) and directions (k, P) do not match: {tuple(coeffs.shape)}, "
+                         f"{tuple(directions.shape)}")
+    if directions.shape[1] != theta.numel():
+        raise ValueError(f"directions have {directions.shape[1]} entries but theta has {theta.numel()}")
+    if not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
+    theta, D = theta.detach(), directions.detach().to(theta.device, theta.dtype)
+    coeffs = coeffs.to(theta.device, theta.dtype)
+
+    def terms(th: Tensor) -> dict[str, Tensor]:
+        out = f(th)
+        return dict(out) if isinstance(out, Mapping) else {"": out}
+
+    fn = torch.func.vmap(terms) if batched else None
+    pieces: list[dict[str, Tensor]] = []
+    with torch.no_grad():
+        for i in range(0, coeffs.shape[0], chunk):
+            thetas = theta + coeffs[i:i + chunk] @ D
+            if batched:
+                try:
+                    out = fn(thetas)
+                except RuntimeError as err:
+                    raise RuntimeError(f"the loss cannot be vmapped over theta ({err}); make it a pure torch function "
+                                       "of theta (no .item(), no in-place writes into theta) or pass batched=False") from err
+                pieces.append({k: v.reshape(-1) for k, v in out.items()})
+            else:
+                rows = [terms(th) for th in thetas]
+                pieces.append({k: torch.stack([r[k].reshape(()) for r in rows]) for k in rows[0]})
+    out = {k: torch.cat([p[k] for p in pieces]).detach().cpu() for k in pieces[0]}
+    total = sum(out.values())
+    return total, ({} if "" in out else out)
+
+
+@dataclass(frozen=True, eq=False)
+class Slice1D:
+    r"""The loss along one line, :math:`\ell(\alpha) = L(\theta + \alpha\delta)`: ``loss[i]`` at ``alphas[i]``;
+    ``terms`` per loss term; ``norm`` = :math:`\|\delta\|`; ``eigenvalue`` when :math:`\delta` is an eigenvector."""
+
+    alphas: Tensor
+    loss: Tensor
+    terms: dict[str, Tensor]
+    label: str
+    norm: float
+    eigenvalue: float | None = None
+    marks: dict[str, float] = field(default_factory=dict)   # named alphas (e.g. "init": 0, "solution": 1)
+
+    def curvature(self) -> float:
+        r"""Central second difference at :math:`\alpha = 0` divided by :math:`\|\delta\|^2`: the Rayleigh quotient
+        :math:`\delta^\top H \delta / \|\delta\|^2` (up to :math:`O(h^2)`). Needs ``alpha = 0`` on an interior grid point."""
+        i = self._zero()
+        h = float(self.alphas[i + 1] - self.alphas[i])
+        return float(self.loss[i + 1] - 2 * self.loss[i] + self.loss[i - 1]) / h ** 2 / self.norm ** 2
+
+    def without_slope(self) -> "Slice1D":
+        r"""The slice minus its tangent line at :math:`\alpha = 0`, :math:`\ell(\alpha) - \ell(0) - \alpha\,\ell'(0)`
+        (slope by central differences; each term likewise): what is left is the curvature, which a large gradient
+        otherwise hides. Needs ``alpha = 0`` on an interior grid point.
+
+        >>> s = Slice1D(torch.linspace(-1, 1, 5), torch.linspace(-1, 1, 5) * 3 + torch.linspace(-1, 1, 5) ** 2, {}, "α", 1.0)
+        >>> s.without_slope().loss
+        tensor([1.0000, 0.2500, 0.0000, 0.2500, 1.0000])
+        """
+        i = self._zero()
+        h = float(self.alphas[i + 1] - self.alphas[i - 1])
+
+        def detrend(v: Tensor) -> Tensor:
+            return v - v[i] - self.alphas.to(v.dtype) * (v[i + 1] - v[i - 1]) / h
+
+        return Slice1D(self.alphas, detrend(self.loss), {k: detrend(v) for k, v in self.terms.items()},
+                       self.label, self.norm, self.eigenvalue, dict(self.marks))
+
+    def _zero(self) -> int:
+        i = int(torch.argmin(self.alphas.abs()))
+        if abs(float(self.alphas[i])) > 1e-12 or not 0 < i < len(self.alphas) - 1:
+            raise ValueError("the grid must contain alpha = 0 as an interior point: use an odd n and a symmetric span")
+        return i
+
+    def at(self, alpha: float) -> float:
+        """The loss at the grid point nearest to ``alpha``."""
+        return float(self.loss[int(torch.argmin((self.alphas - alpha).abs()))])
+
+    def barrier(self, lo: float = 0.0, hi: float = 1.0) -> float:
+        r"""The largest climb met walking from ``lo`` to ``hi``: :math:`\max_{\alpha_i \le \alpha_j}
+        (\ell(\alpha_j) - \ell(\alpha_i))` over grid points in ``[lo, hi]``; 0 when the loss never increases.
+
+        >>> s = Slice1D(torch.linspace(0, 1, 5), torch.tensor([4.0, 2.0, 3.0, 1.0, 0.0]), {}, "α", 1.0)
+        >>> s.barrier()
+        1.0
+        """
+        sel = (self.alphas >= lo - 1e-12) & (self.alphas <= hi + 1e-12)
+        if int(sel.sum()) < 2:
+            raise ValueError(f"fewer than two grid points in [{lo}, {hi}]; widen the range or raise n")
+        ell = self.loss[sel].to(torch.float64)
+        return float((ell - torch.cummin(ell, dim=0).values).max())
+
+    def plot(self, ax: Any = None, terms: bool = True, log: bool | None = None, title: str | None = None,
+             label: str = "loss") -> Any:
+        """Loss (and terms) against alpha; see :func:`plot_slice_1d`."""
+        return plot_slice_1d(self, ax=ax, terms=terms, log=log, title=title, label=label)
+
+
+@dataclass(frozen=True, eq=False)
+class Slice2D:
+    r"""The loss on a plane, ``loss[i, j]`` :math:`= L(\theta + \alpha_i\delta + \beta_j\eta)`; ``terms`` per term;
+    ``directions`` the two directions used (their eigenvalues, when eigenvectors, annotate the plots)."""
+
+    alphas: Tensor
+    betas: Tensor
+    loss: Tensor
+    terms: dict[str, Tensor]
+    directions: Directions
+
+    @property
+    def center(self) -> float:
+        """The loss at the grid point nearest to :math:`\\alpha = \\beta = 0`."""
+        return float(self.loss[int(torch.argmin(self.alphas.abs())), int(torch.argmin(self.betas.abs()))])
+
+    def curvature(self) -> Tensor:
+        r"""The 2x2 Hessian of :math:`\ell(\alpha, \beta)` at the centre by central differences (slice coordinates,
+        i.e. :math:`D^\top H D` with :math:`D = [\delta, \eta]`). Needs the centre on an interior grid point."""
+        i, j = int(torch.argmin(self.alphas.abs())), int(torch.argmin(self.betas.abs()))
+        if abs(float(self.alphas[i])) > 1e-12 or abs(float(self.betas[j])) > 1e-12 or not (
+                0 < i < len(self.alphas) - 1 and 0 < j < len(self.betas) - 1):
+            raise ValueError("the grid must contain (0, 0) as an interior point: use an odd n and a symmetric span")
+        L = self.loss.to(torch.float64)
+        ha, hb = float(self.alphas[1] - self.alphas[0]), float(self.betas[1] - self.betas[0])
+        faa = (L[i + 1, j] - 2 * L[i, j] + L[i - 1, j]) / ha ** 2
+        fbb = (L[i, j + 1] - 2 * L[i, j] + L[i, j - 1]) / hb ** 2
+        fab = (L[i + 1, j + 1] - L[i + 1, j - 1] - L[i - 1, j + 1] + L[i - 1, j - 1]) / (4 * ha * hb)
+        return torch.stack([torch.stack([faa, fab]), torch.stack([fab, fbb])])
+
+    def plot(self, ax: Any = None, kind: str = "contour", term: str | None = None, log: bool | None = None,
+             title: str | None = None) -> Any:
+        """Contour (``kind="contour"``) or surface (``"surface"``) plot; see :func:`plot_slice_2d`."""
+        return plot_slice_2d(self, ax=ax, kind=kind, term=term, log=log, title=title)
+
+
+def _grid(span: float | tuple[float, float], n: int) -> Tensor:
+    if not isinstance(n, int) or n < 2:
+        raise ValueError(f"n must be an integer >= 2, got {n!r}")
+    lo, hi = (-float(span), float(span)) if not isinstance(span, (tuple, list)) else map(float, span)
+    if not hi > lo:
+        raise ValueError(f"span must be positive (or an increasing pair), got {span!r}")
+    return torch.linspace(lo, hi, n, dtype=torch.float64)
+
+
+def slice_1d(f: Loss, theta: Tensor, direction: Tensor | Directions, *, span: float | tuple[float, float] = 1.0,
+             n: int = 41, chunk: int = 64, batched: bool = True, label: str | None = None) -> Slice1D:
+    r""":math:`L(\theta + \alpha\delta)` for ``n`` values of :math:`\alpha` in ``[-span, span]`` (or ``span=(lo, hi)``).
+
+    ``direction``: a ``(P,)`` tensor or a :class:`Directions` (its first vector, label and eigenvalue)."""
+    eig = None
+    if isinstance(direction, Directions):
+        eig = direction.eigenvalues[0] if direction.eigenvalues else None
+        label = label or direction.labels[0]
+        direction = direction.vectors[0]
+    if direction.shape != theta.shape:
+        raise ValueError(f"direction must have the shape of theta {tuple(theta.shape)}, got {tuple(direction.shape)}")
+    alphas = _grid(span, n)
+    total, terms = evaluate(f, theta, alphas[:, None], direction[None], chunk=chunk, batched=batched)
+    return Slice1D(alphas, total, terms, label or "α", float(torch.linalg.vector_norm(direction)), eig)
+
+
+def interpolate(f: Loss, theta_init: Tensor, theta_final: Tensor, *, span: tuple[float, float] = (-0.25, 1.25),
+                n: int = 61, chunk: int = 64) -> Slice1D:
+    r"""Goodfellow et al.'s line :math:`L((1-\alpha)\theta_0 + \alpha\theta^*)`: :math:`\alpha=0` is the
+    initialization, :math:`\alpha=1` the trained solution (``marks``)."""
+    d = (theta_final.detach() - theta_init.detach()).to(theta_init.dtype)
+    s = slice_1d(f, theta_init, d, span=span, n=n, chunk=chunk, label="α  (0: initialization, 1: trained)")
+    return Slice1D(s.alphas, s.loss, s.terms, s.label, s.norm, None, {"init": 0.0, "trained": 1.0})
+
+
+def slice_2d(f: Loss, theta: Tensor, directions: Directions | Sequence[Tensor], *,
+             span: float | tuple[float, float] = 1.0, n: int = 21, chunk: int = 64, batched: bool = True) -> Slice2D:
+    r""":math:`L(\theta + \alpha\delta + \beta\eta)` on an ``n x n`` grid of :math:`[-span, span]^2`, evaluated in
+    ``vmap`` chunks of ``chunk`` points. ``directions``: a :class:`Directions` (first two) or two tensors."""
+    if not isinstance(directions, Directions):
+        if len(directions) != 2:
+            raise ValueError(f"slice_2d needs two directions, got {len(directions)}")
+        directions = Directions(torch.stack([d.detach() for d in directions]), "custom", "none", ("δ", "η"))
+    if len(directions) < 2:
+        raise ValueError("slice_2d needs two directions: random_directions(theta, k=2) or hessian_directions(f, theta, k=2)")
+    D = directions.vectors[:2]
+    if D.shape[1] != theta.numel():
+        raise ValueError(f"directions have {D.shape[1]} entries but theta has {theta.numel()}")
+    a = _grid(span, n)
+    A, B = torch.meshgrid(a, a, indexing="ij")
+    coeffs = torch.stack([A.reshape(-1), B.reshape(-1)], dim=1)
+    total, terms = evaluate(f, theta, coeffs, D, chunk=chunk, batched=batched)
+    two = Directions(D, directions.kind, directions.normalization, directions.labels[:2],
+                     directions.eigenvalues[:2] if directions.eigenvalues else None)
+    return Slice2D(a, a.clone(), total.reshape(n, n), {k: v.reshape(n, n) for k, v in terms.items()}, two)
+
+
+def plane_curvature(f: Loss, theta: Tensor, d1: Tensor, d2: Tensor) -> Tensor:
+    r"""Eigenvalues (ascending, float64) of the Hessian restricted to the plane :math:`\mathrm{span}\{d_1, d_2\}`:
+    :math:`\mathrm{eig}(Q^\top H Q)` with :math:`Q` an orthonormal basis of the plane. They are the extreme
+    curvatures :math:`v^\top H v/\|v\|^2` that any line in a 2-D slice can show; by Cauchy interlacing they lie in
+    :math:`[\lambda_{\min}(H), \lambda_{\max}(H)]`."""
+    from .curvature import hvp_batch
+    Q, _ = torch.linalg.qr(torch.stack([d1.detach(), d2.detach()], dim=1).to(theta.dtype))
+    HQ = hvp_batch(_total(f), theta.detach(), Q.T.contiguous())
+    M = (Q.T @ HQ.T).to(torch.float64)
+    return torch.linalg.eigvalsh(0.5 * (M + M.T))
+
+
+def ritz_terms(pinn: Any) -> Callable[[Tensor], dict[str, Tensor]]:
+    """The Deep Ritz loss of ``pinn``'s problem on the same network and points, as a function of theta:
+    ``theta -> pinn.problem.energy_terms(pinn.u(theta), pinn.points)`` (``{"energy", "boundary"}``)."""
+    if not hasattr(pinn.problem, "energy_terms"):
+        raise ValueError(f"{type(pinn.problem).__name__} has no Deep Ritz energy (energy_terms); use "
+                         "pk.problems.Poisson1D")
+    return lambda theta: pinn.problem.energy_terms(pinn.u(theta), pinn.points)
+
+
+# --- plots ---------------------------------------------------------------------------------------------------
+def _use_log(values: Tensor, log: bool | None) -> bool:
+    positive = bool((values > 0).all())
+    if log and not positive:
+        raise ValueError("log scale needs a positive loss; this one (e.g. a Deep Ritz energy) is not: pass log=False")
+    return positive if log is None else log
+
+
+def plot_slice_1d(s: Slice1D, ax: Any = None, terms: bool = True, log: bool | None = None,
+                  title: str | None = None, label: str = "loss") -> Any:
+    """The loss (and, with ``terms``, each term) along a 1-D slice; log scale when the loss is positive.
+    Several slices can share ``ax`` (pass ``terms=False`` and a ``label`` each)."""
+    import matplotlib.pyplot as plt
+    ax = ax or plt.subplots(figsize=(5, 3.5))[1]
+    a = s.alphas.numpy()
+    ax.plot(a, s.loss.numpy(), "-", lw=2, label=label, **({"color": "k"} if terms and len(s.terms) > 1 else {}))
+    if terms and len(s.terms) > 1:
+        for k, v in s.terms.items():
+            ax.plot(a, v.numpy(), "--", lw=1.2, label=k)
+    if _use_log(torch.cat([s.loss, *(s.terms.values() if terms and len(s.terms) > 1 else [])]), log):
+        ax.set_yscale("log")
+    for name, x in s.marks.items():
+        ax.axvline(x, color="gray", lw=0.8, ls=":")
+        ax.annotate(name, (x, 1), xycoords=("data", "axes fraction"), ha="center", va="bottom", fontsize=8)
+    xl = s.label + (f"  [λ={s.eigenvalue:.2g}]" if s.eigenvalue is not None and "λ" not in s.label else "")
+    ax.set_xlabel(xl + f"   (‖δ‖={s.norm:.2g})")
+    ax.set_ylabel("loss")
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return ax
+
+
+def plot_slice_2d(s: Slice2D, ax: Any = None, kind: str = "contour", term: str | None = None, log: bool | None = None,
+                  title: str | None = None, levels: int = 25) -> Any:
+    """Filled contours (log-spaced levels when the loss is positive) or a 3-D surface of a 2-D slice; the axes are
+    labelled with the directions (and their Hessian eigenvalues), the centre is marked."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib import colors
+    if kind not in ("contour", "surface"):
+        raise ValueError(f"kind must be 'contour' or 'surface', got {kind!r}")
+    if term is not None and term not in s.terms:
+        raise ValueError(f"unknown term {term!r}; valid: {', '.join(s.terms) or '(none: scalar loss)'}")
+    Z = (s.terms[term] if term else s.loss).numpy()
+    use_log = _use_log(torch.as_tensor(Z), log)
+    A, B = np.meshgrid(s.alphas.numpy(), s.betas.numpy(), indexing="ij")
+    xl, yl = s.directions.labels[:2]
+    if kind == "surface":
+        if ax is None:
+            ax = plt.figure(figsize=(5, 4)).add_subplot(projection="3d")
+        ax.plot_surface(A, B, np.log10(Z) if use_log else Z, cmap="viridis", linewidth=0, antialiased=True)
+        ax.set_zlabel(("log10 " if use_log else "") + (term or "loss"))
+    else:
+        ax = ax or plt.subplots(figsize=(5, 4))[1]
+        if use_log:
+            lv = np.logspace(np.log10(Z.min()), np.log10(Z.max()), levels)
+            cs = ax.contourf(A, B, Z, levels=lv, norm=colors.LogNorm(), cmap="viridis")
+        else:
+            cs = ax.contourf(A, B, Z, levels=levels, cmap="viridis")
+        ax.figure.colorbar(cs, ax=ax, label=term or "loss", format="%.1e" if use_log else None)
+        ax.plot([0], [0], "r+", ms=10)
+    ax.set_xlabel(f"α along {xl}")
+    ax.set_ylabel(f"β along {yl}")
+    if title:
+        ax.set_title(title, fontsize=10)
+    return ax
+
+
+# --- interactive explorer ------------------------------------------------------------------------------------
+EXPLORER_DIRECTIONS = ("random, filter-normalized", "random, layer-normalized", "random, not normalized",
+                       "Hessian top-2 eigenvectors")
+
+
+def explorer(losses: Mapping[str, tuple[Loss, Tensor]], blocks: Any = None, *, n: int = 21, seed: int = 0,
+             kind: str = "contour", known: Mapping[tuple[str, str], Directions] | None = None) -> Callable[..., None]:
+    """A function ``show(loss, directions, span)`` for ``ipywidgets.interact``: it computes and plots the 2-D
+    slice of ``losses[loss] = (f, theta)`` along one of :data:`EXPLORER_DIRECTIONS` (directions cached per loss;
+    ``known[(loss, directions)]`` supplies ones already computed, e.g. Hessian eigenvectors)."""
+    cache: dict[tuple[str, str], Directions] = dict(known or {})
+
+    def show(loss: str, directions: str, span: float, ax: Any = None) -> None:
+        import matplotlib.pyplot as plt
+        if loss not in losses:
+            raise ValueError(f"unknown loss {loss!r}; valid: {', '.join(losses)}")
+        if directions not in EXPLORER_DIRECTIONS:
+            raise ValueError(f"unknown directions {directions!r}; valid: {', '.join(EXPLORER_DIRECTIONS)}")
+        f, theta = losses[loss]
+        key = (loss, directions)
+        if key not in cache:
+            if directions.startswith("Hessian"):
+                cache[key] = hessian_directions(f, theta, k=2)
+            else:
+                how = {"filter": "filter", "layer": "layer", "not": "none"}[directions.split(", ")[1].split("-")[0]
+                                                                            .split(" ")[0]]
+                cache[key] = random_directions(theta, 2, blocks=blocks, normalization=how, seed=seed)
+        slice_2d(f, theta, cache[key], span=span, n=n).plot(ax=ax, kind=kind, title=f"{loss}: {directions}, span {span:g}")
+        if ax is None:
+            plt.show()
+
+    return show

@@ -1,0 +1,121 @@
+"""Alignment score, per-term gradients, training loggers and preconditioned alignment."""
+import math
+
+import pytest
+import torch
+
+import pinnkit as pk
+from pinnkit import alignment as al
+
+
+def test_score_closed_forms():
+    e = torch.eye(4, dtype=torch.float64)
+    assert al.alignment_score([e[0], 3 * e[0], 0.1 * e[0]]) == pytest.approx(1.0)
+    assert al.alignment_score([e[0], -e[0]]) == pytest.approx(-1.0)
+    for n in (2, 3, 4):                                   # n orthonormal vectors: 2/n - 1
+        assert al.alignment_score(e[:n]) == pytest.approx(2 / n - 1)
+    # three unit vectors at 120 degrees: they cancel, the minimum -1
+    ang = torch.tensor([0.0, 2 * math.pi / 3, 4 * math.pi / 3], dtype=torch.float64)
+    assert al.alignment_score(torch.stack([ang.cos(), ang.sin()], 1)) == pytest.approx(-1.0, abs=1e-12)
+
+
+def test_score_equals_cosine_for_two_and_is_scale_invariant():
+    g = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        a, b = torch.randn(7, generator=g, dtype=torch.float64), torch.randn(7, generator=g, dtype=torch.float64)
+        c = float(a @ b / (a.norm() * b.norm()))
+        assert al.cosine(a, b) == pytest.approx(c, abs=1e-12)
+        assert al.alignment_score({"x": a, "y": b}) == pytest.approx(c, abs=1e-12)
+        assert al.alignment_score([2.5 * a, 0.1 * b]) == pytest.approx(c, abs=1e-12)
+    # n vectors: equals the mean pairwise cosine formula 2|m|^2 - 1 = (2/n^2)(n + 2 sum_{i<j} cos_ij) - 1
+    V = torch.randn(5, 6, generator=g, dtype=torch.float64)
+    U = V / V.norm(dim=1, keepdim=True)
+    C = U @ U.T
+    n = 5
+    assert al.alignment_score(V) == pytest.approx(2 / n ** 2 * float(C.sum()) - 1, abs=1e-12)
+
+
+def test_score_errors():
+    with pytest.raises(ValueError, match="at least 2"):
+        al.alignment_score([torch.ones(3)])
+    with pytest.raises(ValueError, match="same shape"):
+        al.alignment_score([torch.ones(3), torch.ones(4)])
+    with pytest.raises(ValueError, match="zero or non-finite norm"):
+        al.cosine(torch.ones(3), torch.zeros(3))
+    with pytest.raises(ValueError, match="at least 2|2-D"):
+        al.alignment_score(torch.ones(3))
+
+
+def test_term_gradients_match_finite_differences_and_sum():
+    pinn = pk.PINN("convection", widths=[6], n_res=32, n_ic=8, n_bc=4, dtype=torch.float64, seed=1)
+    th = pinn.theta0
+    g = al.term_gradients(pinn.terms, th)
+    assert set(g) == set(pinn.terms(th))
+    total = torch.func.grad(pinn.loss)(th)
+    torch.testing.assert_close(sum(g.values()), total, rtol=1e-12, atol=1e-12)
+    h = 1e-6
+    for k in g:
+        for j in (0, 5, th.numel() - 1):
+            e = torch.zeros_like(th)
+            e[j] = h
+            fd = (pinn.terms(th + e)[k] - pinn.terms(th - e)[k]) / (2 * h)
+            assert float(g[k][j]) == pytest.approx(float(fd), rel=1e-5, abs=1e-8)
+    assert torch.equal(th, pinn.theta0)
+
+
+def test_loggers_in_train():
+    pinn = pk.PINN("convection", widths=[8], n_res=64, n_ic=16, n_bc=8, dtype=torch.float64)
+    inter = al.InterStep()
+    run = pk.train(pinn, "adam", steps=6, lr=1e-2, log_every=2, quiet=True,
+                   log={"intra": al.IntraStep(pinn.terms), "inter": inter})
+    h = run.history
+    assert h.step == [0, 2, 4, 6]
+    assert h.extra["intra"][0] == pytest.approx(al.intra_step_alignment(pinn.terms, pinn.theta0))
+    assert math.isnan(h.extra["inter"][0]) and all(-1 <= x <= 1 for x in h.extra["inter"][1:])
+    # the logger keeps the last total gradient it was given: that of the final theta
+    gl = torch.func.grad(pinn.loss)(run.theta)
+    torch.testing.assert_close(inter.previous, gl, rtol=1e-10, atol=1e-12)
+    # and the last score is the cosine of the total gradients at steps 4 and 6 (Adam is deterministic)
+    theta4 = pk.train(pinn, "adam", steps=4, lr=1e-2, quiet=True).theta
+    assert h.extra["inter"][-1] == pytest.approx(al.cosine(torch.func.grad(pinn.loss)(theta4), gl), abs=1e-10)
+    assert h.extra["intra"][-1] == pytest.approx(al.alignment_score(al.term_gradients(pinn.terms, run.theta)))
+
+
+def test_inter_step_definition():
+    inter = al.InterStep()
+    a, b = torch.tensor([1.0, 0.0]), torch.tensor([1.0, 1.0])
+    assert math.isnan(inter(None, a))
+    assert inter(None, b) == pytest.approx(math.sqrt(0.5))
+    assert inter(None, -b) == pytest.approx(-1.0)
+    inter.reset()
+    assert math.isnan(inter(None, a))
+
+
+def test_precondition_solves_damped_system():
+    g = torch.Generator().manual_seed(0)
+    A = torch.randn(5, 5, generator=g, dtype=torch.float64)
+    M = A @ A.T
+    v = {"a": torch.randn(5, generator=g, dtype=torch.float64)}
+    d = 1e-3
+    lam_max = float(torch.linalg.eigvalsh(M).abs().max())
+    x = al.precondition(M, v, damping=d)["a"]
+    torch.testing.assert_close((M + d * lam_max * torch.eye(5, dtype=torch.float64)) @ x, v["a"])
+    with pytest.raises(ValueError, match="damping"):
+        al.precondition(M, v, damping=0.0)
+
+
+def test_newton_undoes_a_shared_ill_conditioned_map():
+    """L_i = 1/2 |W theta - a_i|^2 with W = diag(1, 100): the function-space residuals (1, +-0.01) almost agree,
+    W^T amplifies their disagreement into orthogonal gradients (1, +-1); H^{-1} g_i = W^{-1}(W theta - a_i) =
+    (1, +-1e-4) undoes it: cosine (1 - 1e-8) / (1 + 1e-8). Gauss-Newton equals the Hessian here."""
+    W = torch.diag(torch.tensor([1.0, 100.0], dtype=torch.float64))
+    a, b = torch.tensor([0.0, 0.0], dtype=torch.float64), torch.tensor([0.0, 0.02], dtype=torch.float64)
+    terms = lambda th: {"one": 0.5 * ((W @ th - a) ** 2).sum(), "two": 0.5 * ((W @ th - b) ** 2).sum()}
+    r = lambda th: torch.cat([W @ th - a, W @ th - b]) / 2 ** 0.5
+    theta = torch.tensor([1.0, 1e-4], dtype=torch.float64)
+    out = al.preconditioned_alignment(terms, r, theta, dampings=(1e-14, 1e6))
+    assert out.raw == pytest.approx(0.0, abs=1e-12)
+    assert out.newton[0] == pytest.approx((1 - 1e-8) / (1 + 1e-8), abs=1e-10)
+    assert out.gauss_newton[0] == pytest.approx(out.newton[0], abs=1e-10)
+    assert out.newton[1] == pytest.approx(out.raw, abs=1e-6)     # heavy damping: back to the raw gradients
+    assert out.terms == ("one", "two")

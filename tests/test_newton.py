@@ -1,0 +1,140 @@
+"""Newton-family steps: closed forms (quadratics, linear residuals) and the saddle behaviour of Rowan (2025)."""
+import math
+
+import pytest
+import torch
+
+import pinnkit as pk
+from pinnkit import newton as nt
+from pinnkit.regression import Regression
+
+D = torch.float64
+
+
+def t(*xs):
+    return torch.tensor(xs, dtype=D)
+
+
+def test_newton_solves_a_quadratic_in_one_step():
+    A = t([4.0, 1.0, 0.0], [1.0, 3.0, 0.5], [0.0, 0.5, 2.0])
+    b = t(1.0, -2.0, 0.5)
+    f = lambda th: 0.5 * th @ A @ th - b @ th
+    res = nt.run(f, "newton", steps=10, theta0=t(3.0, 3.0, -1.0))
+    assert res.status == "converged" and res.steps == 1
+    torch.testing.assert_close(res.theta, torch.linalg.solve(A, b))
+
+
+def test_newton_on_indefinite_quadratic_jumps_to_the_saddle():
+    f = lambda th: th[0] ** 2 - th[1] ** 2 + th[0] * th[1]
+    res = nt.run(f, "newton", steps=5, theta0=t(0.7, -1.3))
+    assert res.steps == 1 and float(res.theta.abs().max()) < 1e-14
+
+
+def test_newton_direction_is_minimum_norm_least_squares_when_singular():
+    V = torch.linalg.qr(torch.randn(5, 5, dtype=D, generator=torch.Generator().manual_seed(0)))[0]
+    H = V @ torch.diag(t(3.0, -2.0, 1.0, 0.0, 0.0)) @ V.T
+    g = torch.randn(5, dtype=D, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(nt.newton_direction(H, g), -torch.linalg.pinv(H, hermitian=True) @ g)
+    H2 = V @ torch.diag(t(3.0, -2.0, 1.0, 0.5, 4.0)) @ V.T
+    torch.testing.assert_close(nt.newton_direction(H2, g), torch.linalg.solve(H2, -g))
+
+
+def test_saddle_free_direction_is_descent_with_abs_eigenvalues():
+    V = torch.linalg.qr(torch.randn(4, 4, dtype=D, generator=torch.Generator().manual_seed(2)))[0]
+    lam = t(-3.0, -0.5, 1.0, 2.0)
+    H = V @ torch.diag(lam) @ V.T
+    g = torch.randn(4, dtype=D, generator=torch.Generator().manual_seed(3))
+    d = nt.saddle_free_direction(H, g, damping=0.1)
+    torch.testing.assert_close(d, -(V @ torch.diag(1 / (lam.abs() + 0.1)) @ V.T) @ g)
+    assert float(g @ d) < 0
+
+
+def test_on_x2_minus_y2_newton_finds_the_saddle_and_saddle_free_newton_escapes():
+    f = lambda th: th[0] ** 2 - th[1] ** 2 + 0.25 * th[1] ** 4   # saddle (0, 0), minima (0, +-sqrt 2)
+    x0 = t(0.8, 0.3)
+    newton = nt.run(f, "newton", steps=50, theta0=x0)
+    assert newton.status == "converged" and float(newton.theta.norm()) < 1e-8          # the saddle
+    sfn = nt.run(f, "saddle_free_newton", steps=50, theta0=x0)
+    assert sfn.status == "converged"
+    torch.testing.assert_close(sfn.theta, t(0.0, math.sqrt(2.0)))                     # a minimum
+    assert sfn.final_loss == pytest.approx(-1.0)
+    # on the pure saddle x^2 - y^2 there is no minimum: saddle-free Newton keeps descending, away from 0
+    g = lambda th: th[0] ** 2 - th[1] ** 2
+    pure = nt.run(g, "saddle_free_newton", steps=5, theta0=t(1.0, 0.1), damping=0.0)
+    assert abs(float(pure.theta[1])) > 1.0 and pure.final_loss < -1.0
+    assert float(nt.run(g, "newton", steps=3, theta0=t(1.0, 0.1)).theta.norm()) < 1e-14
+
+
+def test_two_layer_linear_net_newton_converges_to_the_zero_saddle():
+    X = torch.randn(3, 20, dtype=D, generator=torch.Generator().manual_seed(0))
+    Y = t([1.0, -2.0, 0.5]) @ X                                  # realisable target, L = ||Y - w2^T W1 X||^2 / N
+
+    def f(th):
+        W1, w2 = th[:6].view(2, 3), th[6:]
+        return ((Y - w2 @ (W1 @ X)) ** 2).mean()
+
+    x0 = 0.05 * torch.randn(8, dtype=D, generator=torch.Generator().manual_seed(1))
+    newton = nt.run(f, "newton", steps=50, theta0=x0)
+    assert newton.status == "converged" and newton.final_loss > 0.5 * float((Y ** 2).mean())
+    assert float((newton.theta[6:] @ newton.theta[:6].view(2, 3)).norm()) < 1e-8      # product ~ 0: u == 0
+    sfn = nt.run(f, "saddle_free_newton", steps=200, theta0=x0, damping=1e-3)
+    assert sfn.final_loss < 1e-10
+
+
+def test_gauss_newton_equals_the_hessian_for_a_linear_residual_and_solves_in_one_step():
+    A = torch.randn(7, 4, dtype=D, generator=torch.Generator().manual_seed(4))
+    b = torch.randn(7, dtype=D, generator=torch.Generator().manual_seed(5))
+    r = lambda th: A @ th - b
+    f = lambda th: (r(th) ** 2).sum()
+    th = torch.randn(4, dtype=D)
+    torch.testing.assert_close(pk.curvature.gauss_newton(r, th), nt.dense_hessian(f, th))
+    res = nt.run(f, "gauss_newton", steps=5, theta0=th, residual=r)
+    torch.testing.assert_close(res.theta, torch.linalg.lstsq(A, b).solution)
+    assert res.steps == 1
+
+
+def test_dense_hessian_matches_curvature_hessian_and_finite_differences():
+    reg = Regression(widths=[3], n=8, seed=1)
+    th = reg.theta0 + 0.1
+    H = nt.dense_hessian(reg.loss, th)
+    torch.testing.assert_close(H, pk.curvature.hessian(reg.loss, th))
+    grad = torch.func.grad(reg.loss)
+    e, h = torch.zeros_like(th), 1e-5
+    e[2] = 1.0
+    fd = (grad(th + h * e) - grad(th - h * e)) / (2 * h)
+    torch.testing.assert_close(H[:, 2], fd, atol=1e-7, rtol=1e-6)
+    with pytest.raises(ValueError, match="DENSE_LIMIT"):
+        nt.dense_hessian(lambda x: (x ** 2).sum(), torch.zeros(pk.curvature.DENSE_LIMIT + 1, dtype=D))
+
+
+def test_levenberg_marquardt_and_line_searches_decrease_the_regression_loss():
+    reg = Regression(widths=[6], n=16, seed=0)
+    for method in ("levenberg_marquardt", "gauss_newton", "damped_newton", "saddle_free_newton"):
+        res = nt.run(reg, method, steps=8, residual=reg.residual_vector)
+        assert all(b <= a for a, b in zip(res.loss, res.loss[1:])), method
+        if method != "gauss_newton":   # plain GN may crawl: near-null directions of J^T J give huge steps
+            assert res.final_loss < 0.5 * res.loss[0], method
+
+
+def test_clear_errors():
+    reg = Regression(widths=[2], n=4)
+    with pytest.raises(ValueError, match="residual="):
+        nt.run(reg, "gauss_newton", steps=1)
+    with pytest.raises(ValueError, match="does not match the loss"):
+        nt.run(reg, "levenberg_marquardt", steps=1, residual=lambda th: 2 * reg.residual_vector(th))
+    with pytest.raises(ValueError, match="unknown method"):
+        nt.run(reg, "newtn", steps=1)
+
+
+def test_divergence_is_reported_with_the_last_finite_iterate():
+    f = lambda th: -torch.exp(th ** 2).sum()  # Newton overshoots on this concave-then-steep function
+    res = nt.run(f, "newton", steps=50, theta0=t(2.0), diverge=1e3)
+    assert res.status in {"diverged", "converged", "max_steps"}
+    assert torch.isfinite(res.theta).all()
+
+
+def test_steppers_plug_into_pk_train(monkeypatch):
+    monkeypatch.setitem(pk.train.__globals__["STEPPERS"], "newton", nt.newton)
+    A = t([2.0, 0.5], [0.5, 1.0])
+    run = pk.train(lambda th: 0.5 * th @ A @ th - th.sum(), "newton", steps=2, theta0=t(1.0, 1.0), quiet=True)
+    torch.testing.assert_close(run.theta, torch.linalg.solve(A, t(1.0, 1.0)))
