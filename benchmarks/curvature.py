@@ -42,6 +42,17 @@ def timer(device: torch.device) -> Callable[[Callable[[], object], int], float]:
     return measure
 
 
+def once(fn: Callable[[], object], device: torch.device) -> tuple[float, object]:
+    """Wall time and result of one call (for the long operations; the kernels are warm by then)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    out = fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - t0, out
+
+
 def pyhessian_style_slq(f, theta: torch.Tensor, probes: torch.Tensor, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
     """SLQ as PyHessian's ``hessian.density``: gradient graph built once (create_graph), then for each probe in turn
     ``steps`` Lanczos steps with one ``autograd.grad(..., retain_graph=True)`` HVP each, Gram-Schmidt against the
@@ -135,17 +146,16 @@ def main() -> None:
 
     # dense Hessian: batched HVPs vs P separate calls (sampled)
     ns = min(args.sample, P)
-    t_sep = measure(lambda: [cv.hvp(f, theta, e) for e in torch.eye(P, dtype=dtype, device=device)[:ns]], 1) / ns * P
+    eye = torch.eye(P, dtype=dtype, device=device)
+    t_sep = once(lambda: [cv.hvp(f, theta, e) for e in eye[:ns]], device)[0] / ns * P
     rows.append((f"P = {P} separate hvp calls (from {ns})", t_sep, f"{t_sep / t_grad:.0f} grad"))
-    t_dense = measure(lambda: cv.hessian(f, theta, force=True), 1)
+    t_dense = once(lambda: cv.hessian(f, theta, force=True), device)[0]
     rows.append(("dense Hessian, batched HVPs (cv.hessian)", t_dense, f"{t_dense / t_grad:.0f} grad"))
 
     # SLQ: pinnkit (all probes together) vs PyHessian-style loop; the same Rademacher probes
     probes = (2.0 * torch.randint(0, 2, (k, P), generator=torch.Generator().manual_seed(0)) - 1).to(device, dtype)
-    t_slq = measure(lambda: cv.spectral_density(f, theta, n_probes=k, steps=args.steps, seed=0), 1)
-    sd = cv.spectral_density(f, theta, n_probes=k, steps=args.steps, seed=0)
-    t_base = measure(lambda: pyhessian_style_slq(f, theta, probes, args.steps), 1)
-    nodes_b, weights_b = pyhessian_style_slq(f, theta, probes, args.steps)
+    t_slq, sd = once(lambda: cv.spectral_density(f, theta, n_probes=k, steps=args.steps, seed=0), device)
+    t_base, (nodes_b, weights_b) = once(lambda: pyhessian_style_slq(f, theta, probes, args.steps), device)
     rows.append((f"SLQ pinnkit ({k} probes x {args.steps} steps)", t_slq, f"{t_slq / t_grad:.0f} grad"))
     rows.append(("SLQ PyHessian-style baseline (same probes)", t_base, f"{t_base / t_grad:.0f} grad"))
     lmax_b = float(nodes_b.max())

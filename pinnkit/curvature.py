@@ -102,10 +102,15 @@ class HVPOperator:
                 x = self._theta.clone().requires_grad_(True)   # local leaf copy: theta itself is untouched
                 (g,) = torch.autograd.grad(self.f(x), x, create_graph=True)
             self._x, self._g = x, g
-            self.grad = g.detach()
         else:
             self._gradf = torch.func.grad(self.f)
-            self.grad = self._gradf(self._theta).detach()
+
+    @property
+    def grad(self) -> Tensor:
+        """The gradient at ``theta`` (free in reverse mode; one extra gradient in forward mode)."""
+        if self.mode == "reverse":
+            return self._g.detach()
+        return self._gradf(self._theta).detach()
 
     def _one(self, v: Tensor) -> Tensor:
         if self.mode == "forward":

@@ -1,8 +1,8 @@
 r"""Models linear in their parameters: a PINN whose hidden layers are frozen (random features).
 
-With :math:`u_c(X) = \sum_j c_j \phi_j(X) + c_0` and a linear PDE operator :math:`\mathcal D`, every residual is linear in
-``c``: :math:`r_k(c) = A_k c - b_k`, with :math:`A_k` the operator applied to the features at the term's points
-(:math:`(\mathcal D\phi_j)(X_i)` for the residual term). The PINN loss
+With :math:`u_c(X) = \sum_j c_j \phi_j(X) + c_0` and a linear PDE operator :math:`\mathcal D`, every residual is
+linear in ``c``: :math:`r_k(c) = A_k c - b_k`, with :math:`A_k` the operator applied to the features
+at the term's points (:math:`(\mathcal D\phi_j)(X_i)` for the residual term). The PINN loss
 :math:`L(c) = \sum_k \frac{1}{N_k}\|A_k c - b_k\|^2` is then a quadratic with constant Hessian
 
 .. math::  H = 2 \sum_k \tfrac{1}{N_k} A_k^\top A_k ,
@@ -28,7 +28,7 @@ from .pinn import PINN
 from .problems import Problem
 
 __all__ = ["LastLayer", "random_features", "operator_condition", "fit_power_law", "PowerLaw",
-           "plot_power_law"]
+           "plot_power_law", "plot_eigenvalues"]
 
 
 class LastLayer:
@@ -66,9 +66,10 @@ class LastLayer:
         return self.pinn.l2re(self.full(c))
 
     def operator_matrices(self) -> dict[str, Tensor]:
-        r"""Per term, :math:`A_k = \partial r_k / \partial c` (``N_k x n_params``); exact and constant for linear PDEs."""
+        r"""Per term, :math:`A_k = \partial r_k / \partial c` (``N_k x n_params``): exact, and constant for linear
+        PDEs."""
         names = list(self.residuals(self.theta0))
-        return {k: torch.func.jacrev(lambda c, k=k: self.residuals(c)[k])(self.theta0) for k in names}
+        return {k: torch.func.jacfwd(lambda c, k=k: self.residuals(c)[k])(self.theta0) for k in names}
 
     def term_hessians(self) -> dict[str, Tensor]:
         r""":math:`H_k = \frac{2}{N_k} A_k^\top A_k` per term (their sum is :meth:`hessian`)."""
@@ -78,12 +79,20 @@ class LastLayer:
         r"""The loss Hessian :math:`H = 2\sum_k A_k^\top A_k / N_k`."""
         return sum(self.term_hessians().values())
 
+    def fit_hessian(self) -> Tensor:
+        r"""Hessian of plain regression with the same features and points, :math:`\frac1N\|u_c(X) - u^*(X)\|^2`
+        over the residual points: :math:`2\Phi^\top\Phi/N` — the PINN Hessian with the operator taken out."""
+        X = self.pinn.points["residual"]
+        Phi = torch.func.jacfwd(lambda c: self.pinn.u(self.full(c))(X))(self.theta0)
+        return 2.0 * Phi.T @ Phi / Phi.shape[0]
+
 
 def random_features(problem: Problem | str, width: int = 64, scale: float = 1.0, n_res: int = 1000, n_ic: int = 101,
                     n_bc: int = 51, seed: int = 0, dtype: torch.dtype = torch.float64,
                     device: str | torch.device | None = None, **pinn_kw: Any) -> LastLayer:
     r"""Random tanh features :math:`\phi_j(X) = \tanh(w_j^\top \tilde X + b_j)` with :math:`w_j \sim \mathcal N(0,
-    \mathrm{scale}^2 I)` on inputs rescaled to :math:`[-1, 1]` per column, :math:`b_j \sim \mathcal N(0, \mathrm{scale}^2)`;
+    \mathrm{scale}^2 I)` on inputs rescaled to :math:`[-1, 1]` per column,
+    :math:`b_j \sim \mathcal N(0, \mathrm{scale}^2)` (``activation="sin"`` gives random Fourier features);
     the last layer (``width + 1`` parameters) is the model's parameter vector."""
     pinn = PINN(problem, widths=[width], n_res=n_res, n_ic=n_ic, n_bc=n_bc, seed=seed, dtype=dtype, device=device,
                 **pinn_kw)
@@ -103,7 +112,8 @@ def random_features(problem: Problem | str, width: int = 64, scale: float = 1.0,
 
 
 def operator_condition(model: LastLayer, term: str | None = None) -> float:
-    """Condition number of the Hessian of ``model``'s loss (or of one ``term``): :func:`~pinnkit.curvature.condition_number`
+    """Condition number of the Hessian of ``model``'s loss (or of one ``term``) by
+    :func:`~pinnkit.curvature.condition_number`
     of its eigenvalues (constant: the model is linear in its parameters)."""
     H = model.hessian() if term is None else model.term_hessians()[term]
     return condition_number(torch.linalg.eigvalsh(H))
@@ -149,4 +159,22 @@ def plot_power_law(x: Any, y: Any, fit: PowerLaw | None = None, *, xlabel: str, 
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.grid(True, which="major", alpha=0.3)
     ax.legend()
+    return ax
+
+
+def plot_eigenvalues(spectra: dict[str, Any], ax: Any = None, title: str = "") -> Any:
+    """Eigenvalues of several symmetric matrices, sorted in decreasing order, on a log axis (|λ|, negative ones
+    hollow). ``spectra``: label -> 1-D tensor of eigenvalues. Returns the axes."""
+    import matplotlib.pyplot as plt
+    ax = ax if ax is not None else plt.subplots(figsize=(5.5, 3.5), layout="constrained")[1]
+    for i, (label, ev) in enumerate(spectra.items()):
+        ev = torch.as_tensor(ev, dtype=torch.float64).sort(descending=True).values
+        k = torch.arange(1, ev.numel() + 1)
+        pos = ev > 0
+        ax.semilogy(k[pos], ev[pos], "o-", ms=3, color=f"C{i}", label=label)
+        if bool((~pos).any()):
+            ax.semilogy(k[~pos], -ev[~pos], "o", ms=4, mfc="none", color=f"C{i}")
+    ax.set(xlabel="index i (eigenvalues sorted, largest first)", ylabel="eigenvalue |λ_i| (log scale)", title=title)
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize="small")
     return ax

@@ -14,28 +14,16 @@ Every analysis in pinnkit (curvature, optimizers, alignment, landscapes) takes s
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
-from torch.func import functional_call
 
-from .nets import mlp
+from .flat import Block, FlatMLP  # noqa: F401  (Block re-exported)
 from .problems import Problem, make
 
 
-@dataclass(frozen=True)
-class Block:
-    """One parameter tensor of the network inside the flat vector: ``theta[start:stop].view(shape)``."""
-
-    name: str
-    shape: tuple[int, ...]
-    start: int
-    stop: int
-
-
-class PINN:
+class PINN(FlatMLP):
     """A physics-informed network for ``problem``: an MLP, collocation points, and losses of ``theta``.
 
     Args:
@@ -52,23 +40,7 @@ class PINN:
                  sampling: str = "grid", dtype: torch.dtype = torch.float32, device: str | torch.device | None = None,
                  eval_shape: tuple[int, ...] | None = None):
         self.problem = make(problem) if isinstance(problem, str) else problem
-        if dtype not in (torch.float32, torch.float64):
-            raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
-        self.dtype = dtype
-        self.device = torch.device(device if device is not None else "cpu")
-        self.seed = int(seed)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
-            net = mlp(self.problem.dim, widths, 1, activation)
-        self.net = net.to(device=self.device, dtype=dtype)
-        self.widths = tuple(int(w) for w in widths)
-        blocks, start = [], 0
-        for name, p in self.net.named_parameters():
-            blocks.append(Block(name, tuple(p.shape), start, start + p.numel()))
-            start += p.numel()
-        self.blocks: tuple[Block, ...] = tuple(blocks)
-        self.n_params = start
-        self.theta0 = torch.cat([p.detach().reshape(-1) for p in self.net.parameters()]).clone()
+        super().__init__(self.problem.dim, widths, seed=seed, activation=activation, dtype=dtype, device=device)
         self.points: dict[str, Tensor] = self.problem.sample(n_res, n_ic, n_bc, seed=self.seed,
                                                              method=sampling).to(self.device, dtype).points
         self.X_eval = self.problem.grid(eval_shape).to(self.device, dtype)
@@ -76,33 +48,6 @@ class PINN:
             self.u_exact: Tensor | None = self.problem.exact(self.X_eval)
         except NotImplementedError:
             self.u_exact = None
-
-    # --- parameters --------------------------------------------------------------------------------
-    def check(self, theta: Tensor) -> None:
-        """Raise a clear error unless ``theta`` is a 1-D tensor of this network's size, dtype and device."""
-        if not isinstance(theta, Tensor):
-            raise TypeError(f"theta must be a torch.Tensor, got {type(theta).__name__}")
-        if theta.shape != (self.n_params,):
-            raise ValueError(f"theta must have shape ({self.n_params},), got {tuple(theta.shape)}")
-        if theta.dtype != self.dtype or theta.device.type != self.device.type:
-            raise ValueError(f"theta is {theta.dtype} on {theta.device} but this PINN is {self.dtype} on "
-                             f"{self.device}; convert with theta.to(device={str(self.device)!r}, dtype={self.dtype})")
-
-    def params(self, theta: Tensor) -> dict[str, Tensor]:
-        """The network's parameters as views into ``theta``."""
-        self.check(theta)
-        return {b.name: theta[b.start:b.stop].view(b.shape) for b in self.blocks}
-
-    def u(self, theta: Tensor) -> Callable[[Tensor], Tensor]:
-        """The candidate solution ``X -> u(X)`` (shape ``(N,)``) for parameters ``theta``."""
-        params = self.params(theta)
-        return lambda X: functional_call(self.net, params, (X,)).squeeze(-1)
-
-    def predict(self, theta: Tensor, X: Tensor) -> Tensor:
-        """Network output at the rows of ``X`` (``(N, d)``)."""
-        if X.ndim != 2 or X.shape[1] != self.problem.dim:
-            raise ValueError(f"X must have shape (N, {self.problem.dim}), got {tuple(X.shape)}")
-        return self.u(theta)(X.to(self.device, self.dtype))
 
     # --- losses ------------------------------------------------------------------------------------
     def residuals(self, theta: Tensor) -> dict[str, Tensor]:

@@ -18,10 +18,8 @@ from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
-from torch.func import functional_call
 
-from .nets import mlp
-from .pinn import Block
+from .flat import FlatMLP
 
 
 def sin2pi(x: Tensor) -> Tensor:
@@ -29,7 +27,7 @@ def sin2pi(x: Tensor) -> Tensor:
     return torch.sin(2 * math.pi * x)
 
 
-class Regression:
+class Regression(FlatMLP):
     """Fit ``target`` on ``n`` evenly spaced points of ``[0, 1]`` with an MLP of hidden ``widths``.
 
     Exposes ``theta0``, ``terms``, ``loss``, ``residual_vector``, ``predict``, ``u``, ``l2re`` and ``blocks``
@@ -39,52 +37,13 @@ class Regression:
     def __init__(self, widths: Sequence[int] = (10, 10), n: int = 64, target: Callable[[Tensor], Tensor] = sin2pi,
                  seed: int = 0, activation: str = "tanh", dtype: torch.dtype = torch.float64,
                  device: str | torch.device | None = None, n_eval: int = 512):
-        if dtype not in (torch.float32, torch.float64):
-            raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
         if n < 1:
             raise ValueError(f"n (number of data points) must be positive, got {n}")
-        self.dtype, self.device, self.seed = dtype, torch.device(device if device is not None else "cpu"), int(seed)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
-            net = mlp(1, widths, 1, activation)
-        self.net = net.to(device=self.device, dtype=dtype)
-        self.widths = tuple(int(w) for w in widths)
-        blocks, start = [], 0
-        for name, p in self.net.named_parameters():
-            blocks.append(Block(name, tuple(p.shape), start, start + p.numel()))
-            start += p.numel()
-        self.blocks: tuple[Block, ...] = tuple(blocks)
-        self.n_params = start
-        self.theta0 = torch.cat([p.detach().reshape(-1) for p in self.net.parameters()]).clone()
+        super().__init__(1, widths, seed=seed, activation=activation, dtype=dtype, device=device)
         self.X = torch.linspace(0, 1, n, dtype=dtype, device=self.device)[:, None]
         self.y = target(self.X[:, 0])
         self.X_eval = torch.linspace(0, 1, n_eval, dtype=dtype, device=self.device)[:, None]
         self.y_eval = target(self.X_eval[:, 0])
-
-    def check(self, theta: Tensor) -> None:
-        """Raise a clear error unless ``theta`` is a 1-D tensor of this network's size, dtype and device."""
-        if not isinstance(theta, Tensor):
-            raise TypeError(f"theta must be a torch.Tensor, got {type(theta).__name__}")
-        if theta.shape != (self.n_params,):
-            raise ValueError(f"theta must have shape ({self.n_params},), got {tuple(theta.shape)}")
-        if theta.dtype != self.dtype or theta.device.type != self.device.type:
-            raise ValueError(f"theta is {theta.dtype} on {theta.device} but this model is {self.dtype} on "
-                             f"{self.device}; convert with theta.to(device={str(self.device)!r}, dtype={self.dtype})")
-
-    def params(self, theta: Tensor) -> dict[str, Tensor]:
-        self.check(theta)
-        return {b.name: theta[b.start:b.stop].view(b.shape) for b in self.blocks}
-
-    def u(self, theta: Tensor) -> Callable[[Tensor], Tensor]:
-        """The fitted function ``X -> u(X)`` (shape ``(N,)``)."""
-        params = self.params(theta)
-        return lambda X: functional_call(self.net, params, (X,)).squeeze(-1)
-
-    def predict(self, theta: Tensor, X: Tensor) -> Tensor:
-        """Network output at the rows of ``X`` (``(N, 1)``)."""
-        if X.ndim != 2 or X.shape[1] != 1:
-            raise ValueError(f"X must have shape (N, 1), got {tuple(X.shape)}")
-        return self.u(theta)(X.to(self.device, self.dtype))
 
     def residual_vector(self, theta: Tensor) -> Tensor:
         r"""Scaled residuals :math:`(u_\theta(x_n) - y_n)/\sqrt N`, so that ``loss == ||r||^2``."""

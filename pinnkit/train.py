@@ -197,6 +197,8 @@ def train(objective: Any, method: str = "adam", steps: int = 1000, *, theta0: Te
         if not hasattr(objective, "theta0"):
             raise ValueError("pass theta0= when the objective is a plain function")
         theta0 = objective.theta0
+    if getattr(objective, "blocks", None) is not None:
+        options.setdefault("blocks", objective.blocks)  # layout of theta, for block-wise optimizers (SOAP)
     if l2re is None and getattr(objective, "u_exact", None) is not None:
         l2re = objective.l2re
     if quiet is None:
