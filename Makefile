@@ -1,12 +1,26 @@
 # make book  - set up .venv and build the rendered book (executes every chapter) into _build/html
-# make test  - set up .venv and run all tests: unit tests, doctests, and nbval over every notebook
+# make test  - set up .venv and run all tests: unit tests, doctests, nbval over every notebook, then
+#              browser-test (the book built from the stored outputs, in headless Chromium) and colab-test
+#              (the widget notebooks under ipywidgets 7.x, as in Colab, in a second venv .venv-colab)
 # On a GPU machine:  make TORCH="torch --index-url https://download.pytorch.org/whl/cu124" book
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
 PYTHON ?= python3
+MATHJAX  ?= mathjax@3.2.2
+MJ       := book/_vendor/mathjax
+CHROMIUM ?= /usr/bin/chromium
+COLAB    ?= .venv-colab
+STORED   := _build/stored
+# browser-test builds the HTML from the stored outputs into $(STORED); BROWSER_HTML=_build/html tests the book
+# that `make book` built instead
+BROWSER_HTML ?=
+# the notebooks that colab-test runs under ipywidgets 7.x
+COLAB_NB ?= $(shell grep -l ipywidgets notebooks/[0-9][0-9]_*.ipynb 2>/dev/null)
+SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT      := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
 
-.PHONY: book test env notebooks clean
+.PHONY: book test env notebooks clean mathjax browser-deps browser-test colab-env colab-test
 
 env: $(VENV)/.installed
 
@@ -17,7 +31,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PY) -m pip install -q -r requirements.txt
 	touch $@
 
-book: env
+book: env mathjax
 	rm -rf _build/html
 	PINNKIT_PROGRESS=0 $(VENV)/bin/jupyter-book build . --config book/_config.yml --toc book/_toc.yml -W -n --keep-going
 	@echo "book: _build/html/index.html"
@@ -25,6 +39,55 @@ book: env
 test: env
 	PINNKIT_PRESET=classroom PINNKIT_PROGRESS=0 $(PY) -m pytest -q -p no:cacheprovider tests pinnkit --doctest-modules \
 		notebooks --nbval --nbval-current-env --nbval-sanitize-with tools/nbval_sanitize.cfg
+	$(MAKE) --no-print-directory browser-test colab-test
+
+# MathJax 3 for the offline book, from the npm registry (npm pack checks the tarball's integrity)
+mathjax: $(MJ)/.$(MATHJAX)
+
+$(MJ)/.$(MATHJAX):
+	command -v npm >/dev/null || ($(APT) update -qq && $(APT) install -y -qq npm >/dev/null)
+	rm -rf $(MJ) _build/npm && mkdir -p _build/npm $(MJ)/output/chtml/fonts
+	cd _build/npm && npm pack --silent $(MATHJAX) >/dev/null && tar xzf mathjax-*.tgz
+	cp _build/npm/package/es5/tex-chtml-full.js _build/npm/package/LICENSE $(MJ)/
+	cp -r _build/npm/package/es5/output/chtml/fonts/woff-v2 $(MJ)/output/chtml/fonts/
+	rm -rf _build/npm
+	touch $@
+
+# Debian's Chromium and Playwright's Python client (never `playwright install`: it downloads a browser)
+browser-deps: $(VENV)/.browser
+	command -v $(CHROMIUM) >/dev/null || ($(APT) update -qq && $(APT) install -y -qq chromium >/dev/null)
+
+$(VENV)/.browser: requirements-browser.txt $(VENV)/.installed
+	$(PY) -m pip install -q -r requirements-browser.txt
+	touch $@
+
+# the book from the STORED notebook outputs (nbval has checked them), then every TOC page in headless Chromium
+browser-test: env mathjax browser-deps
+ifeq ($(strip $(BROWSER_HTML)),)
+	rm -rf $(STORED)/_build/html
+	$(PY) tools/book_stored.py $(STORED)/_config.yml
+	PINNKIT_PROGRESS=0 $(VENV)/bin/jupyter-book build . --config $(STORED)/_config.yml --toc book/_toc.yml \
+		--path-output $(STORED) -W -n --keep-going
+endif
+	PINNKIT_BOOK_HTML=$(or $(strip $(BROWSER_HTML)),$(STORED)/_build/html) CHROMIUM=$(CHROMIUM) \
+		$(PY) -m pytest -q -p no:cacheprovider tests/browser
+
+# Colab's ipywidgets 7.x in a second venv; nbval over the notebooks that use widgets
+colab-env: $(COLAB)/.installed
+
+$(COLAB)/.installed: requirements-colab.txt pyproject.toml
+	test -x $(COLAB)/bin/python || $(PYTHON) -m venv $(COLAB)
+	$(COLAB)/bin/python -m pip install -q --upgrade pip
+	$(COLAB)/bin/python -c "import torch" 2>/dev/null || $(COLAB)/bin/python -m pip install -q $(TORCH)
+	$(COLAB)/bin/python -m pip install -q -r requirements-colab.txt
+	touch $@
+
+colab-test: colab-env
+	$(COLAB)/bin/python -c "import ipywidgets as w; assert w.__version__.startswith('7.'), w.__version__; print('ipywidgets', w.__version__)"
+	@if [ -z "$(strip $(COLAB_NB))" ]; then echo "colab-test: no notebook uses ipywidgets yet"; else \
+		echo "PINNKIT_PRESET=classroom $(COLAB)/bin/python -m pytest --nbval $(COLAB_NB)"; \
+		PINNKIT_PRESET=classroom PINNKIT_PROGRESS=0 $(COLAB)/bin/python -m pytest -q -p no:cacheprovider $(COLAB_NB) \
+			--nbval --nbval-current-env --nbval-sanitize-with tools/nbval_sanitize.cfg; fi
 
 # re-execute the stored notebooks in place (classroom preset, fresh kernel, top to bottom)
 notebooks: env
@@ -32,4 +95,4 @@ notebooks: env
 	$(PY) tools/notebooks.py execute
 
 clean:
-	rm -rf _build $(VENV)
+	rm -rf _build $(VENV) $(COLAB) book/_vendor

@@ -8,7 +8,8 @@ Prints a table of timings and the three ratios of issue 3 with their goals:
   pinnkit SLQ vs a PyHessian-style baseline (double-backward HVPs through one retained graph, one probe at a time,
   Python loops for the re-orthogonalisation, as PyHessian's ``density``) >= 5x at equal probes, steps and accuracy.
 The ``pyhessian`` package itself (0.1, 2021) calls ``torch.eig``, removed from torch 2, so the baseline is written
-here in its image. P separate HVPs are timed on a sample of calls and extrapolated to P.
+here in its image. P separate HVPs are timed on a sample of calls (before and after the dense Hessian) and
+extrapolated to P; the gradient and single HVPs are timed interleaved, as the load of a shared machine drifts.
 """
 from __future__ import annotations
 
@@ -122,11 +123,18 @@ def main() -> None:
     measure = timer(device)
     rows: list[tuple[str, float, str]] = []
 
-    t_grad = measure(lambda: torch.func.grad(f)(theta), 10)
+    # gradient and single HVPs timed interleaved (a shared machine's load drifts; medians of alternating calls)
+    fns = {"grad": lambda: torch.func.grad(f)(theta), "forward": lambda: cv.hvp(f, theta, v, mode="forward"),
+           "reverse": lambda: cv.hvp(f, theta, v, mode="reverse")}
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(11):
+        for name, fn in fns.items():
+            samples[name].append(measure(fn, 1))
+    t_grad = statistics.median(samples["grad"])
     rows.append(("gradient (torch.func.grad)", t_grad, "1.00 grad"))
     t_mode = {}
     for mode in ("forward", "reverse"):
-        t_mode[mode] = measure(lambda: cv.hvp(f, theta, v, mode=mode), 10)
+        t_mode[mode] = statistics.median(samples[mode])
         rows.append((f"hvp, {mode}, one fresh call", t_mode[mode], f"{t_mode[mode] / t_grad:.2f} grad"))
     op = cv.hvp_operator(f, theta, mode="reverse")
     t_reuse = measure(lambda: op(v), 10)
@@ -147,9 +155,11 @@ def main() -> None:
     # dense Hessian: batched HVPs vs P separate calls (sampled)
     ns = min(args.sample, P)
     eye = torch.eye(P, dtype=dtype, device=device)
-    t_sep = once(lambda: [cv.hvp(f, theta, e) for e in eye[:ns]], device)[0] / ns * P
-    rows.append((f"P = {P} separate hvp calls (from {ns})", t_sep, f"{t_sep / t_grad:.0f} grad"))
+    separate = lambda: once(lambda: [cv.hvp(f, theta, e) for e in eye[:ns]], device)[0] / ns * P
+    t_sep = separate()
     t_dense = once(lambda: cv.hessian(f, theta, force=True), device)[0]
+    t_sep = 0.5 * (t_sep + separate())                # sampled before and after the dense Hessian
+    rows.append((f"P = {P} separate hvp calls (from 2 x {ns})", t_sep, f"{t_sep / t_grad:.0f} grad"))
     rows.append(("dense Hessian, batched HVPs (cv.hessian)", t_dense, f"{t_dense / t_grad:.0f} grad"))
 
     # SLQ: pinnkit (all probes together) vs PyHessian-style loop; the same Rademacher probes

@@ -15,14 +15,12 @@ blocks); ``"reverse"`` is reverse-over-reverse: the gradient is built once with 
 leaf copy* of ``theta`` and every product is one more backward pass through that retained graph. Measured on a
 2-core CPU (convection PINN, 2751 parameters, float32): a first HVP costs 1.8 gradients in reverse mode and 2.7 in
 forward mode; each further product at the same ``theta`` costs 0.6-1.0 gradient in reverse mode against 0.8-1.9
-in forward mode. For a block of vectors reverse mode either loops over the rows or uses ``is_grads_batched``
-(vmap over the backward pass): the loop wins for mid-size PINNs, the batched call for small ones, so the
-operator times both on its first block and keeps the faster. ``"auto"`` picks :data:`DEFAULT_MODE` for the device (``benchmarks/curvature.py`` re-measures).
+in forward mode. Blocks of vectors go through ``is_grads_batched`` (vmap over the backward pass), 0.2-0.6 gradient
+per vector against 0.5-0.9 for a Python loop of backward passes (timings on a shared machine are noisy). ``"auto"`` picks :data:`DEFAULT_MODE` for the device (``benchmarks/curvature.py`` re-measures).
 """
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
@@ -93,9 +91,10 @@ class HVPOperator:
         self.dtype, self.device = theta.dtype, theta.device
         self.mode = _resolve_mode(mode, theta.device)
         self.calls = 0
-        #: how reverse mode multiplies a block: ``"loop"`` (one backward per row) or ``"batched"``
-        #: (``is_grads_batched``); chosen by timing both on the first block (which wins depends on the size)
-        self.block: str | None = None
+        #: how reverse mode multiplies a block: ``"batched"`` (``is_grads_batched``, :attr:`BATCH` rows per call;
+        #: the default, measured faster) or ``"loop"`` (one backward per row; falls back to it if an op has no
+        #: batching rule)
+        self.block = "batched"
         self._theta = theta.detach()
         if self.mode == "reverse":
             with torch.enable_grad():
@@ -133,39 +132,24 @@ class HVPOperator:
             return torch.func.vmap(lambda v: torch.func.jvp(self._gradf, (self._theta,), (v,))[1])(V).detach()
         if not self._g.requires_grad:
             return torch.zeros_like(V)
-        if self.block is None and V.shape[0] >= 2:       # first block: time both strategies on a few rows
-            s = min(V.shape[0], self.BATCH)
-            try:
-                t_batched = []
-                for _ in range(2):                        # the first batched call pays a one-off setup
-                    t0 = time.perf_counter()
-                    head = self._batched(V[:s])
-                    t_batched.append(time.perf_counter() - t0)
-            except RuntimeError:                          # an op without a batching rule: loop
-                self.block = "loop"
-                return self._loop(V)
-            t0 = time.perf_counter()
-            self._loop(V[:s])
-            self.block = "batched" if min(t_batched) < time.perf_counter() - t0 else "loop"
-            return torch.cat([head, self._block_product(V[s:])]) if V.shape[0] > s else head
         return self._block_product(V)
 
     def _block_product(self, V: Tensor) -> Tensor:
-        return self._batched(V) if self.block == "batched" else self._loop(V)
+        if self.block == "batched":
+            try:
+                return self._batched(V)
+            except RuntimeError:                          # an op without a batching rule: loop from now on
+                self.block = "loop"
+        return self._loop(V)
 
     def _loop(self, V: Tensor) -> Tensor:
         return torch.stack([self._one(v) for v in V]).detach()
 
     def _batched(self, V: Tensor) -> Tensor:
-        if V.shape[0] > self.BATCH:                       # bounded memory, and the regime that was timed
+        if V.shape[0] > self.BATCH:                       # bounded memory
             return torch.cat([self._batched(V[i:i + self.BATCH]) for i in range(0, V.shape[0], self.BATCH)])
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
         with torch.enable_grad():
-            out = torch.autograd.grad(self._g, self._x, V, retain_graph=True, is_grads_batched=True)[0].detach()
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        return out
+            return torch.autograd.grad(self._g, self._x, V, retain_graph=True, is_grads_batched=True)[0].detach()
 
 
 def hvp_operator(f: Loss, theta: Tensor, *, mode: str = "auto") -> HVPOperator:
@@ -275,10 +259,12 @@ def _as_matvec(matvec: Matvec | Tensor) -> Matvec:
 
 
 def _orthogonalize(w: Tensor, Q: Tensor) -> Tensor:
-    """Remove from the rows of ``w`` (b, n) their components along the rows of each ``Q[i]`` (b, j, n); twice
-    (classical Gram–Schmidt, repeated: "twice is enough")."""
-    for _ in range(2):
-        w = w - torch.einsum("bjn,bj->bn", Q, torch.einsum("bjn,bn->bj", Q, w))
+    """Remove from the rows of ``w`` (b, n) their components along the rows of each ``Q[i]`` (b, j, n): classical
+    Gram–Schmidt, repeated when a row lost more than 1/sqrt(2) of its norm ("twice is enough", Kahan–Parlett)."""
+    before = torch.linalg.vector_norm(w, dim=1)
+    w = w - torch.bmm(torch.bmm(Q, w[:, :, None]).transpose(1, 2), Q)[:, 0]
+    if bool((torch.linalg.vector_norm(w, dim=1) < 0.7071 * before).any()):
+        w = w - torch.bmm(torch.bmm(Q, w[:, :, None]).transpose(1, 2), Q)[:, 0]
     return w
 
 
@@ -479,15 +465,20 @@ def _density_grid(nodes: Tensor, sigma: float, grid_size: int, pad: float = 6.0)
     return torch.cat([torch.linspace(lo, hi, grid_size, dtype=torch.float64), local]).sort().values
 
 
-def _smooth(grid: Tensor, nodes: Tensor, weights: Tensor, sigma2: float, chunk: int = 4096) -> Tensor:
+def _smooth(grid: Tensor, nodes: Tensor, weights: Tensor, sigma2: float, chunk: int = 2048) -> Tensor:
+    """Sum of weighted Gaussians on a sorted grid; nodes farther than 9 sigma (factor < 1e-17) are skipped."""
     x, w = nodes.reshape(-1), weights.reshape(-1) / nodes.shape[0]
     keep = w > 0
     x, w = x[keep], w[keep]
-    out = torch.empty_like(grid)
-    c = 1.0 / math.sqrt(2 * math.pi * sigma2)
+    x, order = x.sort()
+    w = w[order]
+    out = torch.zeros_like(grid)
+    c, reach = 1.0 / math.sqrt(2 * math.pi * sigma2), 9.0 * math.sqrt(sigma2)
     for i in range(0, grid.numel(), chunk):
-        g = grid[i:i + chunk, None]
-        out[i:i + chunk] = (w * torch.exp(-(g - x) ** 2 / (2 * sigma2))).sum(1) * c
+        g = grid[i:i + chunk]
+        lo, hi = torch.searchsorted(x, torch.stack([g[0] - reach, g[-1] + reach])).tolist()
+        if hi > lo:
+            out[i:i + chunk] = (w[lo:hi] * torch.exp(-(g[:, None] - x[lo:hi]) ** 2 / (2 * sigma2))).sum(1) * c
     return out
 
 

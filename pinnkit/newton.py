@@ -244,7 +244,7 @@ class NewtonStepper:
 
 
 def gradient_norm(terms_fn: TermsFn, theta: Tensor, **options: Any) -> NewtonStepper:
-    """Levenberg–Marquardt on :math:`\|\nabla L\|^2`: finds stationary points of any index."""
+    r"""Levenberg–Marquardt on :math:`\|\nabla L\|^2`: finds stationary points of any index."""
     return NewtonStepper(terms_fn, theta, "gradient_norm", **options)
 
 

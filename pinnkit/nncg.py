@@ -170,7 +170,7 @@ class NNCGStepper:
 
     def __init__(self, terms_fn: TermsFn, theta: Tensor, mu: float = 1e-2, rank: int = 60, refresh: int = 20,
                  cg_iters: int = 100, cg_tol: float = 1e-8, alpha: float = 0.1, beta: float = 0.5,
-                 max_step: float = 1.0, chunk: int = 64, seed: int = 0):
+                 max_step: float = 1.0, chunk: int = 16, seed: int = 0):
         if mu <= 0 or refresh <= 0 or cg_iters <= 0:
             raise ValueError(f"mu, refresh and cg_iters must be positive; got mu={mu}, refresh={refresh}, "
                              f"cg_iters={cg_iters}")

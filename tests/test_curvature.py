@@ -67,6 +67,10 @@ def test_modes_agree_on_second_order_pde_and_theta_untouched():
     a = C.hvp_batch(pinn.terms, th, V, mode="forward")        # a terms dict is summed
     b = C.hvp_batch(pinn.loss, th, V, mode="reverse")
     assert torch.allclose(a, b, rtol=1e-8, atol=1e-10 * float(a.abs().max()))
+    op = C.hvp_operator(pinn.loss, th, mode="reverse")
+    assert op.block == "batched"
+    op.block = "loop"                                          # one backward per row: the same products
+    assert torch.allclose(op(V), b, rtol=1e-10, atol=1e-12 * float(b.abs().max())) and op.calls == 2
     assert torch.equal(th, before) and not th.requires_grad
     with pytest.raises(ValueError, match="unknown HVP mode"):
         C.hvp(pinn.loss, th, V[0], mode="sideways")

@@ -171,6 +171,13 @@ def test_plots_run():
     assert "λ=7" in s.plot().get_xlabel()
     s.plot(kind="surface")
     L.slice_1d(f, c, d, n=5).plot()
+    show = L.explorer({"quad": (f, c)}, n=5)
+    fig, axes = plt.subplots(1, 2)
+    for ax, kind in zip(axes, (L.EXPLORER_DIRECTIONS[0], L.EXPLORER_DIRECTIONS[-1])):
+        show("quad", kind, 0.5, ax=ax)
+    assert "λ=7" in axes[1].get_xlabel() and "filter" in axes[0].get_xlabel()
+    with pytest.raises(ValueError, match="valid: quad"):
+        show("cubic", kind, 0.5)
     with pytest.raises(ValueError, match="log=False"):
         L.slice_2d(lambda th: f(th) - 1.0, c, d, n=3).plot(log=True)
     plt.close("all")
