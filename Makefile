@@ -16,7 +16,7 @@ STORED   := _build/stored
 # that `make book` built instead
 BROWSER_HTML ?=
 # the notebooks that colab-test runs under ipywidgets 7.x
-COLAB_NB ?= $(shell grep -l ipywidgets notebooks/[0-9][0-9]_*.ipynb 2>/dev/null)
+COLAB_NB ?= $(shell grep -l -E '(import|from) ipywidgets' notebooks/[0-9][0-9]_*.ipynb 2>/dev/null)
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT      := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
 
@@ -64,7 +64,7 @@ $(VENV)/.browser: requirements-browser.txt $(VENV)/.installed
 # the book from the STORED notebook outputs (nbval has checked them), then every TOC page in headless Chromium
 browser-test: env mathjax browser-deps
 ifeq ($(strip $(BROWSER_HTML)),)
-	rm -rf $(STORED)/_build/html
+	rm -rf $(STORED)
 	$(PY) tools/book_stored.py $(STORED)/_config.yml
 	PINNKIT_PROGRESS=0 $(VENV)/bin/jupyter-book build . --config $(STORED)/_config.yml --toc book/_toc.yml \
 		--path-output $(STORED) -W -n --keep-going

@@ -16,7 +16,8 @@ leaf copy* of ``theta`` and every product is one more backward pass through that
 2-core CPU (convection PINN, 2751 parameters, float32): a first HVP costs 1.8 gradients in reverse mode and 2.7 in
 forward mode; each further product at the same ``theta`` costs 0.6-1.0 gradient in reverse mode against 0.8-1.9
 in forward mode. Blocks of vectors go through ``is_grads_batched`` (vmap over the backward pass), 0.2-0.6 gradient
-per vector against 0.5-0.9 for a Python loop of backward passes (timings on a shared machine are noisy). ``"auto"`` picks :data:`DEFAULT_MODE` for the device (``benchmarks/curvature.py`` re-measures).
+per vector against 0.5-0.9 for a Python loop of backward passes (timings on a shared machine are noisy).
+``"auto"`` picks :data:`DEFAULT_MODE` for the device (``benchmarks/curvature.py`` re-measures).
 """
 from __future__ import annotations
 
@@ -275,7 +276,7 @@ def lanczos(matvec: Matvec | Tensor, dim: int, steps: int, v0: Tensor | None = N
 
     Builds an orthonormal Krylov basis :math:`Q = [q_1..q_m]`, :math:`q_1 = v_0/\|v_0\|`, with
     :math:`A q_j = \beta_{j-1} q_{j-1} + \alpha_j q_j + \beta_j q_{j+1}`; each new vector is re-orthogonalised
-    against all previous ones (twice), so the Ritz values are accurate without spurious copies.
+    against all previous ones (twice when needed), so the Ritz values are accurate without spurious copies.
     ``m = min(steps, dim)``. On exact breakdown (an invariant subspace, :math:`\beta_j \approx 0`) Lanczos restarts
     with a random vector orthogonal to ``Q`` and records ``beta_j = 0``.
 

@@ -234,17 +234,20 @@ RATHORE2024_SECONDS: dict[str, dict[str, float]] = {
 }
 
 
-def optimizer_table(runs: dict[str, dict[str, Any]], paper: dict[str, dict[str, tuple[float, float]]] | None = None
-                    ) -> str:
+def optimizer_table(runs: dict[str, dict[str, Any]], paper: dict[str, dict[str, tuple[float, float]]] | None = None,
+                    seconds: dict[str, dict[str, float]] | None = None) -> str:
     """A text table, one row per (problem, method): our loss, L2RE, final gradient norm and seconds per step
-    (``TrainResult``s in ``runs[problem][method]``) beside the paper's loss / L2RE (default :data:`RATHORE2024`)."""
+    (``TrainResult``s in ``runs[problem][method]``) beside the paper's loss / L2RE (default :data:`RATHORE2024`) and
+    seconds per iteration (default :data:`RATHORE2024_SECONDS`; L-BFGS and NNCG only)."""
     paper = RATHORE2024 if paper is None else paper
+    seconds = RATHORE2024_SECONDS if seconds is None else seconds
     head = (f"{'problem':<11}{'method':<17}{'loss':>9}{'L2RE':>9}{'|grad|':>9}{'s/step':>8}   "
-            f"{'paper loss':>10}{'paper L2RE':>11}")
+            f"{'paper loss':>10}{'paper L2RE':>11}{'paper s/it':>11}")
     lines = [head, "-" * len(head)]
     for prob, methods in runs.items():
         for m, r in methods.items():
             pl, pe = paper.get(prob, {}).get(m, (math.nan, math.nan))
+            ps = seconds.get(prob, {}).get(m.split("+")[-1] if m != "adam+lbfgs" else "", math.nan)
             lines.append(f"{prob:<11}{m:<17}{r.loss:>9.1e}{r.l2re:>9.1e}{r.grad_norm:>9.1e}"
-                         f"{r.seconds_per_step():>8.2f}   {pl:>10.1e}{pe:>11.1e}")
+                         f"{r.seconds_per_step():>8.3f}   {pl:>10.1e}{pe:>11.1e}{ps:>11.3g}")
     return "\n".join(lines)

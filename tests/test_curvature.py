@@ -250,3 +250,16 @@ def test_device_agnostic(device):
     assert top.vectors.device.type == device
     sd = C.spectral_density(pinn.loss, th, n_probes=2, steps=10)
     assert abs(sd.integral() - 1) < 1e-3
+
+
+# --- exercise checks -----------------------------------------------------------------------------------------
+def test_chapter2_exercise_checks(capsys):
+    from pinnkit.exercises import ch02
+    r = C.lanczos(torch.diag(torch.arange(1.0, 11.0, dtype=F64)), 10, 2, torch.ones(10, dtype=F64))
+    assert ch02.check_lanczos_first_step(float(r.alpha[0]), float(r.beta[0]))
+    assert not ch02.check_lanczos_first_step(5.5, 8.25)
+    f = lambda th: 0.5 * (th ** 2 * torch.tensor([-1.0, 2.0, 3.0, 1e-9], dtype=F64)).sum()
+    th = torch.zeros(4, dtype=F64)
+    assert ch02.check_negative_fraction(0.25, f, th) and not ch02.check_negative_fraction(0.5, f, th)
+    assert ch02.check_condition_number(3.0 / 2.0, f, th) and not ch02.check_condition_number(3e9, f, th)
+    assert "Not yet" in capsys.readouterr().out

@@ -2,6 +2,7 @@
 
     python tools/notebooks.py header            # (re)write badge + setup cell in every notebook
     python tools/notebooks.py execute [NB ...]  # run in place in a fresh kernel, classroom preset
+                                                # (all notebooks: also records run times in book/runtimes.md)
 
 The Colab badge and the setup cell come from the one repository setting in ``book/_config.yml``.
 """
@@ -58,18 +59,23 @@ def header(paths: list[Path]) -> None:
         print(f"header: {path.relative_to(ROOT)}")
 
 
-def execute(paths: list[Path]) -> None:
+def execute(paths: list[Path], record: Path | None = None) -> None:
     from nbclient import NotebookClient
     os.environ["PINNKIT_PRESET"] = "classroom"
     os.environ["PINNKIT_PROGRESS"] = "0"
     os.environ.setdefault("PYTHONHASHSEED", "0")
+    rows = []
     for path in paths:
         nb = nbformat.read(path, as_version=4)
         t = time.perf_counter()
         NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
                        ).execute()
         nbformat.write(nb, path)
-        print(f"executed {path.relative_to(ROOT)} in {time.perf_counter() - t:.0f} s")
+        seconds = time.perf_counter() - t
+        rows.append(f"| `{path.name}` | {seconds:.0f} |")
+        print(f"executed {path.relative_to(ROOT)} in {seconds:.0f} s")
+    if record is not None:
+        record.write_text("| chapter | seconds (wall, fresh kernel) |\n|---|---|\n" + "\n".join(rows) + "\n")
 
 
 if __name__ == "__main__":
@@ -78,7 +84,7 @@ if __name__ == "__main__":
     if cmd == "header":
         header(paths)
     elif cmd == "execute":
-        execute(paths)
+        execute(paths, record=None if args else ROOT / "book" / "runtimes.md")
     else:
         print(__doc__)
         sys.exit(2)
