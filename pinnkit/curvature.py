@@ -327,7 +327,7 @@ def lanczos(matvec: Matvec | Tensor, dim: int, steps: int, v0: Tensor | None = N
         a = (w * q).sum(1)
         w = w - a[:, None] * q
         if j > 0:
-            w = w - beta[:, j - 1].to(q.dtype)[:, None] * Q[:, j - 1]
+            w = w - beta[:, j - 1].to(device=q.device, dtype=q.dtype)[:, None] * Q[:, j - 1]
         w = _orthogonalize(w, Q[:, :j + 1])
         alpha[:, j] = a.double().cpu()
         if j == m - 1:
