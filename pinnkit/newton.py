@@ -40,37 +40,17 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from .curvature import DENSE_LIMIT, jacobian
+from .curvature import hessian, jacobian
 from .train import STEPPERS as _TRAIN_STEPPERS
 from .train import TermsFn, as_terms, value_and_grad
 
-__all__ = ["dense_hessian", "newton_direction", "saddle_free_direction", "NewtonStepper", "NewtonResult", "run",
+__all__ = ["newton_direction", "saddle_free_direction", "NewtonStepper", "NewtonResult", "run",
            "METHODS",
            "newton", "damped_newton", "saddle_free_newton", "gauss_newton", "levenberg_marquardt", "gradient_norm"]
 
 
 def _total(terms_fn: TermsFn) -> Callable[[Tensor], Tensor]:
     return lambda th: sum(terms_fn(th).values())
-
-
-def dense_hessian(f: Callable[[Tensor], Tensor], theta: Tensor, *, force: bool = False) -> Tensor:
-    r"""Dense Hessian :math:`\nabla^2 f(\theta)`, symmetrised, by ``torch.func.hessian`` (forward-over-reverse,
-    all :math:`P` tangents vectorised at once — for the small networks of this chapter several times faster than
-    :func:`pinnkit.curvature.hessian`, with the same result). Refuses above ``curvature.DENSE_LIMIT`` parameters.
-
-    >>> A = torch.tensor([[2., 1.], [1., 3.]], dtype=torch.float64)
-    >>> dense_hessian(lambda th: 0.5 * th @ A @ th, torch.zeros(2, dtype=torch.float64))
-    tensor([[2., 1.],
-            [1., 3.]], dtype=torch.float64)
-    """
-    if not isinstance(theta, Tensor) or theta.ndim != 1:
-        raise ValueError("theta must be a flat 1-D tensor (e.g. pinn.theta0)")
-    P = theta.numel()
-    if P > DENSE_LIMIT and not force:
-        raise ValueError(f"dense Hessian of {P} parameters is above DENSE_LIMIT={DENSE_LIMIT}: exact Newton needs a "
-                         f"smaller network (this chapter's point is the dense Hessian), or pass force=True")
-    H = torch.func.hessian(f)(theta.detach())
-    return 0.5 * (H + H.T)
 
 
 def _cutoff(lam: Tensor, rcond: float | None) -> float:
@@ -195,7 +175,7 @@ class NewtonStepper:
             C = 2.0 * (J.T @ J)
         else:
             loss_t, _, g = value_and_grad(as_terms(self.f), theta)
-            C = dense_hessian(self.f, theta)
+            C = hessian(self.f, theta)
         loss = float(loss_t)
         if self.variant == "gradient_norm":
             lam, V = torch.linalg.eigh(C)

@@ -26,7 +26,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
-from .newton import dense_hessian
+from .curvature import hessian
 
 __all__ = ["StationaryPoint", "classify", "zero_output", "table", "tangent_alignment", "plot_saddle_slices",
            "plot_index_vs_loss", "escape_direction", "Endpoint", "survey", "endpoint_table", "Escape", "escape"]
@@ -74,14 +74,14 @@ def classify(f: Callable[[Tensor], Tensor], theta: Tensor, *, grad_tol: float = 
         grad_tol: points with a larger gradient norm are ``"not stationary"``.
         eig_rtol, eig_atol: eigenvalues with ``|lambda| <= max(eig_atol, eig_rtol * max|lambda|)`` count as zero.
         flat_ok: label positive (negative) semi-definite stationary points minimum (maximum), not degenerate.
-        H: the dense Hessian at ``theta`` if already computed (else :func:`pinnkit.newton.dense_hessian`).
+        H: the dense Hessian at ``theta`` if already computed (else :func:`pinnkit.curvature.hessian`).
     """
     if grad_tol < 0 or eig_rtol < 0 or eig_atol < 0:
         raise ValueError(f"tolerances must be >= 0, got grad_tol={grad_tol}, eig_rtol={eig_rtol}, eig_atol={eig_atol}")
     theta = theta.detach()
     g, loss = torch.func.grad_and_value(f)(theta)
     if H is None:
-        H = dense_hessian(f, theta)
+        H = hessian(f, theta)
     if H.shape != (theta.numel(), theta.numel()):
         raise ValueError(f"H must be {theta.numel()} x {theta.numel()}, got {tuple(H.shape)}")
     lam = torch.linalg.eigvalsh(0.5 * (H + H.T)).detach().cpu()
@@ -152,7 +152,7 @@ def escape_direction(f: Callable[[Tensor], Tensor], theta: Tensor) -> tuple[floa
 
 
 def _eig_pair(f: Callable[[Tensor], Tensor], theta: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    lam, V = torch.linalg.eigh(dense_hessian(f, theta.detach()))
+    lam, V = torch.linalg.eigh(hessian(f, theta.detach()))
     return lam, V[:, 0], V[:, -1]
 
 

@@ -87,24 +87,10 @@ def test_gauss_newton_equals_the_hessian_for_a_linear_residual_and_solves_in_one
     r = lambda th: A @ th - b
     f = lambda th: (r(th) ** 2).sum()
     th = torch.randn(4, dtype=D)
-    torch.testing.assert_close(pk.curvature.gauss_newton(r, th), nt.dense_hessian(f, th))
+    torch.testing.assert_close(pk.curvature.gauss_newton(r, th), pk.curvature.hessian(f, th))
     res = nt.run(f, "gauss_newton", steps=5, theta0=th, residual=r)
     torch.testing.assert_close(res.theta, torch.linalg.lstsq(A, b).solution)
     assert res.steps == 1
-
-
-def test_dense_hessian_matches_curvature_hessian_and_finite_differences():
-    reg = Regression(widths=[3], n=8, seed=1)
-    th = reg.theta0 + 0.1
-    H = nt.dense_hessian(reg.loss, th)
-    torch.testing.assert_close(H, pk.curvature.hessian(reg.loss, th))
-    grad = torch.func.grad(reg.loss)
-    e, h = torch.zeros_like(th), 1e-5
-    e[2] = 1.0
-    fd = (grad(th + h * e) - grad(th - h * e)) / (2 * h)
-    torch.testing.assert_close(H[:, 2], fd, atol=1e-7, rtol=1e-6)
-    with pytest.raises(ValueError, match="DENSE_LIMIT"):
-        nt.dense_hessian(lambda x: (x ** 2).sum(), torch.zeros(pk.curvature.DENSE_LIMIT + 1, dtype=D))
 
 
 def test_levenberg_marquardt_and_line_searches_decrease_the_regression_loss():
