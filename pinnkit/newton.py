@@ -42,7 +42,7 @@ from torch import Tensor
 
 from .curvature import hessian, jacobian
 from .train import STEPPERS as _TRAIN_STEPPERS
-from .train import TermsFn, as_terms, value_and_grad
+from .train import TermsFn, as_terms, resolve, value_and_grad
 
 __all__ = ["newton_direction", "saddle_free_direction", "NewtonStepper", "NewtonResult", "run",
            "METHODS",
@@ -307,11 +307,7 @@ def run(objective: Any, method: str = "newton", steps: int = 50, *, theta0: Tens
         raise ValueError(f"log_every must be a positive integer, got {log_every!r}")
     if not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
-    terms_fn = as_terms(objective.terms if hasattr(objective, "terms") else objective)
-    if theta0 is None:
-        if not hasattr(objective, "theta0"):
-            raise ValueError("pass theta0= when the objective is a plain function")
-        theta0 = objective.theta0
+    terms_fn, theta0 = resolve(objective, theta0)
     theta = theta0.detach().clone()
     loss, _, g = value_and_grad(terms_fn, theta)
     losses, gnorms, logged = [float(loss)], [float(torch.linalg.vector_norm(g))], [0]

@@ -85,6 +85,17 @@ def as_terms(fn: Callable[[Tensor], Any]) -> TermsFn:
     return terms
 
 
+def resolve(objective: Any, theta0: Tensor | None) -> tuple[TermsFn, Tensor]:
+    """The terms function and starting point of an objective: a model with ``terms``/``theta0`` (a PINN), or a
+    plain function of theta (then ``theta0`` is required)."""
+    terms_fn = as_terms(objective.terms if hasattr(objective, "terms") else objective)
+    if theta0 is None:
+        if not hasattr(objective, "theta0"):
+            raise ValueError("pass theta0= when the objective is a plain function")
+        theta0 = objective.theta0
+    return terms_fn, theta0
+
+
 def value_and_grad(terms_fn: TermsFn, theta: Tensor) -> tuple[Tensor, dict[str, Tensor], Tensor]:
     """``(loss, terms, grad)`` at ``theta`` (loss = sum of terms), all detached."""
     def total(th):
@@ -192,11 +203,7 @@ def train(objective: Any, method: str = "adam", steps: int = 1000, *, theta0: Te
     phases = _phases(method, steps, switch)
     if options.get("lr", 1.0) <= 0:
         raise ValueError(f"lr must be positive, got {options['lr']}")
-    terms_fn = as_terms(objective.terms if hasattr(objective, "terms") else objective)
-    if theta0 is None:
-        if not hasattr(objective, "theta0"):
-            raise ValueError("pass theta0= when the objective is a plain function")
-        theta0 = objective.theta0
+    terms_fn, theta0 = resolve(objective, theta0)
     if getattr(objective, "blocks", None) is not None:
         options.setdefault("blocks", objective.blocks)  # layout of theta, for block-wise optimizers (SOAP)
     if l2re is None and getattr(objective, "u_exact", None) is not None:
