@@ -2,7 +2,8 @@
 
 Every tool takes a loss as a function of one flat parameter vector ``theta``; per-term losses are a dict.
 """
-from . import alignment, curvature, features, landscape, nets, newton, nncg, plots, presets, problems, regression, soap, stationary
+from . import (alignment, curvature, features, landscape, nets, newton, nncg, plots, presets, problems, regression,
+               report, soap, stationary)
 from .pinn import PINN
 from .presets import Preset, setup
 from .train import STEPPERS, History, TrainingDiverged, TrainResult, train
@@ -21,4 +22,5 @@ STEPPERS.update(
 
 __version__ = "0.1.0"
 __all__ = ["PINN", "Preset", "setup", "train", "History", "TrainResult", "TrainingDiverged", "STEPPERS", "alignment",
-           "curvature", "features", "landscape", "nets", "newton", "nncg", "plots", "presets", "problems", "regression", "soap", "stationary"]
+           "curvature", "features", "landscape", "nets", "newton", "nncg", "plots", "presets", "problems", "regression", "report", "soap",
+           "stationary"]
