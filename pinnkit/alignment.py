@@ -127,6 +127,36 @@ class InterStep:
 
 # --- preconditioned term gradients -------------------------------------------------------------------
 @dataclass(frozen=True)
+class RunSummary:
+    """A training run in four numbers: final loss and L2RE, and the mean intra- and inter-step alignment over the
+    late part of training (the ``log`` entries ``"intra"`` / ``"inter"``), where the start-up transient is over."""
+
+    loss: float
+    l2re: float
+    intra: float
+    inter: float
+
+    def __str__(self) -> str:
+        return (f"loss {self.loss:.1e}  L2RE {self.l2re:.1e}  intra-step A (2nd half) {self.intra:+.2f}  "
+                f"inter-step A (2nd half) {self.inter:+.2f}")
+
+
+def summarize(run, fraction: float = 0.5) -> RunSummary:
+    """:class:`RunSummary` of a :func:`pinnkit.train` result logged with ``IntraStep`` and ``InterStep``; the
+    alignments are averaged over the last ``fraction`` of the logged entries."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    h = run.history
+    missing = {"intra", "inter"} - set(h.extra)
+    if missing:
+        raise ValueError(f"the run has no {sorted(missing)} logs; train with log={{'intra': IntraStep(terms), "
+                         f"'inter': InterStep()}}")
+    start = min(int(len(h.step) * (1 - fraction)), len(h.step) - 1)
+    late = lambda xs: sum(xs[start:]) / len(xs[start:])
+    return RunSummary(loss=run.loss, l2re=run.l2re, intra=late(h.extra["intra"]), inter=late(h.extra["inter"]))
+
+
+@dataclass(frozen=True)
 class PreconditionedAlignment:
     r"""Alignment of the term gradients :math:`g_i` (``raw``) and of :math:`(M + \delta I)^{-1} g_i` for the
     Newton (:math:`M = H`, the Hessian of the total loss) and Gauss–Newton (:math:`M = 2J^\top J`) matrices,

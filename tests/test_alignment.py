@@ -119,3 +119,18 @@ def test_newton_undoes_a_shared_ill_conditioned_map():
     assert out.gauss_newton[0] == pytest.approx(out.newton[0], abs=1e-10)
     assert out.newton[1] == pytest.approx(out.raw, abs=1e-6)     # heavy damping: back to the raw gradients
     assert out.terms == ("one", "two")
+
+
+def test_summarize_averages_the_late_logs():
+    import types
+    import pinnkit as pk
+    hist = pk.History(step=[0, 1, 2, 3, 4], loss=[5, 4, 3, 2, 1.0], l2re=[1, 1, 1, 1, 0.5],
+                      extra={"intra": [0, 0, 1.0, 0.5, 0.0], "inter": [float("nan"), 1, -1.0, 1.0, 0.0]})
+    run = types.SimpleNamespace(history=hist, loss=1.0, l2re=0.5)
+    s = al.summarize(run)  # the last half of 5 entries: indices 2, 3, 4
+    assert (s.loss, s.l2re, s.intra, s.inter) == (1.0, 0.5, 0.5, 0.0)
+    assert "L2RE 5.0e-01" in str(s)
+    with pytest.raises(ValueError, match="IntraStep"):
+        al.summarize(types.SimpleNamespace(history=pk.History(), loss=0.0, l2re=0.0))
+    with pytest.raises(ValueError, match="fraction"):
+        al.summarize(run, fraction=0.0)
