@@ -26,7 +26,7 @@ from typing import Any, Callable, Protocol, Sequence
 import torch
 from torch import Tensor
 
-TermsFn = Callable[[Tensor], dict[str, Tensor]]
+from .objective import TermsFn, as_terms, resolve, value_and_grad  # noqa: F401 (re-exported)
 
 
 class TrainingDiverged(RuntimeError):
@@ -75,34 +75,6 @@ class TrainResult:
                  if phase is None or h.phase[i - 1] == phase]
         n = sum(p[0] for p in pairs)
         return sum(p[1] for p in pairs) / n if n else math.nan
-
-
-def as_terms(fn: Callable[[Tensor], Any]) -> TermsFn:
-    """Wrap a scalar loss as a one-term dict so every tool can treat losses uniformly."""
-    def terms(theta: Tensor) -> dict[str, Tensor]:
-        out = fn(theta)
-        return out if isinstance(out, dict) else {"loss": out}
-    return terms
-
-
-def resolve(objective: Any, theta0: Tensor | None) -> tuple[TermsFn, Tensor]:
-    """The terms function and starting point of an objective: a model with ``terms``/``theta0`` (a PINN), or a
-    plain function of theta (then ``theta0`` is required)."""
-    terms_fn = as_terms(objective.terms if hasattr(objective, "terms") else objective)
-    if theta0 is None:
-        if not hasattr(objective, "theta0"):
-            raise ValueError("pass theta0= when the objective is a plain function")
-        theta0 = objective.theta0
-    return terms_fn, theta0
-
-
-def value_and_grad(terms_fn: TermsFn, theta: Tensor) -> tuple[Tensor, dict[str, Tensor], Tensor]:
-    """``(loss, terms, grad)`` at ``theta`` (loss = sum of terms), all detached."""
-    def total(th):
-        t = terms_fn(th)
-        return sum(t.values()), {k: v.detach() for k, v in t.items()}
-    g, (loss, terms) = torch.func.grad_and_value(total, has_aux=True)(theta.detach())
-    return loss.detach(), terms, g.detach()
 
 
 # --- steppers ------------------------------------------------------------------------------------------

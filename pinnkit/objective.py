@@ -1,0 +1,80 @@
+r"""The one interface every tool shares: a loss as a function of a flat parameter vector ``theta``.
+
+A *loss* is ``f(theta) -> scalar Tensor``; a *terms function* is ``f(theta) -> dict[str, Tensor]`` whose values
+are scalar and whose sum is the loss (``PINN.terms``: residual, initial, boundary). Every analysis in pinnkit
+accepts either and goes through :func:`total` (sum a dict) or :func:`as_terms` (wrap a scalar as a one-term dict),
+so there is one place where "sum the terms" is defined.
+
+>>> import torch
+>>> f = lambda th: {"a": (th ** 2).sum(), "b": th.sum()}
+>>> float(total(f)(torch.tensor([1.0, 2.0])))
+8.0
+>>> sorted(as_terms(lambda th: th.sum())(torch.ones(2)))
+['loss']
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Union
+
+import torch
+from torch import Tensor
+
+#: theta -> dict of scalar terms
+TermsFn = Callable[[Tensor], dict[str, Tensor]]
+#: theta -> scalar Tensor, or theta -> dict of scalar Tensors (summed)
+Loss = Callable[[Tensor], Union[Tensor, Mapping[str, Tensor]]]
+
+__all__ = ["Loss", "TermsFn", "total", "as_terms", "resolve", "value_and_grad"]
+
+
+def _sum_terms(out: Any) -> Tensor:
+    if isinstance(out, Mapping):
+        if not out:
+            raise ValueError("the terms dict is empty; a terms function must return at least one term")
+        out = sum(out.values())
+    if not isinstance(out, Tensor) or out.numel() != 1:
+        shape = tuple(out.shape) if isinstance(out, Tensor) else ""
+        raise ValueError("the loss must return a scalar Tensor or a dict of scalar Tensors, got "
+                         f"{type(out).__name__}{shape}")
+    return out.reshape(())
+
+
+def total(f: Loss) -> Callable[[Tensor], Tensor]:
+    r"""``f`` as a scalar loss :math:`L(\theta) = \sum_k L_k(\theta)`: a dict of terms is summed, a scalar kept."""
+    def loss(theta: Tensor) -> Tensor:
+        return _sum_terms(f(theta))
+    return loss
+
+
+def as_terms(f: Loss) -> TermsFn:
+    """``f`` as a terms function: a scalar loss becomes the one-term dict ``{"loss": f(theta)}``."""
+    def terms(theta: Tensor) -> dict[str, Tensor]:
+        out = f(theta)
+        return dict(out) if isinstance(out, Mapping) else {"loss": out}
+    return terms
+
+
+def resolve(objective: Any, theta0: Tensor | None) -> tuple[TermsFn, Tensor]:
+    """The terms function and starting point of an objective.
+
+    ``objective`` is a model with ``terms`` (and ``theta0``), such as a :class:`~pinnkit.PINN`, or a plain loss or
+    terms function of ``theta`` (then ``theta0`` is required).
+    """
+    terms_fn = as_terms(objective.terms if hasattr(objective, "terms") else objective)
+    if theta0 is None:
+        if not hasattr(objective, "theta0"):
+            raise ValueError("pass theta0= when the objective is a plain function of theta")
+        theta0 = objective.theta0
+    return terms_fn, theta0
+
+
+def value_and_grad(terms_fn: Loss, theta: Tensor) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+    """``(loss, terms, grad)`` at ``theta`` (loss = sum of terms), all detached; ``theta`` is not modified."""
+    terms_of = as_terms(terms_fn)
+
+    def value(th: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        t = terms_of(th)
+        return _sum_terms(t), {k: v.detach() for k, v in t.items()}
+
+    g, (loss, terms) = torch.func.grad_and_value(value, has_aux=True)(theta.detach())
+    return loss.detach(), terms, g.detach()
