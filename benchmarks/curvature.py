@@ -176,11 +176,11 @@ def main() -> None:
     print(f"{'operation':58s} {'seconds':>10s}  {'cost':>10s}")
     for name, t, cost in rows:
         print(f"{name:58s} {t:10.4f}  {cost:>10s}")
-    r1 = t_mode[cv._resolve_mode('auto', device)] / t_grad
+    r1 = t_mode[cv.resolve_mode('auto', device)] / t_grad
     r2 = t_dense / t_sep
     r3 = t_base / t_slq
     print("\nratios (goal):")
-    print(f"  HVP / gradient, default mode '{cv._resolve_mode('auto', device)}' (fastest single call here: {best}):"
+    print(f"  HVP / gradient, default mode '{cv.resolve_mode('auto', device)}' (fastest single call here: {best}):"
           f" {r1:.2f}  (<= 2.5: {'met' if r1 <= 2.5 else 'MISSED'})")
     print(f"  dense Hessian / P separate HVPs:        {r2:.2f}  (<= 0.3: {'met' if r2 <= 0.3 else 'MISSED'})")
     print(f"  SLQ speed-up over PyHessian-style loop: {r3:.2f}x (>= 5: {'met' if r3 >= 5 else 'MISSED'})")

@@ -5,35 +5,47 @@ The **alignment score** of :math:`n \ge 2` non-zero vectors is
 .. math:: \mathcal{A}(v_1, \dots, v_n) = 2\,\Big\|\frac1n \sum_{i=1}^n \frac{v_i}{\|v_i\|}\Big\|^2 - 1
           \;\in\; [-1, 1],
 
-the cosine similarity when :math:`n = 2`. It is 1 when all vectors point the same way, and -1 only
-for two opposite vectors (for :math:`n` unit vectors the mean has norm at least 0, so :math:`\mathcal{A} \ge -1`).
+the cosine similarity when :math:`n = 2`. It is 1 when all vectors point the same way and -1 when their unit
+vectors cancel (two opposite vectors, three at 120 degrees, any :math:`n` spread evenly around a circle);
+:math:`n` orthonormal vectors score :math:`2/n - 1`. It ignores lengths: a *magnitude* imbalance between the
+terms (Wang et al.'s type I conflict) is invisible to it; it measures *directional* conflict (type II).
 
-- **Intra-step alignment** at a step: :math:`\mathcal{A}(\nabla L_1, \dots, \nabla L_n)`, the per-term
-  gradients (e.g. residual, initial, boundary) at the same :math:`\theta`: do the terms agree on where to go?
-- **Inter-step alignment** at a logged step :math:`k`: :math:`\cos(\nabla L(\theta_{k'}), \nabla L(\theta_k))`,
-  the *total*-loss gradient at this logged step and at the previous logged step :math:`k'` (with
-  ``log_every=1``, consecutive optimizer steps). We use the total gradient because it is what every optimizer
-  is fed and what changes from one step to the next: a negative score means the last step overshot and the
-  gradient flipped (the zig-zag of a first-order method across a narrow valley, where improving one term
-  undoes the progress of the previous step on another); a well-preconditioned method keeps it near 1.
+- **Intra-step alignment** at step :math:`k`: :math:`\mathcal{A}(\nabla L_1(\theta_k), \dots, \nabla L_n(\theta_k))`,
+  the per-term gradients (residual, initial, boundary) at the same :math:`\theta_k`.
+- **Inter-step alignment** at step :math:`k` (the book's reading of Wang et al., who describe it as the alignment
+  of consecutive steps' update directions): :math:`\mathcal{A}(\Delta_{k-1}, \Delta_k) = \cos(\Delta_{k-1},
+  \Delta_k)` of two *consecutive* updates :math:`\Delta_k = \theta_{k+1} - \theta_k`. :func:`track` logs it at
+  lag 1 at every log point, together with the cosine of consecutive total gradients
+  :math:`\cos(\nabla L(\theta_k), \nabla L(\theta_{k+1}))`. A negative score means the step reversed direction
+  (oscillation, zig-zag across a valley): a conflict between steps, not progress.
 
->>> cosine(torch.tensor([1.0, 0.0]), torch.tensor([1.0, 1.0]))        # cos 45 degrees
-0.7071067690849304
+>>> round(cosine(torch.tensor([1.0, 0.0]), torch.tensor([1.0, 1.0])), 6)        # cos 45 degrees
+0.707107
 >>> alignment_score([torch.tensor([1.0, 0.0]), torch.tensor([-1.0, 0.0])])
 -1.0
->>> round(alignment_score(torch.eye(3)), 6)                            # three orthogonal vectors: 2/3 - 1
+>>> round(alignment_score(torch.eye(3)), 6)                                       # three orthonormal: 2/3 - 1
 -0.333333
 """
 from __future__ import annotations
 
+import inspect
 import math
-from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+import statistics
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor
 
-TermsFn = Callable[[Tensor], dict[str, Tensor]]
+from .objective import Loss, TermsFn, as_terms, resolve, total
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.figure import Figure
+
+__all__ = ["alignment_score", "cosine", "term_gradients", "intra_step_alignment", "IntraStep", "InterStep",
+           "optimizer_directions", "track", "Trace", "tune", "Tuning", "study", "Study", "RunSummary", "summarize",
+           "seed_spread", "Spread", "precondition", "preconditioned_alignment", "PreconditionedAlignment", "fan",
+           "plot_score_geometry", "plot_vectors", "plot_alignment_history", "plot_study", "plot_preconditioned"]
 
 
 # --- the score ---------------------------------------------------------------------------------------
@@ -65,35 +77,55 @@ def _stack(vectors: Sequence[Tensor] | Mapping[str, Tensor] | Tensor) -> Tensor:
 
 
 def alignment_score(vectors: Sequence[Tensor] | Mapping[str, Tensor] | Tensor) -> float:
-    r""":math:`\mathcal{A} = 2\|\frac1n\sum_i v_i/\|v_i\|\|^2 - 1` of ``n >= 2`` non-zero vectors of one shape
-    (a sequence, a dict such as :func:`term_gradients`' output, or the rows of a 2-D tensor)."""
+    r""":math:`\mathcal{A} = 2\|\frac1n\sum_i v_i/\|v_i\|\|^2 - 1`.
+
+    Args:
+        vectors: ``n >= 2`` non-zero tensors of one shape: a sequence, a dict (such as :func:`term_gradients`'
+            output) or the rows of a 2-D tensor.
+
+    Returns:
+        The score in :math:`[-1, 1]`.
+
+    Raises:
+        ValueError: fewer than 2 vectors, mismatched shapes, or a zero / non-finite vector.
+    """
     U = _stack(vectors)
     return float(2.0 * torch.linalg.vector_norm(U.mean(0)) ** 2 - 1.0)
 
 
 def cosine(a: Tensor, b: Tensor) -> float:
-    r"""Cosine similarity :math:`a\cdot b / (\|a\|\|b\|)` of two non-zero tensors of the same shape."""
+    r"""Cosine similarity :math:`a\cdot b / (\|a\|\|b\|)` of two non-zero tensors of the same shape (any shape;
+    they are flattened), i.e. :func:`alignment_score` of the pair."""
     U = _stack([a, b])
     return float(U[0] @ U[1])
 
 
+def _cosine_or_nan(a: Tensor, b: Tensor) -> float:
+    na, nb = float(torch.linalg.vector_norm(a)), float(torch.linalg.vector_norm(b))
+    return cosine(a, b) if na > 0 and nb > 0 and math.isfinite(na * nb) else math.nan
+
+
 # --- per-term gradients ----------------------------------------------------------------------------
-def term_gradients(terms_fn: TermsFn, theta: Tensor) -> dict[str, Tensor]:
+def term_gradients(objective: Any, theta: Tensor) -> dict[str, Tensor]:
     r"""Per-term gradients :math:`\{\text{name}: \nabla_\theta L_\text{name}(\theta)\}` at one ``theta``.
 
-    One :func:`torch.func.jacrev` of the whole term dict (its rows are vmapped vector-Jacobian products,
-    sharing one forward pass).
+    Args:
+        objective: a terms function (``pinn.terms``), a scalar loss (one term, ``"loss"``) or a model with
+            ``.terms`` (a :class:`~pinnkit.PINN`).
+        theta: flat parameter vector; not modified.
+
+    Returns:
+        ``{name: gradient}``, each of ``theta``'s shape. One :func:`torch.func.jacrev` of the term dict.
     """
+    terms_fn = as_terms(objective.terms if hasattr(objective, "terms") else objective)
     th = theta.detach()
     jac = torch.func.jacrev(terms_fn)(th)
-    if not isinstance(jac, dict):
-        raise TypeError("terms_fn must return a dict of scalar loss terms (e.g. pinn.terms)")
     return {k: v.detach().reshape(th.shape) for k, v in jac.items()}
 
 
-def intra_step_alignment(terms_fn: TermsFn, theta: Tensor) -> float:
+def intra_step_alignment(objective: Any, theta: Tensor) -> float:
     """Alignment score of the per-term gradients at ``theta`` (see the module docstring)."""
-    return alignment_score(term_gradients(terms_fn, theta))
+    return alignment_score(term_gradients(objective, theta))
 
 
 class IntraStep:
@@ -108,10 +140,11 @@ class IntraStep:
 
 class InterStep:
     r"""Logger for ``pk.train(..., log={"inter": InterStep()})``: :math:`\cos(g_{k'}, g_k)` of the total-loss
-    gradient (the ``grad`` that :func:`pinnkit.train` passes) at this and the previous logged step.
+    gradient at this and the previous *logged* step :math:`k'`.
 
-    The first call returns NaN (no previous step). Use a fresh instance per run (or :meth:`reset`); with
-    ``log_every=1`` the score compares consecutive optimizer steps.
+    With ``log_every=1`` that is consecutive steps; with ``log_every=10`` it compares gradients 10 steps apart,
+    which is *not* the lag-1 inter-step alignment. :func:`track` measures lag 1 at every log point whatever the
+    logging interval; prefer it. The first call returns NaN (no previous step); use a fresh instance per run.
     """
 
     def __init__(self) -> None:
@@ -125,11 +158,281 @@ class InterStep:
         return math.nan if prev is None else cosine(prev, grad)
 
 
-# --- preconditioned term gradients -------------------------------------------------------------------
+# --- the optimizer's own preconditioner ------------------------------------------------------------
+def optimizer_directions(stepper: Any, vectors: Mapping[str, Tensor]) -> dict[str, Tensor] | None:
+    r"""Apply the optimizer's *current* diagonal / Kronecker preconditioner :math:`P` to each vector.
+
+    Adam: :math:`P g = g / (\sqrt{v} + \epsilon)` with its second moment :math:`v`. SOAP:
+    :math:`P G = Q_L\,[(Q_L^\top G Q_R) / (\sqrt{v} + \epsilon)]\,Q_R^\top` per weight matrix with its eigenbases
+    and rotated second moment (plain Adam on biases). Linear in the vector, so :math:`\sum_i P g_i = P\,\nabla L`;
+    momentum is left out (it mixes past gradients, which have no per-term split). Bias-correction factors are a
+    common scale and do not change directions.
+
+    Args:
+        stepper: the ``"adam"`` stepper of :mod:`pinnkit.train` or the ``"soap"`` stepper of :mod:`pinnkit.soap`.
+        vectors: ``{name: flat vector}`` of ``theta``'s shape (e.g. :func:`term_gradients`).
+
+    Returns:
+        ``{name: P v}``, or ``None`` before the optimizer has a second moment (its first step).
+
+    Raises:
+        TypeError: an optimizer other than Adam or SOAP.
+    """
+    from .soap import SOAPStepper
+
+    opt = getattr(stepper, "opt", None)
+    if isinstance(stepper, SOAPStepper):
+        out = {k: [] for k in vectors}
+        for p, b in zip(stepper.params, stepper.blocks):
+            st = opt.state.get(p, {})
+            if "exp_avg_sq" not in st or st.get("step", 0) == 0:
+                return None
+            Q, denom = st["Q"], st["exp_avg_sq"].sqrt() + opt.param_groups[0]["eps"]
+            for k, v in vectors.items():
+                x = v[b.start:b.stop].reshape(p.shape)
+                out[k].append(opt.project_back(opt.project(x, Q) / denom, Q).reshape(-1))
+        return {k: torch.cat(parts) for k, parts in out.items()}
+    if isinstance(opt, torch.optim.Adam):
+        st = opt.state.get(stepper.param, {})
+        if "exp_avg_sq" not in st:
+            return None
+        denom = st["exp_avg_sq"].sqrt() + opt.param_groups[0]["eps"]
+        return {k: v / denom.reshape(v.shape) for k, v in vectors.items()}
+    raise TypeError(f"optimizer_directions knows Adam and SOAP steppers, got {type(stepper).__name__}")
+
+
+# --- tracking a run --------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class Trace:
+    r"""Alignment along one training run, one entry per log point :math:`k` (see :func:`track`).
+
+    ``intra``: :math:`\mathcal{A}(g_1, \dots, g_n)` of the term gradients at :math:`\theta_k`;
+    ``inter``: :math:`\cos(\Delta_{k-1}, \Delta_k)` of consecutive updates (NaN where an update is zero, e.g.
+    SOAP's first step); ``inter_grad``: :math:`\cos(\nabla L(\theta_k), \nabla L(\theta_{k+1}))`;
+    ``intra_precond``: :math:`\mathcal{A}(P g_1, \dots, P g_n)` with the optimizer's own preconditioner
+    (:func:`optimizer_directions`; NaN before it exists); ``imbalance``: :math:`\max_i\|g_i\| / \min_i\|g_i\|`
+    (the type I conflict the score cannot see). ``snapshots`` maps a few steps to :math:`\theta` there.
+    """
+
+    method: str
+    lr: float
+    seed: int
+    step: tuple[int, ...]
+    loss_history: tuple[float, ...]
+    intra: tuple[float, ...]
+    inter: tuple[float, ...]
+    inter_grad: tuple[float, ...]
+    intra_precond: tuple[float, ...]
+    imbalance: tuple[float, ...]
+    loss: float
+    l2re: float
+    theta: Tensor
+    snapshots: Mapping[int, Tensor] = field(default_factory=dict)
+
+
+def _factory(method: str) -> Callable[..., Any]:
+    from .train import STEPPERS
+
+    if method not in STEPPERS:
+        raise ValueError(f"unknown optimizer {method!r}; valid: {', '.join(STEPPERS)}")
+    return STEPPERS[method]
+
+
+def track(objective: Any, method: str, steps: int, *, lr: float, log_every: int = 10, seed: int = 0,
+          snapshots: Sequence[float] = (0.25, 0.5, 1.0), **options: Any) -> Trace:
+    r"""Train ``objective`` with ``method`` and log the alignments of :class:`Trace` at lag 1.
+
+    At every log point :math:`k` (every ``log_every`` steps) it records the intra-step alignment at
+    :math:`\theta_k`, takes the step :math:`k \to k+1`, and records :math:`\cos(\Delta_{k-1}, \Delta_k)` and
+    :math:`\cos(\nabla L(\theta_k), \nabla L(\theta_{k+1}))`: consecutive steps whatever ``log_every`` is.
+
+    Args:
+        objective: a model with ``terms`` and ``theta0`` (a :class:`~pinnkit.PINN`; ``blocks`` and ``l2re`` used
+            when present).
+        method: a :data:`pinnkit.train.STEPPERS` name with a preconditioner :func:`optimizer_directions` knows
+            (``"adam"``, ``"soap"``); other steppers run, with ``intra_precond`` NaN.
+        steps: optimizer steps.
+        lr: learning rate.
+        log_every: steps between log points.
+        seed: recorded in the trace (the model's own seed sets the initialisation).
+        snapshots: fractions of ``steps`` at which to keep :math:`\theta` (the nearest log point; 1.0 = the end).
+        **options: passed to the stepper factory when it accepts them (e.g. ``precondition_frequency``).
+
+    Returns:
+        A :class:`Trace`.
+
+    Raises:
+        ValueError: ``steps`` or ``log_every`` not positive, or an unknown ``method``.
+    """
+    if steps <= 0 or log_every <= 0:
+        raise ValueError(f"steps and log_every must be positive, got steps={steps}, log_every={log_every}")
+    factory = _factory(method)
+    terms_fn, theta0 = resolve(objective, None)
+    loss_fn = total(terms_fn)
+    kw = dict(options, lr=lr)
+    if getattr(objective, "blocks", None) is not None:
+        kw.setdefault("blocks", objective.blocks)
+    params = inspect.signature(factory).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        kw = {k: v for k, v in kw.items() if k in params}
+    stepper = factory(terms_fn, theta0.detach().clone(), **kw)
+    keep = {min(steps - 1, int(round(f * steps)) // log_every * log_every) for f in snapshots if f < 1}
+    rec: dict[str, list[float]] = {k: [] for k in ("step", "loss", "intra", "inter", "inter_grad", "pre", "imb")}
+    snaps: dict[int, Tensor] = {}
+    theta_prev, grad = None, torch.func.grad(loss_fn)
+    for k in range(steps):
+        theta = stepper.theta.detach().clone()
+        log = k % log_every == 0
+        if log:
+            g = term_gradients(terms_fn, theta)
+            norms = [float(torch.linalg.vector_norm(v)) for v in g.values()]
+            pre = optimizer_directions(stepper, g) if method in ("adam", "soap") else None
+            rec["step"].append(k)
+            rec["loss"].append(float(loss_fn(theta)))
+            rec["intra"].append(alignment_score(g) if len(g) > 1 else math.nan)
+            rec["pre"].append(alignment_score(pre) if pre is not None and len(g) > 1 else math.nan)
+            rec["imb"].append(max(norms) / min(norms) if min(norms) > 0 else math.inf)
+            g_total = sum(g.values())
+            if k in keep:
+                snaps[k] = theta
+        stepper.step()
+        if log:
+            theta_next = stepper.theta.detach()
+            step_now = theta_next - theta
+            rec["inter"].append(math.nan if theta_prev is None else _cosine_or_nan(theta - theta_prev, step_now))
+            rec["inter_grad"].append(_cosine_or_nan(g_total, grad(theta_next)))
+        theta_prev = theta
+    theta = stepper.theta.detach().clone()
+    snaps[steps] = theta
+    l2re = float(objective.l2re(theta)) if getattr(objective, "u_exact", None) is not None else math.nan
+    return Trace(method=method, lr=float(lr), seed=int(seed), step=tuple(int(s) for s in rec["step"]),
+                 loss_history=tuple(rec["loss"]), intra=tuple(rec["intra"]), inter=tuple(rec["inter"]),
+                 inter_grad=tuple(rec["inter_grad"]), intra_precond=tuple(rec["pre"]), imbalance=tuple(rec["imb"]),
+                 loss=float(loss_fn(theta)), l2re=l2re, theta=theta, snapshots=snaps)
+
+
+# --- tuning and seeds ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Tuning:
+    """Learning-rate sweep of one optimizer on a tuning seed: final loss per lr and the chosen (lowest) lr."""
+
+    method: str
+    lrs: tuple[float, ...]
+    losses: tuple[float, ...]
+    best: float
+
+    def __str__(self) -> str:
+        cells = "  ".join(f"lr {lr:.0e}: {loss:.1e}" for lr, loss in zip(self.lrs, self.losses))
+        return f"{self.method:5s} {cells}  -> lr {self.best:.0e}"
+
+
+def tune(make: Callable[[int], Any], method: str, lrs: Sequence[float], steps: int, seed: int,
+         **options: Any) -> Tuning:
+    """Sweep ``lrs`` for ``method`` on the model ``make(seed)`` and choose the lr with the lowest final loss
+    (a diverged run counts as infinite loss).
+
+    Args:
+        make: ``seed -> model`` (e.g. a :class:`~pinnkit.PINN` built with that seed).
+        method: a :data:`pinnkit.train.STEPPERS` name.
+        lrs: candidate learning rates.
+        steps: steps per run (the same budget as the comparison).
+        seed: the tuning seed (keep it out of the evaluation seeds).
+        **options: passed to :func:`pinnkit.train`.
+    """
+    from .train import TrainingDiverged, train
+
+    losses = []
+    for lr in lrs:
+        try:
+            run = train(make(seed), method, steps, lr=lr, log_every=steps, quiet=True, **options)
+            losses.append(run.loss if math.isfinite(run.loss) else math.inf)
+        except TrainingDiverged:
+            losses.append(math.inf)
+    best = min(zip(losses, lrs))[1]
+    return Tuning(method=method, lrs=tuple(float(x) for x in lrs), losses=tuple(losses), best=float(best))
+
+
+@dataclass(frozen=True)
+class Study:
+    """Optimizers compared over seeds, each at its own tuned learning rate: ``traces[method]`` one per seed."""
+
+    tunings: Mapping[str, Tuning]
+    traces: Mapping[str, tuple[Trace, ...]]
+    fraction: float = 0.5
+
+    def summary(self, method: str) -> "Spread":
+        return seed_spread(self.traces[method], self.fraction)
+
+
+def study(make: Callable[[int], Any], methods: Sequence[str], lrs: Sequence[float], steps: int,
+          seeds: Sequence[int], tune_seed: int, log_every: int = 10, **options: Any) -> Study:
+    """For each method: :func:`tune` the lr on ``tune_seed``, then :func:`track` it on every seed in ``seeds``.
+
+    Args:
+        make: ``seed -> model``; the seed sets the initialisation and the collocation points.
+        methods: optimizer names, e.g. ``("adam", "soap")``.
+        lrs: the learning-rate grid, the same for every method.
+        steps: steps per run (equal budget for every method).
+        seeds: evaluation seeds (at least 3 for a claim).
+        tune_seed: the seed used only for tuning.
+        log_every: steps between log points of :func:`track`.
+    """
+    tunings = {m: tune(make, m, lrs, steps, tune_seed, **options) for m in methods}
+    traces = {m: tuple(track(make(s), m, steps, lr=tunings[m].best, log_every=log_every, seed=s, **options)
+                       for s in seeds) for m in methods}
+    return Study(tunings=tunings, traces=traces)
+
+
+def _late_mean(xs: Sequence[float], fraction: float) -> float:
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    start = min(int(len(xs) * (1 - fraction)), len(xs) - 1)
+    vals = [x for x in xs[start:] if math.isfinite(x)]
+    return sum(vals) / len(vals) if vals else math.nan
+
+
+@dataclass(frozen=True)
+class Spread:
+    """Per-seed values of one optimizer (final loss, L2RE, and the late-training means of the alignments)."""
+
+    method: str
+    lr: float
+    loss: tuple[float, ...]
+    l2re: tuple[float, ...]
+    intra: tuple[float, ...]
+    inter: tuple[float, ...]
+    inter_grad: tuple[float, ...]
+    intra_precond: tuple[float, ...]
+    imbalance: tuple[float, ...]
+
+    def __str__(self) -> str:
+        def rng(xs: Sequence[float], f: str) -> str:
+            return f"{statistics.median(xs):{f}} [{min(xs):{f}}, {max(xs):{f}}]"
+        return (f"{self.method:5s} lr {self.lr:.0e}  loss {rng(self.loss, '.1e')}  L2RE {rng(self.l2re, '.1e')}\n"
+                f"      intra {rng(self.intra, '+.2f')}  inter (updates) {rng(self.inter, '+.2f')}  "
+                f"inter (gradients) {rng(self.inter_grad, '+.2f')}\n"
+                f"      intra of P g_i {rng(self.intra_precond, '+.2f')}  "
+                f"max/min |g_i| {rng(self.imbalance, '.2g')}")
+
+
+def seed_spread(traces: Sequence[Trace], fraction: float = 0.5) -> Spread:
+    """:class:`Spread` of several seeds; alignments averaged over the last ``fraction`` of each run's log
+    points (NaN entries skipped). Printed as median [min, max] over the seeds."""
+    if not traces:
+        raise ValueError("seed_spread needs at least one trace")
+    m = lambda attr: tuple(_late_mean(getattr(t, attr), fraction) for t in traces)
+    imb = tuple(statistics.median(t.imbalance[min(int(len(t.imbalance) * (1 - fraction)), len(t.imbalance) - 1):])
+                for t in traces)
+    return Spread(method=traces[0].method, lr=traces[0].lr, loss=tuple(t.loss for t in traces),
+                  l2re=tuple(t.l2re for t in traces), intra=m("intra"), inter=m("inter"), inter_grad=m("inter_grad"),
+                  intra_precond=m("intra_precond"), imbalance=imb)
+
+
+# --- summaries of pk.train runs --------------------------------------------------------------------
 @dataclass(frozen=True)
 class RunSummary:
-    """A training run in four numbers: final loss and L2RE, and the mean intra- and inter-step alignment over the
-    late part of training (the ``log`` entries ``"intra"`` / ``"inter"``), where the start-up transient is over."""
+    """A :func:`pinnkit.train` run in four numbers: final loss and L2RE, and the mean intra- and inter-step
+    alignment over the late part of training (the ``log`` entries ``"intra"`` / ``"inter"``)."""
 
     loss: float
     l2re: float
@@ -137,13 +440,18 @@ class RunSummary:
     inter: float
 
     def __str__(self) -> str:
-        return (f"loss {self.loss:.1e}  L2RE {self.l2re:.1e}  intra-step A (2nd half) {self.intra:+.2f}  "
-                f"inter-step A (2nd half) {self.inter:+.2f}")
+        return (f"loss {self.loss:.1e}  L2RE {self.l2re:.1e}  intra-step A (late) {self.intra:+.2f}  "
+                f"inter-step A (late) {self.inter:+.2f}")
 
 
-def summarize(run, fraction: float = 0.5) -> RunSummary:
+def summarize(run: Any, fraction: float = 0.5) -> RunSummary:
     """:class:`RunSummary` of a :func:`pinnkit.train` result logged with ``IntraStep`` and ``InterStep``; the
-    alignments are averaged over the last ``fraction`` of the logged entries."""
+    alignments are averaged over the last ``fraction`` of the logged entries (NaN entries, such as the first
+    ``InterStep`` value, are skipped).
+
+    Raises:
+        ValueError: ``fraction`` outside (0, 1], or the run has no ``intra`` / ``inter`` logs.
+    """
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
     h = run.history
@@ -151,58 +459,79 @@ def summarize(run, fraction: float = 0.5) -> RunSummary:
     if missing:
         raise ValueError(f"the run has no {sorted(missing)} logs; train with log={{'intra': IntraStep(terms), "
                          f"'inter': InterStep()}}")
-    start = min(int(len(h.step) * (1 - fraction)), len(h.step) - 1)
-    late = lambda xs: sum(xs[start:]) / len(xs[start:])
-    return RunSummary(loss=run.loss, l2re=run.l2re, intra=late(h.extra["intra"]), inter=late(h.extra["inter"]))
+    return RunSummary(loss=run.loss, l2re=run.l2re, intra=_late_mean(h.extra["intra"], fraction),
+                      inter=_late_mean(h.extra["inter"], fraction))
 
 
+# --- preconditioned term gradients (dense) ---------------------------------------------------------
 @dataclass(frozen=True)
 class PreconditionedAlignment:
-    r"""Alignment of the term gradients :math:`g_i` (``raw``) and of :math:`(M + \delta I)^{-1} g_i` for the
-    Newton (:math:`M = H`, the Hessian of the total loss) and Gauss–Newton (:math:`M = 2J^\top J`) matrices,
-    one score per relative damping :math:`\delta / \max_j|\lambda_j(M)|` in ``dampings``."""
+    r"""Alignment of the term gradients :math:`g_i` (``raw``) and of :math:`(M + \delta I)^{-1} g_i` for
+    Newton (:math:`M = H`, the Hessian of the total loss; *indefinite*, so for :math:`\delta < |\lambda_{\min}|`
+    the inverse is not positive definite and can flip directions), saddle-free Newton (:math:`M = |H|`, the
+    eigenvalues replaced by their absolute values; positive definite) and Gauss–Newton
+    (:math:`M = 2J^\top J`), one score per relative damping :math:`\delta / \max_j|\lambda_j(M)|`.
+    ``cancel`` is :math:`\|\sum_i g_i\| / \sum_i \|g_i\|`: near 0 the term gradients nearly cancel."""
 
     raw: float
     dampings: tuple[float, ...]
     newton: tuple[float, ...]
+    saddle_free: tuple[float, ...]
     gauss_newton: tuple[float, ...]
     terms: tuple[str, ...]
+    cancel: float = math.nan
 
 
-def precondition(M: Tensor, vectors: Mapping[str, Tensor], damping: float = 1e-6) -> dict[str, Tensor]:
+def precondition(M: Tensor, vectors: Mapping[str, Tensor], damping: float = 1e-6,
+                 absolute: bool = False) -> dict[str, Tensor]:
     r""":math:`(M + \delta I)^{-1} v` for each vector, with symmetric ``M`` and
-    :math:`\delta = \text{damping}\cdot\max_j |\lambda_j(M)|` (solved through ``eigh``)."""
-    return _precondition_eig(torch.linalg.eigh(0.5 * (M + M.T)), vectors, damping)
+    :math:`\delta = \text{damping}\cdot\max_j |\lambda_j(M)|` (solved through ``eigh``).
+
+    Args:
+        M: symmetric ``P x P`` matrix.
+        vectors: ``{name: vector of length P}``.
+        damping: relative damping, positive.
+        absolute: use :math:`|M|` (eigenvalues replaced by their absolute values: saddle-free Newton).
+
+    Raises:
+        ValueError: ``damping`` not positive.
+    """
+    return _precondition_eig(torch.linalg.eigh(0.5 * (M + M.T)), vectors, damping, absolute)
 
 
-def _precondition_eig(eig: tuple[Tensor, Tensor], vectors: Mapping[str, Tensor], damping: float) -> dict[str, Tensor]:
+def _precondition_eig(eig: tuple[Tensor, Tensor], vectors: Mapping[str, Tensor], damping: float,
+                      absolute: bool = False) -> dict[str, Tensor]:
     if not damping > 0:
         raise ValueError(f"damping must be positive (the PINN Hessian is singular or indefinite), got {damping}")
     lam, V = eig
-    shifted = lam + damping * lam.abs().max()
+    shifted = (lam.abs() if absolute else lam) + damping * lam.abs().max()
     return {k: V @ ((V.T @ v) / shifted) for k, v in vectors.items()}
 
 
-def preconditioned_alignment(terms_fn: TermsFn, residual_fn: Callable[[Tensor], Tensor], theta: Tensor,
+def preconditioned_alignment(terms_fn: Loss, residual_fn: Callable[[Tensor], Tensor], theta: Tensor,
                              dampings: Sequence[float] = (1e-6,)) -> PreconditionedAlignment:
-    r"""Intra-step alignment of the raw, Newton- and Gauss–Newton-preconditioned term gradients at ``theta``.
+    r"""Intra-step alignment of the raw, Newton-, saddle-free- and Gauss–Newton-preconditioned term gradients.
 
     For a PINN: ``preconditioned_alignment(pinn.terms, pinn.residual_vector, theta)``. Dense matrices
     (:func:`pinnkit.curvature.hessian`, :func:`pinnkit.curvature.gauss_newton`, one ``eigh`` each): small
-    networks only. Note :math:`\sum_i M^{-1} g_i = M^{-1} \nabla L`: where the total gradient vanishes the
-    preconditioned term gradients still cancel, so no preconditioner aligns them at a stationary point.
+    networks only. Note :math:`\sum_i M^{-1} g_i = M^{-1} \nabla L`: where the total gradient nearly vanishes
+    (``cancel`` small, e.g. at the end of training) the preconditioned term gradients still nearly cancel,
+    whatever the preconditioner; measure along the trajectory as well.
     """
     from .curvature import gauss_newton, hessian
 
     g = term_gradients(terms_fn, theta)
-    H = hessian(lambda th: sum(terms_fn(th).values()), theta)
+    H = hessian(total(terms_fn), theta)
     G = gauss_newton(residual_fn, theta)
     eH, eG = torch.linalg.eigh(H), torch.linalg.eigh(0.5 * (G + G.T))
     ds = tuple(float(d) for d in dampings)
+    cancel = float(torch.linalg.vector_norm(sum(g.values())) / sum(torch.linalg.vector_norm(v) for v in g.values()))
     return PreconditionedAlignment(
         raw=alignment_score(g), dampings=ds,
         newton=tuple(alignment_score(_precondition_eig(eH, g, d)) for d in ds),
-        gauss_newton=tuple(alignment_score(_precondition_eig(eG, g, d)) for d in ds), terms=tuple(g))
+        saddle_free=tuple(alignment_score(_precondition_eig(eH, g, d, absolute=True)) for d in ds),
+        gauss_newton=tuple(alignment_score(_precondition_eig(eG, g, d)) for d in ds), terms=tuple(g),
+        cancel=cancel)
 
 
 # --- geometry and figures ----------------------------------------------------------------------------
@@ -215,7 +544,7 @@ def fan(n: int, spread: float, dtype: torch.dtype = torch.float64) -> Tensor:
     return torch.stack([ang.cos(), ang.sin()], dim=1)
 
 
-def plot_score_geometry(ns: Sequence[int] = (2, 3, 5), points: int = 181):
+def plot_score_geometry(ns: Sequence[int] = (2, 3, 5), points: int = 181) -> "Figure":
     """Alignment score of a fan of ``n`` unit vectors against its spread (first to last vector), for each ``n``;
     the spread runs up to an even spacing around the circle, where the vectors cancel. Returns the figure."""
     import matplotlib.pyplot as plt
@@ -234,7 +563,7 @@ def plot_score_geometry(ns: Sequence[int] = (2, 3, 5), points: int = 181):
     return fig
 
 
-def plot_vectors(panels: Mapping[str, Mapping[str, Tensor]], title: str = ""):
+def plot_vectors(panels: Mapping[str, Mapping[str, Tensor]], title: str = "") -> "Figure":
     """2-D vectors as arrows from the origin (normalised to unit length), one panel per entry, the alignment
     score in each panel's title. Returns the figure."""
     import matplotlib.pyplot as plt
@@ -254,9 +583,10 @@ def plot_vectors(panels: Mapping[str, Mapping[str, Tensor]], title: str = ""):
     return fig
 
 
-def plot_alignment_history(runs: Mapping[str, object], intra: str = "intra", inter: str = "inter", title: str = ""):
-    """Loss, L2RE, intra-step and inter-step alignment against optimizer step for several ``TrainResult`` runs
-    (logged with ``log={intra: IntraStep(...), inter: InterStep()}``). Returns the figure."""
+def plot_alignment_history(runs: Mapping[str, Any], intra: str = "intra", inter: str = "inter",
+                           title: str = "") -> "Figure":
+    """Loss, L2RE, intra-step and inter-step alignment against optimizer step for several :func:`pinnkit.train`
+    runs logged with ``log={intra: IntraStep(...), inter: InterStep()}``. Returns the figure."""
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 4, figsize=(15, 3.3), layout="constrained")
@@ -278,20 +608,58 @@ def plot_alignment_history(runs: Mapping[str, object], intra: str = "intra", int
     return fig
 
 
-def plot_preconditioned(results: Mapping[str, PreconditionedAlignment], title: str = ""):
-    """Alignment of Newton- and Gauss–Newton-preconditioned term gradients against the relative damping, one
-    panel per point (the raw score dashed). Returns the figure."""
+def _smooth(xs: Sequence[float], width: int) -> list[float]:
+    out = []
+    for i in range(len(xs)):
+        w = [x for x in xs[max(0, i - width + 1):i + 1] if math.isfinite(x)]
+        out.append(sum(w) / len(w) if w else math.nan)
+    return out
+
+
+def plot_study(result: Study, title: str = "", smooth: int = 5) -> "Figure":
+    """Loss and the four alignments of :class:`Study` traces against optimizer step: one thin line per seed,
+    colour per optimizer. The alignment curves are running means over ``smooth`` log points (a smoothing that
+    hides step-to-step noise but not a sustained sign). Returns the figure."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 3.3), layout="constrained",
+    panels = [("loss_history", "loss"), ("intra", "intra-step A(g_i)"), ("intra_precond", "A(P g_i), own P"),
+              ("inter", "inter-step cos(Δ_k-1, Δ_k)"), ("inter_grad", "cos(∇L_k, ∇L_k+1)")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels), 3.2), layout="constrained")
+    for i, (method, traces) in enumerate(result.traces.items()):
+        for j, t in enumerate(traces):
+            for ax, (attr, ylabel) in zip(axes, panels):
+                ys = getattr(t, attr)
+                label = f"{method} (lr {t.lr:.0e})" if j == 0 else None
+                if attr == "loss_history":
+                    ax.semilogy(t.step, ys, color=f"C{i}", lw=0.9, label=label)
+                else:
+                    ax.plot(t.step, _smooth(ys, smooth), color=f"C{i}", lw=0.9, label=label)
+    for ax, (attr, ylabel) in zip(axes, panels):
+        ax.set(xlabel="optimizer step", title=ylabel)
+        if attr != "loss_history":
+            ax.set_ylim(-1.05, 1.05)
+            ax.axhline(0.0, color="0.7", lw=0.8)
+    axes[0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_preconditioned(results: Mapping[str, PreconditionedAlignment], title: str = "") -> "Figure":
+    """Alignment of Newton-, saddle-free- and Gauss–Newton-preconditioned term gradients against the relative
+    damping, one panel per point (the raw score dashed). Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(3.6 * len(results), 3.3), layout="constrained",
                              squeeze=False)
     for ax, (name, r) in zip(axes[0], results.items()):
         ax.semilogx(r.dampings, r.newton, "o-", label=r"Newton $(H+\delta I)^{-1} g_i$")
+        ax.semilogx(r.dampings, r.saddle_free, "^-", label=r"saddle-free $(|H|+\delta I)^{-1} g_i$")
         ax.semilogx(r.dampings, r.gauss_newton, "s-", label=r"Gauss–Newton $(G+\delta I)^{-1} g_i$")
         ax.axhline(r.raw, color="k", ls="--", label=r"raw $g_i$")
         ax.set(xlabel=r"relative damping $\delta / \max|\lambda|$", ylabel="alignment score", title=name,
                ylim=(-1.05, 1.05))
-        ax.legend(fontsize=8)
+    axes[0][0].legend(fontsize=7)
     if title:
         fig.suptitle(title)
     return fig

@@ -3,12 +3,22 @@ r"""Curvature of a loss ``f: theta -> scalar``: Hessian-vector products, dense H
 Every function takes a loss ``f`` of one flat parameter vector ``theta`` (``PINN.loss``), or a per-term function
 ``theta -> dict[str, Tensor]`` (``PINN.terms``, summed), and never modifies ``theta``.
 
+* :class:`LinearOperator` — a square symmetric operator with ``shape``/``dtype``/``device``, ``A @ x``, ``A @ X``
+  (columns), ``V @ A`` (rows), ``+``, scalar ``*`` and :meth:`~LinearOperator.to_scipy`;
+  :class:`HVPOperator` (the Hessian), :func:`gauss_newton_operator`, :func:`preconditioned_operator` are ones.
 * :func:`hvp`, :func:`hvp_batch`, :func:`hvp_operator` — :math:`\nabla^2 f(\theta)\,v` for one vector or a block.
 * :func:`hessian`, :func:`hessian_eigh` — the dense Hessian (small ``P`` only, see :data:`DENSE_LIMIT`).
 * :func:`lanczos`, :func:`top_eigenpairs`, :func:`bottom_eigenpairs` — extreme eigenpairs from HVPs only.
 * :func:`spectral_density`, :func:`term_densities`, :func:`slq` — stochastic Lanczos quadrature (Rathore et al.).
 * :func:`preconditioned_spectrum`, :func:`lbfgs_pairs` — the spectrum of the L-BFGS-preconditioned Hessian.
-* :func:`condition_number`, :func:`gauss_newton`, :func:`gauss_newton_product`.
+* :func:`condition_number`, :func:`jacobian`, :func:`gauss_newton`, :func:`gauss_newton_product` (scale-invariant
+  conditioning measures live in :mod:`pinnkit.conditioning`).
+
+**Conventions.** Eigenvectors are **columns** everywhere, ``(P, k)`` with ``vectors[:, i]`` belonging to
+``values[i]``, as :func:`torch.linalg.eigh` returns them (:class:`Eigen`, ``LanczosResult.ritz_vectors``). A
+*block* of vectors handed to an operator's ``__call__`` (``op(V)``), to :func:`hvp_batch` or to
+:class:`LBFGSFactor` is a batch of **rows** ``(k, P)`` and comes back as rows: ``op(V) == V @ A`` for a symmetric
+``A``; ``A @ X`` with ``X`` of shape ``(P, k)`` multiplies columns.
 
 **HVP modes.** ``"forward"`` is forward-over-reverse (``torch.func.jvp`` of ``torch.func.grad``, ``vmap`` for
 blocks); ``"reverse"`` is reverse-over-reverse: the gradient is built once with ``create_graph=True`` on a *local
@@ -22,11 +32,14 @@ per vector against 0.5-0.9 for a Python loop of backward passes (timings on a sh
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor
+
+from .objective import total
 
 Loss = Callable[[Tensor], Any]          # theta -> scalar Tensor, or -> dict[str, Tensor] (summed)
 Matvec = Callable[[Tensor], Tensor]     # (P,) -> (P,) and (k, P) -> (k, P)
@@ -38,28 +51,16 @@ DEFAULT_MODE: dict[str, str] = {"cpu": "reverse", "cuda": "reverse"}
 MODES = ("auto", "forward", "reverse")
 
 __all__ = [
-    "DENSE_LIMIT", "DEFAULT_MODE", "HVPOperator", "hvp", "hvp_batch", "hvp_operator", "hessian", "hessian_eigh",
-    "Eigen", "LanczosResult", "lanczos", "top_eigenpairs", "bottom_eigenpairs", "SpectralDensity", "slq",
-    "spectral_density", "term_densities", "LBFGSPairs", "lbfgs_pairs", "lbfgs_two_loop", "LBFGSFactor",
-    "preconditioned_spectrum", "condition_number", "jacobian", "gauss_newton", "gauss_newton_product",
-    "plot_spectra", "plot_lanczos_convergence",
+    "DENSE_LIMIT", "DEFAULT_MODE", "MODES", "resolve_mode", "LinearOperator", "HVPOperator", "hvp", "hvp_batch",
+    "hvp_operator", "hessian", "hessian_eigh", "Eigen", "LanczosResult", "lanczos", "top_eigenpairs",
+    "bottom_eigenpairs", "SpectralDensity", "LogSpectralDensity", "slq", "spectral_density", "term_densities",
+    "shared_sigma", "LBFGSPairs", "lbfgs_pairs", "lbfgs_two_loop", "LBFGSFactor", "preconditioned_operator",
+    "preconditioned_spectrum", "condition_number", "jacobian", "gauss_newton", "gauss_newton_operator",
+    "gauss_newton_product", "plot_spectra", "plot_lanczos_convergence",
 ]
 
 
 # --- Hessian-vector products -------------------------------------------------------------------------------
-def _scalar(f: Loss) -> Callable[[Tensor], Tensor]:
-    """``f`` as a scalar loss: a dict of terms is summed."""
-    def total(theta: Tensor) -> Tensor:
-        out = f(theta)
-        if isinstance(out, Mapping):
-            out = sum(out.values())
-        if not isinstance(out, Tensor) or out.numel() != 1:
-            raise ValueError("the loss must return a scalar Tensor or a dict of scalar Tensors, got "
-                             f"{type(out).__name__}{'' if not isinstance(out, Tensor) else tuple(out.shape)}")
-        return out.reshape(())
-    return total
-
-
 def _check_theta(theta: Tensor) -> None:
     if not isinstance(theta, Tensor) or theta.ndim != 1:
         raise ValueError("theta must be a flat 1-D tensor (e.g. pinn.theta0); got "
@@ -68,16 +69,130 @@ def _check_theta(theta: Tensor) -> None:
         raise ValueError(f"theta must be floating point, got {theta.dtype}")
 
 
-def _resolve_mode(mode: str, device: torch.device) -> str:
+def resolve_mode(mode: str, device: torch.device | str) -> str:
+    """The HVP mode ``mode`` stands for on ``device``: ``"auto"`` becomes :data:`DEFAULT_MODE` of the device type.
+
+    Raises:
+        ValueError: an unknown mode (the message lists :data:`MODES`).
+    """
+    device = torch.device(device)
     if mode not in MODES:
         raise ValueError(f"unknown HVP mode {mode!r}; valid: {', '.join(MODES)}")
     return DEFAULT_MODE.get(device.type, "reverse") if mode == "auto" else mode
 
 
-class HVPOperator:
-    r"""The Hessian :math:`H = \nabla^2 f(\theta)` at a fixed ``theta`` as a linear operator (no matrix formed).
+def _is_oom(err: BaseException) -> bool:
+    """Whether ``err`` is an out-of-memory error (CUDA's ``OutOfMemoryError`` or the CPU allocator's message)."""
+    oom = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", None)
+    if oom is not None and isinstance(err, oom):
+        return True
+    msg = str(err).lower()
+    return "out of memory" in msg or "can't allocate memory" in msg or "cannot allocate memory" in msg
 
-    ``op(v)`` for ``v`` of shape ``(P,)`` or a block ``(k, P)`` returns :math:`Hv` row by row. In ``"reverse"`` mode
+
+class LinearOperator:
+    r"""A square **symmetric** linear operator :math:`A` on :math:`\mathbb R^n` given by its products (no matrix).
+
+    ``A(V)`` takes a vector ``(n,)`` or a block of **rows** ``(k, n)`` and returns the products row by row
+    (``V @ A``); ``A @ x`` (``(n,)``) and ``A @ X`` (``X`` of shape ``(n, k)``, columns) follow matrix algebra, and so
+    does ``V @ A`` for rows. ``A + B``, ``c * A`` and ``A - B`` build new operators; :meth:`to_scipy` hands the
+    operator to ``scipy.sparse.linalg`` (``eigsh``, ``cg``). Every algorithm of this module (Lanczos, SLQ) reads
+    ``dtype`` and ``device`` from it.
+
+    Args:
+        rows: ``(k, n) -> (k, n)`` (and ``(n,) -> (n,)``) products with :math:`A`.
+        dim: ``n``.
+        dtype: of the vectors ``rows`` expects.
+        device: likewise.
+
+    >>> A = LinearOperator.from_dense(torch.tensor([[2., 1.], [1., 3.]], dtype=torch.float64))
+    >>> (A @ torch.ones(2, dtype=torch.float64)).tolist(), (2 * A - A).shape
+    ([3.0, 4.0], (2, 2))
+    """
+
+    def __init__(self, rows: Callable[[Tensor], Tensor], dim: int, dtype: torch.dtype,
+                 device: torch.device | str = "cpu"):
+        self._rows, self.dim, self.dtype, self.device = rows, int(dim), dtype, torch.device(device)
+
+    @classmethod
+    def from_dense(cls, A: Tensor) -> "LinearOperator":
+        """A symmetric matrix ``(n, n)`` as an operator."""
+        if A.ndim != 2 or A.shape[0] != A.shape[1]:
+            raise ValueError(f"a matrix operator must be square, got {tuple(A.shape)}")
+        return cls(lambda V: V @ A.T.to(V.dtype), A.shape[0], A.dtype, A.device)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(n, n)``."""
+        return (self.dim, self.dim)
+
+    def _check(self, V: Tensor) -> None:
+        if V.ndim not in (1, 2) or V.shape[-1] != self.dim:
+            raise ValueError(f"expected a vector of shape ({self.dim},) or a block of rows (k, {self.dim}), got "
+                             f"{tuple(V.shape)}")
+
+    def __call__(self, V: Tensor) -> Tensor:
+        self._check(V)
+        return self._rows(V)
+
+    def __matmul__(self, X: Tensor) -> Tensor:
+        if X.ndim == 1:
+            return self(X)
+        if X.ndim == 2 and X.shape[0] == self.dim:
+            return self(X.T).T
+        raise ValueError(f"A @ X needs X of shape ({self.dim},) or ({self.dim}, k) (columns), got {tuple(X.shape)}; "
+                         "for a block of rows (k, n) write X @ A or A(X)")
+
+    def __rmatmul__(self, V: Tensor) -> Tensor:    # rows: V @ A = (A V^T)^T since A is symmetric
+        return self(V)
+
+    def __mul__(self, c: float) -> "LinearOperator":
+        if not isinstance(c, (int, float)):
+            return NotImplemented
+        return LinearOperator(lambda V: c * self(V), self.dim, self.dtype, self.device)
+
+    __rmul__ = __mul__
+
+    def __add__(self, other: "LinearOperator") -> "LinearOperator":
+        if not isinstance(other, LinearOperator):
+            return NotImplemented
+        if other.dim != self.dim:
+            raise ValueError(f"cannot add operators of sizes {self.dim} and {other.dim}")
+        return LinearOperator(lambda V: self(V) + other(V), self.dim, self.dtype, self.device)
+
+    def __sub__(self, other: "LinearOperator") -> "LinearOperator":
+        return self + (-1.0) * other
+
+    def to_scipy(self) -> Any:
+        """A :class:`scipy.sparse.linalg.LinearOperator` (NumPy float64 in and out; ``rmatvec = matvec``).
+
+        >>> import scipy.sparse.linalg as sla
+        >>> A = LinearOperator.from_dense(torch.diag(torch.arange(1., 6., dtype=torch.float64)))
+        >>> [round(float(x), 8) for x in sla.eigsh(A.to_scipy(), k=2, which="LA")[0]]
+        [4.0, 5.0]
+        """
+        import numpy as np
+        from scipy.sparse.linalg import LinearOperator as ScipyOperator
+
+        def matvec(x: Any) -> Any:
+            v = torch.as_tensor(np.asarray(x).reshape(-1)).to(self.device, self.dtype)
+            return self(v).detach().cpu().double().numpy()
+
+        def matmat(X: Any) -> Any:
+            V = torch.as_tensor(np.asarray(X)).to(self.device, self.dtype)
+            return self(V.T.contiguous()).T.detach().cpu().double().numpy()
+        return ScipyOperator(self.shape, matvec=matvec, rmatvec=matvec, matmat=matmat, rmatmat=matmat,
+                             dtype=np.float64)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(shape={self.shape}, dtype={self.dtype}, device={self.device})"
+
+
+class HVPOperator(LinearOperator):
+    r"""The Hessian :math:`H = \nabla^2 f(\theta)` at a fixed ``theta`` as a :class:`LinearOperator` (no matrix).
+
+    ``op(v)`` for ``v`` of shape ``(P,)`` or a block of rows ``(k, P)`` returns :math:`Hv` row by row; ``op @ X``
+    multiplies columns ``(P, k)``. In ``"reverse"`` mode
     the gradient graph is built once here and reused by every product (that is what makes Lanczos cheap);
     ``op.grad`` is the gradient at ``theta`` and ``op.calls`` counts the vectors multiplied so far.
     """
@@ -87,14 +202,14 @@ class HVPOperator:
 
     def __init__(self, f: Loss, theta: Tensor, mode: str = "auto"):
         _check_theta(theta)
-        self.f = _scalar(f)
+        self.f = total(f)
         self.dim = theta.numel()
         self.dtype, self.device = theta.dtype, theta.device
-        self.mode = _resolve_mode(mode, theta.device)
+        self.mode = resolve_mode(mode, theta.device)
         self.calls = 0
         #: how reverse mode multiplies a block: ``"batched"`` (``is_grads_batched``, :attr:`BATCH` rows per call;
-        #: the default, measured faster) or ``"loop"`` (one backward per row; falls back to it if an op has no
-        #: batching rule)
+        #: the default, measured faster) or ``"loop"`` (one backward per row; it switches to it for good when a
+        #: batched product runs out of memory)
         self.block = "batched"
         self._theta = theta.detach()
         if self.mode == "reverse":
@@ -121,9 +236,7 @@ class HVPOperator:
             return torch.autograd.grad(self._g, self._x, v, retain_graph=True)[0]
 
     def __call__(self, V: Tensor) -> Tensor:
-        if V.shape[-1] != self.dim or V.ndim not in (1, 2):
-            raise ValueError(f"expected a vector of shape ({self.dim},) or a block (k, {self.dim}), got "
-                             f"{tuple(V.shape)}")
+        self._check(V)
         V = V.to(self.dtype)
         if V.ndim == 1:
             self.calls += 1
@@ -139,7 +252,9 @@ class HVPOperator:
         if self.block == "batched":
             try:
                 return self._batched(V)
-            except RuntimeError:                          # an op without a batching rule: loop from now on
+            except RuntimeError as err:                   # out of memory only: loop from now on; anything else
+                if not _is_oom(err):                      # (a device mismatch, a real bug) is raised as is
+                    raise
                 self.block = "loop"
         return self._loop(V)
 
@@ -183,17 +298,22 @@ def hvp_batch(f: Loss, theta: Tensor, V: Tensor, *, mode: str = "auto") -> Tenso
 class Eigen:
     """Eigenpairs: ``values`` (k,) and ``vectors`` (P, k) — **columns**, ``vectors[:, i]`` belongs to
     ``values[i]`` as in :func:`torch.linalg.eigh`. ``residuals[i] = ||H v_i - values[i] v_i||`` when known
-    (Lanczos: a convergence certificate; dense ``eigh``: ``None``)."""
+    (Lanczos: a convergence certificate; dense ``eigh``: ``None``). ``iterations``: Lanczos steps (= HVPs) spent
+    (``None`` for a dense ``eigh``); ``converged``: every residual is at most ``tol * max|values|`` (Lanczos;
+    ``True`` for a dense ``eigh``)."""
 
     values: Tensor
     vectors: Tensor
     residuals: Tensor | None = None
+    iterations: int | None = None
+    converged: bool = True
 
 
 def hessian(f: Loss, theta: Tensor, *, chunk: int = 256, force: bool = False, mode: str = "auto") -> Tensor:
     r"""Dense Hessian :math:`\nabla^2 f(\theta)` (``P x P``, symmetrised :math:`(H + H^\top)/2`) by batched HVPs.
 
-    Refuses above :data:`DENSE_LIMIT` parameters unless ``force=True``: use Lanczos / SLQ instead.
+    Refuses above :data:`DENSE_LIMIT` parameters unless ``force=True``: use Lanczos / SLQ instead. Peak memory is
+    about two ``P x P`` matrices (the products and their symmetrised copy) plus one ``chunk x P`` block.
 
     >>> A = torch.tensor([[2., 1.], [1., 3.]], dtype=torch.float64)
     >>> hessian(lambda th: 0.5 * th @ A @ th, torch.zeros(2, dtype=torch.float64))
@@ -203,13 +323,19 @@ def hessian(f: Loss, theta: Tensor, *, chunk: int = 256, force: bool = False, mo
     _check_theta(theta)
     P = theta.numel()
     if P > DENSE_LIMIT and not force:
-        raise ValueError(f"dense Hessian of {P} parameters needs {P * P * theta.element_size() / 1e9:.2f} GB and "
-                         f"{P} HVPs; above the limit of {DENSE_LIMIT} use pinnkit.curvature.top_eigenpairs / "
-                         f"spectral_density (Lanczos), or pass force=True")
+        raise ValueError(f"dense Hessian of {P} parameters needs about {2 * P * P * theta.element_size() / 1e9:.2f} "
+                         f"GB at peak (the matrix and its symmetrised copy) and {P} HVPs; above the limit of "
+                         f"{DENSE_LIMIT} use pinnkit.curvature.top_eigenpairs / spectral_density (Lanczos), or pass "
+                         "force=True")
     op = HVPOperator(f, theta, mode)
-    eye = torch.eye(P, dtype=theta.dtype, device=theta.device)
-    H = torch.cat([op(eye[i:i + chunk]) for i in range(0, P, chunk)])
-    return 0.5 * (H + H.T)
+    H = torch.empty(P, P, dtype=theta.dtype, device=theta.device)
+    for i in range(0, P, chunk):
+        k = min(chunk, P - i)
+        E = torch.zeros(k, P, dtype=theta.dtype, device=theta.device)
+        E[torch.arange(k), torch.arange(i, i + k)] = 1.0
+        H[i:i + k] = op(E)
+    H = H + H.T
+    return H.mul_(0.5)
 
 
 def hessian_eigh(f: Loss, theta: Tensor, *, force: bool = False, mode: str = "auto") -> Eigen:
@@ -230,6 +356,11 @@ class LanczosResult:
     ``ritz_values`` ascending (float64); ``weights`` the squared first components :math:`S_{0i}^2` (the Gauss
     quadrature weights of SLQ, summing to 1); ``ritz_vectors`` :math:`QS` as columns ``(..., dim, m)`` if asked.
     ``beta == 0`` marks a restart after an invariant subspace was found (exact breakdown).
+
+    ``iterations`` is ``m``, the steps taken (one operator product each). ``residual_bounds[..., i]``
+    :math:`= \beta_m |S_{m i}|` is the residual norm :math:`\|A y_i - \theta_i y_i\|` of the Ritz pair
+    :math:`(\theta_i, y_i = Q s_i)` (Paige), computed without ``A``; ``converged`` marks the Ritz values whose bound is
+    at most ``tol * max|ritz_values|`` (``tol`` of :func:`lanczos`): the extremes converge first.
     """
 
     alpha: Tensor
@@ -237,6 +368,9 @@ class LanczosResult:
     ritz_values: Tensor
     weights: Tensor
     ritz_vectors: Tensor | None = None
+    iterations: int = 0
+    residual_bounds: Tensor | None = None
+    converged: Tensor | None = None
 
     def tridiagonal(self) -> Tensor:
         """The matrix ``T`` (float64), ``(m, m)`` or ``(b, m, m)``."""
@@ -252,10 +386,7 @@ def _tridiag(alpha: Tensor, beta: Tensor) -> Tensor:
 
 def _as_matvec(matvec: Matvec | Tensor) -> Matvec:
     if isinstance(matvec, Tensor):
-        A = matvec
-        if A.ndim != 2 or A.shape[0] != A.shape[1]:
-            raise ValueError(f"a matrix operator must be square, got {tuple(A.shape)}")
-        return lambda V: V @ A.T.to(V.dtype)
+        return LinearOperator.from_dense(matvec)
     return matvec
 
 
@@ -271,7 +402,7 @@ def _orthogonalize(w: Tensor, Q: Tensor) -> Tensor:
 
 def lanczos(matvec: Matvec | Tensor, dim: int, steps: int, v0: Tensor | None = None, *,
             dtype: torch.dtype | None = None, device: str | torch.device | None = None, vectors: bool = False,
-            seed: int = 0) -> LanczosResult:
+            seed: int = 0, tol: float | None = None) -> LanczosResult:
     r"""Lanczos with full reorthogonalization on a symmetric operator ``matvec`` of size ``dim``.
 
     Builds an orthonormal Krylov basis :math:`Q = [q_1..q_m]`, :math:`q_1 = v_0/\|v_0\|`, with
@@ -285,15 +416,17 @@ def lanczos(matvec: Matvec | Tensor, dim: int, steps: int, v0: Tensor | None = N
             Tensor is accepted as the matrix itself.
         v0: start vector ``(dim,)``, or a block ``(b, dim)`` of ``b`` independent start vectors run together
             (one block product per step). Default: a Gaussian vector from ``seed``, in ``dtype``/``device`` (default:
-            the operator's when it is a Tensor or an :class:`HVPOperator`, else torch's default dtype on the CPU).
+            the operator's when it is a Tensor or a :class:`LinearOperator`, else torch's default dtype on the CPU).
         vectors: also return the Ritz vectors (columns).
+        tol: relative tolerance of ``converged`` (default :math:`\sqrt{\varepsilon}` of the dtype: a Ritz value
+            is then accurate to about :math:`\varepsilon` relative to the gap, Kaniel–Paige).
 
     >>> A = torch.diag(torch.arange(1., 11., dtype=torch.float64))
     >>> r = lanczos(A, 10, 10)
     >>> [round(float(x), 6) for x in r.ritz_values[[0, -1]]]
     [1.0, 10.0]
     """
-    if isinstance(matvec, (Tensor, HVPOperator)):          # the operator knows its dtype and device
+    if isinstance(matvec, (Tensor, LinearOperator)):       # the operator knows its dtype and device
         dtype, device = dtype or matvec.dtype, device or matvec.device
     matvec = _as_matvec(matvec)
     if not isinstance(steps, int) or steps < 1:
@@ -331,6 +464,7 @@ def lanczos(matvec: Matvec | Tensor, dim: int, steps: int, v0: Tensor | None = N
         w = _orthogonalize(w, Q[:, :j + 1])
         alpha[:, j] = a.double().cpu()
         if j == m - 1:
+            beta_m = torch.linalg.vector_norm(w, dim=1).double().cpu()     # for the residual bounds
             break
         bj = torch.linalg.vector_norm(w, dim=1).double().cpu()
         scale = torch.maximum(scale, alpha[:, j].abs() + bj + (beta[:, j - 1] if j > 0 else 0.0))
@@ -348,18 +482,22 @@ def lanczos(matvec: Matvec | Tensor, dim: int, steps: int, v0: Tensor | None = N
         q = w / norms.to(device=q.device, dtype=q.dtype)[:, None]
     theta_, S = torch.linalg.eigh(_tridiag(alpha, beta))
     weights = S[:, 0, :] ** 2
+    bounds = beta_m[:, None] * S[:, -1, :].abs()
+    rtol = math.sqrt(eps) if tol is None else float(tol)
+    converged = bounds <= rtol * theta_.abs().amax(1, keepdim=True).clamp_min(torch.finfo(torch.float64).tiny)
     ritz_vectors = None
     if vectors:
         ritz_vectors = torch.einsum("bjn,bji->bni", Q, S.to(device=Q.device, dtype=Q.dtype))
     dev = q.device
     out = dict(alpha=alpha.to(dev), beta=beta.to(dev), ritz_values=theta_.to(dev), weights=weights.to(dev),
-               ritz_vectors=ritz_vectors)
+               ritz_vectors=ritz_vectors, residual_bounds=bounds.to(dev), converged=converged.to(dev))
     if single:
         out = {k: (v[0] if v is not None else None) for k, v in out.items()}
-    return LanczosResult(**out)
+    return LanczosResult(**out, iterations=m)
 
 
-def _extreme(f: Loss, theta: Tensor, k: int, steps: int | None, largest: bool, mode: str, seed: int) -> Eigen:
+def _extreme(f: Loss, theta: Tensor, k: int, steps: int | None, largest: bool, mode: str, seed: int,
+             tol: float | None) -> Eigen:
     _check_theta(theta)
     P = theta.numel()
     if not isinstance(k, int) or not 1 <= k <= P:
@@ -374,34 +512,47 @@ def _extreme(f: Loss, theta: Tensor, k: int, steps: int | None, largest: bool, m
     values = r.ritz_values[idx.to(r.ritz_values.device)]
     vecs = r.ritz_vectors[:, idx.to(r.ritz_vectors.device)]
     res = torch.linalg.vector_norm(op(vecs.T) - values.to(vecs.dtype)[:, None] * vecs.T, dim=1)
-    return Eigen(values, vecs, res)
+    rtol = math.sqrt(torch.finfo(theta.dtype).eps) if tol is None else float(tol)
+    norm = float(r.ritz_values.abs().max())
+    return Eigen(values, vecs, res, iterations=steps, converged=bool((res <= rtol * norm).all()))
 
 
 def top_eigenpairs(f: Loss, theta: Tensor, k: int = 1, steps: int | None = None, *, mode: str = "auto",
-                   seed: int = 0) -> Eigen:
+                   seed: int = 0, tol: float | None = None) -> Eigen:
     r"""The ``k`` largest (algebraic) Hessian eigenpairs by Lanczos, **descending**: ``values[0]`` is
     :math:`\lambda_{\max}`; ``vectors[:, i]`` unit columns; ``residuals[i] = \|Hv_i - \lambda_i v_i\|``.
 
-    ``steps`` Lanczos steps (default ``min(P, max(4k, 80))``), i.e. about that many HVPs."""
-    return _extreme(f, theta, k, steps, True, mode, seed)
+    ``steps`` Lanczos steps (default ``min(P, max(4k, 80))``), i.e. about that many HVPs (``iterations``).
+    ``converged``: all residuals at most ``tol`` (default :math:`\sqrt\varepsilon` of ``theta``'s dtype) times the
+    largest Ritz value in magnitude; if not, raise ``steps``."""
+    return _extreme(f, theta, k, steps, True, mode, seed, tol)
 
 
 def bottom_eigenpairs(f: Loss, theta: Tensor, k: int = 1, steps: int | None = None, *, mode: str = "auto",
-                      seed: int = 0) -> Eigen:
+                      seed: int = 0, tol: float | None = None) -> Eigen:
     r"""The ``k`` smallest (most negative) Hessian eigenpairs by Lanczos, **ascending**: ``values[0]`` is
-    :math:`\lambda_{\min}`. The small end of a PINN spectrum is clustered, so check ``residuals`` (raise ``steps``)."""
-    return _extreme(f, theta, k, steps, False, mode, seed)
+    :math:`\lambda_{\min}`. The small end of a PINN spectrum is clustered, so check ``converged`` / ``residuals``
+    (raise ``steps``)."""
+    return _extreme(f, theta, k, steps, False, mode, seed, tol)
 
 
 # --- stochastic Lanczos quadrature -------------------------------------------------------------------------
 @dataclass(frozen=True, eq=False)
 class SpectralDensity:
-    r"""A smoothed spectral density :math:`\phi(t) = \frac1{n}\sum_{p}\sum_i w_{pi}\,\mathcal N(t;\theta_{pi},\sigma^2)`
-    from stochastic Lanczos quadrature (SLQ).
+    r"""A smoothed spectral density :math:`\phi(t) = \frac1{n}\sum_{p}\sum_i w_{pi}\,\mathcal N(t;\lambda_{pi},\sigma^2)`
+    from stochastic Lanczos quadrature (SLQ): Gauss nodes :math:`\lambda_{pi}` (Ritz values) and weights
+    :math:`w_{pi}` of probe ``p``, each node replaced by a Gaussian of width :math:`\sigma`.
 
-    ``nodes``/``weights``: Ritz values / Gauss weights per probe, ``(n_probes, m)``; ``grid``/``density`` the
-    smoothed density (float64, CPU; :math:`\int\phi = 1`); ``lmin``/``lmax`` the extreme nodes;
-    ``sigma2 = sigma2_factor * max(1, lmax - lmin)``; ``dim`` the operator size.
+    ``nodes``/``weights``: per probe, ``(n_probes, m)``; ``grid``/``density`` the smoothed density (float64, CPU;
+    :math:`\int\phi = 1`); ``lmin``/``lmax`` the extreme nodes; ``sigma2`` the kernel variance (by default
+    ``sigma2_factor * max(1, lmax - lmin)``, Rathore et al.'s choice, so :math:`\sigma` is in the units of
+    :math:`\lambda` and grows with the spread); ``dim`` the operator size.
+
+    **What the kernel does.** :math:`\sigma` is absolute: every eigenvalue closer than about :math:`\sigma` to
+    another is merged with it, and on a symlog axis (linear within :math:`\pm 1`) a cluster of eigenvalues near 0 is
+    drawn as one Gaussian bump of width :math:`\sigma`, half of it on the negative side. Curves that share an axis
+    should share :math:`\sigma` (:meth:`with_sigma`, :func:`shared_sigma`); :meth:`log_density` shows the bulk on a
+    logarithmic axis instead.
     """
 
     grid: Tensor
@@ -413,17 +564,53 @@ class SpectralDensity:
     sigma2: float
     dim: int
 
+    @property
+    def sigma(self) -> float:
+        r"""The kernel width :math:`\sigma = \sqrt{\sigma^2}` (units of :math:`\lambda`)."""
+        return math.sqrt(self.sigma2)
+
     @classmethod
     def from_eigenvalues(cls, eigenvalues: Tensor, *, sigma2: float | None = None, sigma2_factor: float = 5e-5,
-                         grid_size: int = 10_000) -> "SpectralDensity":
+                         grid_size: int = 10_000, sigma: float | None = None) -> "SpectralDensity":
         """The exact density of known eigenvalues (each weight ``1/n``), smoothed the same way: what SLQ estimates.
-        Pass ``sigma2=sd.sigma2`` to compare with an SLQ result ``sd`` at equal smoothing."""
+        Pass ``sigma=sd.sigma`` (or ``sigma2=sd.sigma2``) to compare with an SLQ result ``sd`` at equal smoothing."""
         ev = torch.as_tensor(eigenvalues).detach().reshape(1, -1).double().cpu()
-        lmin, lmax = float(ev.min()), float(ev.max())
-        sigma2 = float(sigma2_factor * max(1.0, lmax - lmin)) if sigma2 is None else float(sigma2)
         w = torch.full_like(ev, 1.0 / ev.numel())
-        grid = _density_grid(ev, math.sqrt(sigma2), grid_size)
-        return cls(grid, _smooth(grid, ev, w, sigma2), ev, w, lmin, lmax, sigma2, ev.numel())
+        return _density(ev, w, ev.numel(), grid_size, _sigma2(ev, sigma, sigma2, sigma2_factor))
+
+    def with_sigma(self, sigma: float, grid_size: int = 10_000) -> "SpectralDensity":
+        r"""The same nodes and weights smoothed with kernel width ``sigma`` (no new products): a :math:`\sigma` sweep,
+        or one :math:`\sigma` for several curves on one axis.
+
+        Raises:
+            ValueError: ``sigma`` not positive.
+        """
+        return _density(self.nodes, self.weights, self.dim, grid_size, _sigma2(self.nodes, sigma, None, 0.0))
+
+    def log_density(self, sigma: float = 0.1, rcut: float = 1e-12, grid_size: int = 2000) -> "LogSpectralDensity":
+        r"""The spectrum on a logarithmic axis: densities of :math:`x = \log_{10}|\lambda|` for the positive and
+        the negative eigenvalues separately, each node a Gaussian of width ``sigma`` **decades**.
+
+        Nodes with :math:`|\lambda| \le` ``rcut`` :math:`\cdot\max|\lambda|` (zero to rounding) are counted in
+        ``zero_mass`` instead; ``positive`` and ``negative`` integrate to the masses above and below the cutoff. On
+        this axis a bulk at :math:`10^{-6}` and one at :math:`10^{-1}` are five decades apart rather than one blob,
+        and a negative tail appears only where negative eigenvalues are. SLQ's Gauss quadrature is exact for
+        polynomials in :math:`\lambda`, not in :math:`\log|\lambda|`: inside a wide bulk the nodes only sample it.
+        """
+        if sigma <= 0 or not 0 < rcut < 1:
+            raise ValueError(f"need sigma > 0 (decades) and 0 < rcut < 1, got sigma={sigma}, rcut={rcut}")
+        x, w = self.nodes.reshape(-1).double(), self.weights.reshape(-1).double() / self.nodes.shape[0]
+        floor = rcut * float(x.abs().max())
+        pos, neg = x > floor, x < -floor
+        lx = torch.log10(x.abs().clamp_min(floor if floor > 0 else torch.finfo(torch.float64).tiny))
+        sel = lx[pos | neg]
+        lo, hi = (float(sel.min()), float(sel.max())) if sel.numel() else (math.log10(max(floor, 1e-300)),) * 2
+        grid = torch.linspace(lo - 6 * sigma, hi + 6 * sigma, grid_size, dtype=torch.float64)
+        s2 = sigma ** 2
+        dp = _smooth(grid, lx[pos][None], w[pos][None], s2) if bool(pos.any()) else torch.zeros_like(grid)
+        dn = _smooth(grid, lx[neg][None], w[neg][None], s2) if bool(neg.any()) else torch.zeros_like(grid)
+        return LogSpectralDensity(grid, dp, dn, float(w[pos].sum()), float(w[neg].sum()),
+                                  float(w[~(pos | neg)].sum()), floor, float(sigma))
 
     def moment(self, k: int) -> tuple[float, float]:
         r"""SLQ estimate of :math:`\mathrm{tr}(H^k)/\dim` and its standard error (std over probes / sqrt(n)).
@@ -438,6 +625,11 @@ class SpectralDensity:
         """Fraction of the spectrum in ``[lo, hi]``: the quadrature weight of the nodes there (probe mean)."""
         inside = (self.nodes >= lo) & (self.nodes <= hi)
         return float((self.weights * inside).sum(1).mean())
+
+    def mass_se(self, lo: float, hi: float) -> float:
+        """Standard error of :meth:`mass` over the probes (std / sqrt(n); ``nan`` for one probe)."""
+        per = (self.weights * ((self.nodes >= lo) & (self.nodes <= hi))).sum(1)
+        return float(per.std() / math.sqrt(per.numel())) if per.numel() > 1 else math.nan
 
     def integral(self) -> float:
         """Trapezoid integral of ``density`` over ``grid`` (1 up to grid resolution)."""
@@ -457,6 +649,70 @@ class SpectralDensity:
         if label is not None:
             ax.legend()
         return ax
+
+
+@dataclass(frozen=True, eq=False)
+class LogSpectralDensity:
+    r"""A spectral density on a logarithmic axis (:meth:`SpectralDensity.log_density`).
+
+    ``grid``: :math:`x = \log_{10}|\lambda|`; ``positive``/``negative``: smoothed densities of :math:`x` over the
+    eigenvalues above ``floor`` / below ``-floor`` (integrals ``mass_positive`` / ``mass_negative``);
+    ``zero_mass``: the weight within ``±floor``; ``sigma``: kernel width in decades.
+    """
+
+    grid: Tensor
+    positive: Tensor
+    negative: Tensor
+    mass_positive: float
+    mass_negative: float
+    zero_mass: float
+    floor: float
+    sigma: float
+
+    def plot(self, ax: Any = None, label: str | None = None, color: Any = None, **kwargs: Any) -> Any:
+        r"""Positive part solid, negative part dashed (same colour), against :math:`|\lambda|` on a log axis."""
+        import matplotlib.pyplot as plt
+        ax = ax if ax is not None else plt.subplots(figsize=(6, 3.5))[1]
+        x = (10.0 ** self.grid).numpy()
+        (line,) = ax.plot(x, self.positive.numpy(), color=color, label=None if label is None else f"{label}, λ > 0",
+                          **kwargs)
+        if self.mass_negative > 0:
+            ax.plot(x, self.negative.numpy(), "--", color=line.get_color(),
+                    label=None if label is None else f"{label}, λ < 0", **kwargs)
+        ax.set_xscale("log")
+        ax.set_xlabel("|λ| (log scale)")
+        ax.set_ylabel("density of log10|λ|")
+        if label is not None:
+            ax.legend()
+        return ax
+
+
+def _sigma2(nodes: Tensor, sigma: float | None, sigma2: float | None, sigma2_factor: float) -> float:
+    """The kernel variance: ``sigma**2`` if given, else ``sigma2``, else ``sigma2_factor * max(1, spread)``."""
+    if sigma is not None:
+        if not sigma > 0:
+            raise ValueError(f"sigma must be positive, got {sigma}")
+        return float(sigma) ** 2
+    if sigma2 is not None:
+        if not sigma2 > 0:
+            raise ValueError(f"sigma2 must be positive, got {sigma2}")
+        return float(sigma2)
+    return float(sigma2_factor * max(1.0, float(nodes.max()) - float(nodes.min())))
+
+
+def _density(nodes: Tensor, weights: Tensor, dim: int, grid_size: int, sigma2: float) -> SpectralDensity:
+    grid = _density_grid(nodes, math.sqrt(sigma2), grid_size)
+    return SpectralDensity(grid, _smooth(grid, nodes, weights, sigma2), nodes, weights, float(nodes.min()),
+                           float(nodes.max()), sigma2, dim)
+
+
+def shared_sigma(densities: Mapping[str, SpectralDensity] | Sequence[SpectralDensity]) -> float:
+    r"""The largest :math:`\sigma` among ``densities``: re-smooth all with it (:meth:`SpectralDensity.with_sigma`)
+    so that curves on one axis differ by their spectra, not by their kernels."""
+    ds = list(densities.values()) if isinstance(densities, Mapping) else list(densities)
+    if not ds:
+        raise ValueError("no densities given")
+    return max(d.sigma for d in ds)
 
 
 def _density_grid(nodes: Tensor, sigma: float, grid_size: int, pad: float = 6.0) -> Tensor:
@@ -484,7 +740,7 @@ def _smooth(grid: Tensor, nodes: Tensor, weights: Tensor, sigma2: float, chunk: 
 
 
 def slq(matvec: Matvec | Tensor, dim: int, n_probes: int = 10, steps: int = 100, *, grid_size: int = 10_000,
-        sigma2_factor: float = 5e-5, seed: int = 0, dtype: torch.dtype | None = None,
+        sigma2_factor: float = 5e-5, sigma: float | None = None, seed: int = 0, dtype: torch.dtype | None = None,
         device: str | torch.device | None = None, probe_batch: int | None = None) -> SpectralDensity:
     r"""Stochastic Lanczos quadrature on any symmetric operator (Rathore et al.; Ghorbani et al.'s PyHessian).
 
@@ -492,11 +748,12 @@ def slq(matvec: Matvec | Tensor, dim: int, n_probes: int = 10, steps: int = 100,
     step, ``probe_batch`` probes at a time; default all). Each probe gives Gauss nodes :math:`\theta_{pi}` (Ritz
     values) and weights :math:`w_{pi}` (squared first eigenvector components of its tridiagonal), the quadrature
     :math:`v^\top g(A) v/\|v\|^2 \approx \sum_i w_{pi} g(\theta_{pi})`. The density is smoothed by Gaussians of
-    variance :math:`\sigma^2 = ` ``sigma2_factor`` :math:`\cdot\max(1, \lambda_{\max} - \lambda_{\min})` and
-    evaluated on ``grid_size`` even points plus points every :math:`\sigma/2` around each node (so it integrates
-    to 1 whatever the spread).
+    variance :math:`\sigma^2 = ` ``sigma2_factor`` :math:`\cdot\max(1, \lambda_{\max} - \lambda_{\min})` (the
+    authors' ``sigma_squared=5e-5``), or :math:`\sigma` = ``sigma`` when given (an absolute width: use one value
+    for curves that share an axis), and evaluated on ``grid_size`` even points plus points every :math:`\sigma/2`
+    around each node (so it integrates to 1 whatever the spread).
     """
-    if isinstance(matvec, (Tensor, HVPOperator)):
+    if isinstance(matvec, (Tensor, LinearOperator)):
         dtype, device = dtype or matvec.dtype, device or matvec.device
     matvec = _as_matvec(matvec)
     if n_probes < 1:
@@ -509,25 +766,27 @@ def slq(matvec: Matvec | Tensor, dim: int, n_probes: int = 10, steps: int = 100,
                for i in range(0, n_probes, batch)]
     nodes = torch.cat([r.ritz_values for r in results]).cpu()
     weights = torch.cat([r.weights for r in results]).cpu()
-    lmin, lmax = float(nodes.min()), float(nodes.max())
-    sigma2 = float(sigma2_factor * max(1.0, lmax - lmin))
-    grid = _density_grid(nodes, math.sqrt(sigma2), grid_size)
-    return SpectralDensity(grid, _smooth(grid, nodes, weights, sigma2), nodes, weights, lmin, lmax, sigma2, dim)
+    return _density(nodes, weights, dim, grid_size, _sigma2(nodes, sigma, None, sigma2_factor))
 
 
 def spectral_density(f: Loss, theta: Tensor, n_probes: int = 10, steps: int = 100, *, grid_size: int = 10_000,
-                     sigma2_factor: float = 5e-5, seed: int = 0, mode: str = "auto",
+                     sigma2_factor: float = 5e-5, sigma: float | None = None, seed: int = 0, mode: str = "auto",
                      probe_batch: int | None = None) -> SpectralDensity:
-    """Hessian spectral density of ``f`` (a loss, or a terms function: summed) at ``theta`` by :func:`slq`:
-    ``n_probes * steps`` HVPs through one shared gradient graph."""
+    r"""Hessian spectral density of ``f`` (a loss, or a terms function: summed) at ``theta`` by :func:`slq`:
+    ``n_probes * steps`` HVPs through one shared gradient graph. ``sigma``: absolute kernel width (default: the
+    paper's :math:`\sigma^2 = 5\cdot10^{-5}\max(1, \lambda_{\max}-\lambda_{\min})`)."""
     op = HVPOperator(f, theta, mode)
-    return slq(op, op.dim, n_probes, steps, grid_size=grid_size, sigma2_factor=sigma2_factor, seed=seed,
-               probe_batch=probe_batch)
+    return slq(op, op.dim, n_probes, steps, grid_size=grid_size, sigma2_factor=sigma2_factor, sigma=sigma,
+               seed=seed, probe_batch=probe_batch)
 
 
 def term_densities(terms_fn: Callable[[Tensor], Mapping[str, Tensor]], theta: Tensor, *, include_total: bool = False,
                    **kwargs: Any) -> dict[str, SpectralDensity]:
-    """One :func:`spectral_density` per loss term (same probes for all), plus ``"total"`` if asked."""
+    r"""One :func:`spectral_density` per loss term (same probes for all), plus ``"total"`` if asked.
+
+    Each term gets its own kernel width unless ``sigma=`` is passed (the paper's default scales :math:`\sigma` with
+    each term's own spread, so per-term curves are smoothed differently); for one axis pass ``sigma`` or re-smooth
+    with :func:`shared_sigma`."""
     names = list(terms_fn(theta.detach()).keys())
     out = {name: spectral_density(lambda th, n=name: terms_fn(th)[n], theta, **kwargs) for name in names}
     if include_total:
@@ -550,9 +809,43 @@ class LBFGSPairs:
         return 1.0 / (self.s * self.y).sum(1)
 
 
+#: major torch versions whose private ``torch.optim.LBFGS`` state (``old_stps``, ``old_dirs``, ``H_diag``) pinnkit
+#: was checked against (tests/test_curvature.py reproduces torch's own search direction from it)
+LBFGS_STATE_TORCH_MAJOR = (1, 2)
+
+
+def _torch_lbfgs_state(state: Mapping[str, Any]) -> LBFGSPairs:
+    """The one place that reads torch's **private** L-BFGS state: ``old_stps`` (the steps s), ``old_dirs`` (the
+    gradient changes y) and ``H_diag`` (gamma). Guarded by the torch version and by the keys present."""
+    keys = ("old_stps", "old_dirs", "H_diag")
+    major = int(torch.__version__.split(".")[0])
+    if not all(k in state for k in keys):
+        if not state or "d" not in state:
+            raise ValueError("no L-BFGS history found: pass a TrainResult/torch.optim.LBFGS that has taken a step")
+        raise RuntimeError(f"torch {torch.__version__}'s LBFGS state has keys {sorted(state)}, not {list(keys)}, "
+                           "which pinnkit.curvature reads (checked on torch "
+                           f"{'/'.join(f'{v}.x' for v in LBFGS_STATE_TORCH_MAJOR)}); install a checked torch or "
+                           "update pinnkit.curvature._torch_lbfgs_state")
+    if major not in LBFGS_STATE_TORCH_MAJOR:
+        warnings.warn(f"pinnkit reads torch.optim.LBFGS's private state, checked on torch "
+                      f"{LBFGS_STATE_TORCH_MAJOR}.x only, but this is torch {torch.__version__}; run "
+                      "tests/test_curvature.py to confirm the pairs are still right", RuntimeWarning, stacklevel=3)
+    s, y = list(state["old_stps"]), list(state["old_dirs"])
+    if len(s) == 0:
+        raise ValueError("the L-BFGS history is empty (one step or fewer was taken); train longer")
+    return LBFGSPairs(torch.stack(s), torch.stack(y), float(state["H_diag"]))
+
+
 def lbfgs_pairs(source: Any) -> LBFGSPairs:
     """Extract the stored pairs from a :class:`~pinnkit.train.TrainResult` whose last phase is ``lbfgs``, a
-    :class:`torch.optim.LBFGS`, or its per-parameter state dict (keys ``old_stps``, ``old_dirs``, ``H_diag``)."""
+    :class:`torch.optim.LBFGS`, or its per-parameter state dict (keys ``old_stps``, ``old_dirs``, ``H_diag``).
+
+    Raises:
+        ValueError: no L-BFGS phase, several parameter tensors, or an empty history.
+        RuntimeError: this torch stores its L-BFGS state differently (see :data:`LBFGS_STATE_TORCH_MAJOR`).
+    """
+    if isinstance(source, LBFGSPairs):
+        return source
     state = source
     if hasattr(source, "stepper"):           # TrainResult
         stepper = source.stepper
@@ -565,12 +858,10 @@ def lbfgs_pairs(source: Any) -> LBFGSPairs:
         if len(params) != 1:
             raise ValueError("expected an L-BFGS over one flat parameter vector (as pinnkit.train builds)")
         state = source.state[params[0]]
-    if not isinstance(state, Mapping) or "old_stps" not in state:
-        raise ValueError("no L-BFGS history found: pass a TrainResult/torch.optim.LBFGS that has taken a step")
-    if len(state["old_stps"]) == 0:
-        raise ValueError("the L-BFGS history is empty (one step or fewer was taken); train longer")
-    return LBFGSPairs(torch.stack(list(state["old_stps"])), torch.stack(list(state["old_dirs"])),
-                      float(state["H_diag"]))
+    if not isinstance(state, Mapping):
+        raise ValueError(f"cannot read L-BFGS pairs from a {type(source).__name__}; pass a TrainResult, a "
+                         "torch.optim.LBFGS or LBFGSPairs")
+    return _torch_lbfgs_state(state)
 
 
 def lbfgs_two_loop(pairs: LBFGSPairs, v: Tensor) -> Tensor:
@@ -592,7 +883,9 @@ class LBFGSFactor:
     With :math:`V_i = I - \rho_i y_i s_i^\top`, :math:`H_k = \gamma A A^\top + \sum_i c_i c_i^\top` where
     :math:`A = V_{m-1}^\top\cdots V_0^\top` and :math:`c_i = \sqrt{\rho_i}\,V_{m-1}^\top\cdots V_{i+1}^\top s_i`, so
     :math:`\tilde H = [\sqrt\gamma A,\; C]` is ``P x (P + m)``. ``apply`` is :math:`\tilde H x`, ``apply_t`` is
-    :math:`\tilde H^\top z`; both take rows (``(P+m,)``/``(b, P+m)`` and ``(P,)``/``(b, P)``).
+    :math:`\tilde H^\top z`, for a vector (``(P+m,)`` / ``(P,)``) or a batch of vectors stored as **rows**
+    (``(b, P+m)`` / ``(b, P)``, i.e. ``apply(X) == X @ Ht.T``), the block convention of :class:`HVPOperator`.
+    :meth:`matrix` returns :math:`\tilde H` itself (``P x (P+m)``; its columns are :math:`\tilde H e_j`).
     """
 
     def __init__(self, pairs: LBFGSPairs):
@@ -620,23 +913,38 @@ class LBFGSFactor:
             z = z - self.rho[i] * (z @ self.s[i])[..., None] * self.y[i]
         return torch.cat([math.sqrt(self.gamma) * z, Z @ self.C.T], dim=-1)
 
+    def matrix(self) -> Tensor:
+        r"""The dense factor :math:`\tilde H`, ``(P, P + m)`` (small ``P`` only)."""
+        return self.apply(torch.eye(self.P + self.m, dtype=self.s.dtype, device=self.s.device)).T
 
-def preconditioned_spectrum(f: Loss, theta: Tensor, pairs: Any, n_probes: int = 10, steps: int = 100, *,
-                            grid_size: int = 10_000, sigma2_factor: float = 5e-5, seed: int = 0,
-                            mode: str = "auto") -> SpectralDensity:
-    r"""Spectral density of the L-BFGS-preconditioned Hessian :math:`\tilde H^\top \nabla^2 f(\theta)\,\tilde H`
-    (Rathore et al., Algorithms 2-3), size ``P + m``; its nonzero eigenvalues are those of :math:`H_k \nabla^2 f`.
 
-    ``pairs``: :class:`LBFGSPairs`, or anything :func:`lbfgs_pairs` accepts (a ``TrainResult`` of
-    ``"adam+lbfgs"``, a ``torch.optim.LBFGS``)."""
-    pairs = pairs if isinstance(pairs, LBFGSPairs) else lbfgs_pairs(pairs)
+def preconditioned_operator(f: Loss, theta: Tensor, pairs: Any, *, mode: str = "auto") -> LinearOperator:
+    r"""The L-BFGS-preconditioned Hessian :math:`\tilde H^\top \nabla^2 f(\theta)\,\tilde H` as a
+    :class:`LinearOperator` of size ``P + m`` (Rathore et al., Algorithms 2-3).
+
+    It has at least ``m`` **structural zero** eigenvalues (the null space of :math:`\tilde H`, which is ``P x (P+m)``);
+    its other eigenvalues are those of :math:`H_k \nabla^2 f`. ``pairs``: :class:`LBFGSPairs` or anything
+    :func:`lbfgs_pairs` accepts."""
+    pairs = lbfgs_pairs(pairs)
     op = HVPOperator(f, theta, mode)
     if pairs.s.shape[1] != op.dim:
         raise ValueError(f"the L-BFGS pairs have {pairs.s.shape[1]} parameters, theta has {op.dim}")
     pairs = LBFGSPairs(pairs.s.to(theta.device, theta.dtype), pairs.y.to(theta.device, theta.dtype), pairs.gamma)
     fac = LBFGSFactor(pairs)
-    return slq(lambda X: fac.apply_t(op(fac.apply(X))), op.dim + fac.m, n_probes, steps, grid_size=grid_size,
-               sigma2_factor=sigma2_factor, seed=seed, dtype=theta.dtype, device=theta.device)
+    return LinearOperator(lambda X: fac.apply_t(op(fac.apply(X))), op.dim + fac.m, theta.dtype, theta.device)
+
+
+def preconditioned_spectrum(f: Loss, theta: Tensor, pairs: Any, n_probes: int = 10, steps: int = 100, *,
+                            grid_size: int = 10_000, sigma2_factor: float = 5e-5, sigma: float | None = None,
+                            seed: int = 0, mode: str = "auto") -> SpectralDensity:
+    r"""Spectral density of the L-BFGS-preconditioned Hessian :math:`\tilde H^\top \nabla^2 f(\theta)\,\tilde H`
+    (Rathore et al., Algorithms 2-3), size ``P + m``; its nonzero eigenvalues are those of :math:`H_k \nabla^2 f`.
+
+    ``pairs``: :class:`LBFGSPairs`, or anything :func:`lbfgs_pairs` accepts (a ``TrainResult`` of
+    ``"adam+lbfgs"``, a ``torch.optim.LBFGS``). The density includes the ``m`` structural zeros (a mass of at least
+    ``m / (P + m)`` at 0); :func:`pinnkit.conditioning.lbfgs_preconditioned` removes them (dense, small ``P``)."""
+    op = preconditioned_operator(f, theta, pairs, mode=mode)
+    return slq(op, op.dim, n_probes, steps, grid_size=grid_size, sigma2_factor=sigma2_factor, sigma=sigma, seed=seed)
 
 
 # --- condition numbers -------------------------------------------------------------------------------------
@@ -667,19 +975,54 @@ def condition_number(eigenvalues: Tensor | Sequence[float] | Eigen, cutoff: floa
 
 
 # --- Jacobians and Gauss-Newton ----------------------------------------------------------------------------
-def jacobian(r: Callable[[Tensor], Tensor], theta: Tensor) -> Tensor:
-    r"""Jacobian :math:`J = \partial r / \partial \theta` (``m x P``) of a residual vector function."""
-    return torch.func.jacrev(r)(theta.detach())
+def jacobian(r: Callable[[Tensor], Tensor], theta: Tensor, *, force: bool = False) -> Tensor:
+    r"""Jacobian :math:`J = \partial r / \partial \theta` (``m x P``) of a residual vector function, by ``jacrev``.
+
+    Args:
+        r: ``theta -> (m,)`` residuals.
+        theta: flat parameters ``(P,)``.
+        force: allow more than ``DENSE_LIMIT**2`` entries.
+
+    Raises:
+        ValueError: ``m * P > DENSE_LIMIT**2`` without ``force`` (the message gives the memory and the matrix-free
+            alternative :func:`gauss_newton_product`).
+    """
+    _check_theta(theta)
+    th = theta.detach()
+    m, P = r(th).numel(), th.numel()
+    if m * P > DENSE_LIMIT ** 2 and not force:
+        raise ValueError(f"a dense Jacobian of {m} residuals x {P} parameters has {m * P:,} entries "
+                         f"({m * P * th.element_size() / 1e9:.2f} GB, and jacrev's intermediates need several times "
+                         f"that); above DENSE_LIMIT**2 = {DENSE_LIMIT ** 2:,} entries use "
+                         "pinnkit.curvature.gauss_newton_product / gauss_newton_operator (matrix-free), fewer "
+                         "points, or pass force=True")
+    return torch.func.jacrev(r)(th)
 
 
-def gauss_newton(r: Callable[[Tensor], Tensor], theta: Tensor) -> Tensor:
+def gauss_newton(r: Callable[[Tensor], Tensor], theta: Tensor, *, force: bool = False) -> Tensor:
     r"""Dense Gauss–Newton matrix :math:`G = 2 J^\top J` of the least-squares loss :math:`\|r(\theta)\|^2`.
 
     It is the Hessian :math:`2J^\top J + 2\sum_i r_i \nabla^2 r_i` without the second-order term, hence
-    positive semi-definite. For a PINN pass ``pinn.residual_vector`` (``loss == ||r||^2``).
+    positive semi-definite: negative Hessian eigenvalues come from the residual term. For a PINN pass
+    ``pinn.residual_vector`` (``loss == ||r||^2``).
+
+    Raises:
+        ValueError: ``P > DENSE_LIMIT`` or a Jacobian above ``DENSE_LIMIT**2`` entries, without ``force``.
     """
-    J = jacobian(r, theta)
+    _check_theta(theta)
+    P = theta.numel()
+    if P > DENSE_LIMIT and not force:
+        raise ValueError(f"dense Gauss-Newton matrix of {P} parameters ({P * P * theta.element_size() / 1e9:.2f} GB) "
+                         f"is above DENSE_LIMIT = {DENSE_LIMIT}; use gauss_newton_product / gauss_newton_operator "
+                         "(matrix-free) or pass force=True")
+    J = jacobian(r, theta, force=force)
     return 2.0 * J.T @ J
+
+
+def gauss_newton_operator(r: Callable[[Tensor], Tensor], theta: Tensor) -> LinearOperator:
+    r"""The Gauss–Newton matrix :math:`G = 2J^\top J` as a :class:`LinearOperator` (:func:`gauss_newton_product`)."""
+    _check_theta(theta)
+    return LinearOperator(lambda V: gauss_newton_product(r, theta, V), theta.numel(), theta.dtype, theta.device)
 
 
 def gauss_newton_product(r: Callable[[Tensor], Tensor], theta: Tensor, v: Tensor) -> Tensor:
@@ -699,12 +1042,22 @@ def gauss_newton_product(r: Callable[[Tensor], Tensor], theta: Tensor, v: Tensor
 
 
 # --- plots -------------------------------------------------------------------------------------------------
-def plot_spectra(densities: Mapping[str, SpectralDensity], ax: Any = None, title: str | None = None) -> Any:
-    """Overlay several spectral densities (e.g. :func:`term_densities`) on one symlog/log axis."""
+def plot_spectra(densities: Mapping[str, SpectralDensity], ax: Any = None, title: str | None = None,
+                 sigma: float | str | None = None) -> Any:
+    """Overlay several spectral densities (e.g. :func:`term_densities`) on one symlog/log axis; each label states
+    its kernel width σ.
+
+    ``sigma``: ``None`` keeps each curve's own smoothing; a number re-smooths every curve with that width;
+    ``"shared"`` re-smooths with :func:`shared_sigma` (curves on one axis should share σ)."""
     import matplotlib.pyplot as plt
     ax = ax if ax is not None else plt.subplots(figsize=(6, 3.5))[1]
+    if sigma == "shared":
+        sigma = shared_sigma(densities)
+    elif isinstance(sigma, str):
+        raise ValueError(f"sigma must be a number, None or 'shared', got {sigma!r}")
     for name, sd in densities.items():
-        sd.plot(ax, label=name)
+        sd = sd if sigma is None else sd.with_sigma(float(sigma))
+        sd.plot(ax, label=f"{name} (σ = {sd.sigma:.2g})")
     if title:
         ax.set_title(title)
     return ax

@@ -18,17 +18,22 @@ True
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor
 
-from .curvature import condition_number
+from .conditioning import RCUT, range_condition
+from .curvature import hessian
 from .pinn import PINN
-from .problems import Problem
+from .problems import Convection as Problem_convection
+from .problems import Problem, partial
 
-__all__ = ["LastLayer", "random_features", "operator_condition", "fit_power_law", "PowerLaw",
-           "plot_power_law", "plot_eigenvalues"]
+__all__ = ["LastLayer", "random_features", "fourier_features", "feature_weights", "operator_factors",
+           "derivative_gram", "operator_condition", "fit_power_law", "PowerLaw", "plot_power_law",
+           "plot_eigenvalues", "magnitude_ratio", "Fig10Point", "fig10_sweep", "ResidualControl",
+           "residual_control"]
 
 
 class LastLayer:
@@ -111,54 +116,205 @@ def random_features(problem: Problem | str, width: int = 64, scale: float = 1.0,
     return LastLayer(pinn, theta)
 
 
-def operator_condition(model: LastLayer, term: str | None = None) -> float:
-    """Condition number of the Hessian of ``model``'s loss (or of one ``term``) by
-    :func:`~pinnkit.curvature.condition_number`
-    of its eigenvalues (constant: the model is linear in its parameters)."""
+def operator_condition(model: LastLayer, term: str | None = None, rcut: float = RCUT) -> float:
+    r"""Condition number **on the range** of the Hessian of ``model``'s loss (or of one ``term``): the largest
+    :math:`|\lambda|` over the smallest :math:`|\lambda|` above ``rcut`` times it
+    (:func:`~pinnkit.conditioning.range_condition`). The Hessian is constant: the model is linear in its parameters.
+
+    Args:
+        model: a :class:`LastLayer` model.
+        term: a loss term name (``"residual"``, ...) or ``None`` for the whole loss.
+        rcut: the relative cutoff below which eigenvalues count as zero; report it with the number.
+
+    Returns:
+        :math:`\kappa` on the numerical range.
+    """
     H = model.hessian() if term is None else model.term_hessians()[term]
-    return condition_number(torch.linalg.eigvalsh(H))
+    return range_condition(torch.linalg.eigvalsh(H), rcut=rcut).kappa
 
 
+def feature_weights(model: LastLayer) -> Tensor:
+    r"""The hidden layer's weights in the problem's own coordinates, ``(width, d)``: feature ``j`` is
+    :math:`\phi_j(X) = \sigma(w_j^\top X + b_j)`. For :func:`random_features` the inputs were rescaled to
+    :math:`[-1, 1]` first, so :math:`w_{j,i} = 2\tilde w_{j,i} / (\mathrm{hi}_i - \mathrm{lo}_i)`
+    (convection on :math:`(0, 2\pi)\times(0, 1)`: :math:`w_x = \tilde w_x/\pi`, :math:`w_t = 2\tilde w_t`)."""
+    b = model.pinn.blocks[0]
+    return model.hidden[b.start:b.stop].reshape(b.shape)
+
+
+def operator_factors(model: LastLayer, beta: float) -> Tensor:
+    r"""For a sine feature :math:`\phi_j = \sin(w_j^\top X + b_j)` of convection, :math:`(\partial_t + \beta
+    \partial_x)\phi_j = (w_{j,t} + \beta w_{j,x}) \cos(\cdot)`: the factor :math:`w_{j,t} + \beta w_{j,x}` by
+    which the operator scales feature ``j`` (``width`` values; columns ``(x, t)``).
+
+    >>> import pinnkit as pk
+    >>> m = random_features(pk.problems.Convection(beta=1.0), width=4, activation="sin")
+    >>> W = feature_weights(m)
+    >>> bool(torch.allclose(operator_factors(m, 3.0), W[:, 1] + 3.0 * W[:, 0]))
+    True
+    """
+    W = feature_weights(model)
+    return W[:, 1] + beta * W[:, 0]
+
+
+def fourier_features(problem: Problem | str, n_freq: int, n_res: int = 512, seed: int = 0,
+                     dtype: torch.dtype = torch.float64, device: str | torch.device | None = None,
+                     **pinn_kw: Any) -> LastLayer:
+    r"""Deterministic Fourier features for a 1-D problem on :math:`(a, b)`:
+    :math:`\phi_j(x) = \sin\big(j\pi (x - a)/(b - a)\big)`, :math:`j = 1, \dots,` ``n_freq``, plus the
+    constant (the last layer's bias). On Poisson1D, :math:`(0, 1)`, they are :math:`\sin(j\pi x)`.
+
+    Args:
+        problem: a 1-D :class:`~pinnkit.problems.Problem` (e.g. ``Poisson1D``).
+        n_freq: number of frequencies ``K``; the model has ``K + 1`` parameters.
+        n_res: residual points (evenly spaced on Poisson1D's default grid sampling).
+
+    Returns:
+        A :class:`LastLayer` model.
+
+    Raises:
+        ValueError: the problem is not 1-D, or ``n_res <= 2 n_freq`` (too few points to resolve the frequencies).
+
+    >>> import pinnkit as pk
+    >>> m = fourier_features(pk.problems.Poisson1D(), n_freq=3, n_res=16)
+    >>> X = torch.tensor([[0.25]], dtype=torch.float64)
+    >>> bool(torch.allclose(m.pinn.u(m.full(torch.tensor([0.0, 1.0, 0.0, 0.0], dtype=torch.float64)))(X),
+    ...                     torch.sin(torch.tensor([2 * math.pi * 0.25], dtype=torch.float64))))
+    True
+    """
+    pinn = PINN(problem, widths=[n_freq], n_res=n_res, seed=seed, activation="sin", dtype=dtype, device=device,
+                **pinn_kw)
+    if pinn.problem.dim != 1:
+        raise ValueError(f"fourier_features needs a 1-D problem, got dim={pinn.problem.dim}; "
+                         "use random_features for space-time problems")
+    if n_res <= 2 * n_freq:
+        raise ValueError(f"n_res={n_res} points cannot resolve {n_freq} frequencies; use n_res > 2 * n_freq")
+    (a, b), = pinn.problem.bounds
+    w = math.pi * torch.arange(1, n_freq + 1, dtype=torch.float64) / (b - a)
+    theta = pinn.theta0.clone()
+    theta[pinn.blocks[0].start:pinn.blocks[0].stop] = w.to(theta)
+    theta[pinn.blocks[1].start:pinn.blocks[1].stop] = (-w * a).to(theta)
+    return LastLayer(pinn, theta)
+
+
+def derivative_gram(model: LastLayer, order: int, X: Tensor | None = None, constant: bool = False) -> Tensor:
+    r"""The Hessian of :math:`\frac1N\|\partial_x^{\,k} u_c(X)\|^2` in ``c`` (first input, ``k = order``):
+    :math:`\frac2N A_k^\top A_k` with :math:`(A_k)_{ij} = \partial_x^{\,k}\phi_j(X_i)`. ``order = 0`` is plain
+    regression; ``order = 2`` is the residual term of :math:`-u'' = f`. Default ``X``: the residual points.
+
+    For :math:`\phi_j = \sin(j\pi x)` the ``k``-th derivative multiplies feature ``j`` by :math:`(j\pi)^k`, so on
+    orthogonal features the eigenvalues are :math:`\approx (j\pi)^{2k}` and
+    :math:`\kappa \approx K^{2k}`.
+
+    By default the constant feature (the last layer's bias) is left out: it is annihilated by every derivative
+    (a zero eigenvalue), and for ``order = 0`` it is nearly collinear with the odd sines (the square-wave series
+    :math:`1 = \frac4\pi\sum_{j\,\rm odd}\sin(j\pi x)/j`), which would make even plain regression's
+    :math:`\kappa` grow like ``K``. ``constant=True`` keeps it.
+
+    Args:
+        model: a :class:`LastLayer` model.
+        order: the derivative order ``k >= 0``.
+        X: ``(N, d)`` points; default ``model.pinn.points["residual"]``.
+        constant: keep the constant feature's column.
+
+    Returns:
+        The Gram matrix, ``(n_params - 1)`` square (``n_params`` with ``constant=True``).
+
+    Raises:
+        ValueError: a negative ``order``.
+    """
+    if order < 0:
+        raise ValueError(f"order must be >= 0, got {order}")
+    X = model.pinn.points["residual"] if X is None else X
+
+    def d(c: Tensor) -> Tensor:
+        f = model.pinn.u(model.full(c))
+        for _ in range(order):
+            f = partial(f, 0)
+        return f(X)
+
+    A = torch.func.jacfwd(d)(model.theta0)
+    A = A if constant else A[:, :-1]
+    return 2.0 * A.T @ A / A.shape[0]
+
+
+@dataclass(frozen=True)
 class PowerLaw:
-    r"""A least-squares fit :math:`y \approx C x^{p}` on log-log axes: ``slope`` :math:`p`, ``prefactor`` :math:`C`."""
+    r"""A least-squares fit :math:`y \approx C x^{p}` on log-log axes, valid on the fitted range only.
 
-    def __init__(self, slope: float, prefactor: float):
-        self.slope, self.prefactor = float(slope), float(prefactor)
+    Attributes:
+        slope: the exponent :math:`p`.
+        prefactor: :math:`C`.
+        xmin, xmax: the range of ``x`` the fit used (:func:`plot_power_law` draws it only there).
+    """
+
+    slope: float
+    prefactor: float
+    xmin: float = 0.0
+    xmax: float = math.inf
 
     def __call__(self, x: Any) -> Any:
         return self.prefactor * x ** self.slope
 
+    def rounded(self, digits: int = 2) -> float:
+        """The slope rounded to ``digits`` decimals, with ``-0.0`` printed as ``0.0``."""
+        return round(self.slope, digits) or 0.0
+
     def __repr__(self) -> str:
-        return f"PowerLaw(slope={self.slope:.3g}, prefactor={self.prefactor:.3g})"
+        return f"PowerLaw(slope={self.slope:.3g}, prefactor={self.prefactor:.3g}, x in [{self.xmin:g}, {self.xmax:g}])"
 
 
-def fit_power_law(x: Any, y: Any) -> PowerLaw:
-    r"""Fit :math:`\log y = p \log x + \log C` by least squares.
+def fit_power_law(x: Any, y: Any, base: float = math.e) -> PowerLaw:
+    r"""Fit :math:`\log y = p \log x + \log C` by least squares (the slope does not depend on ``base``).
+
+    Args:
+        x, y: positive values, at least two points.
+
+    Returns:
+        A :class:`PowerLaw` that remembers the fitted ``x`` range.
+
+    Raises:
+        ValueError: fewer than two points, or a non-positive / non-finite value.
 
     >>> round(fit_power_law([1, 2, 4, 8], [3, 12, 48, 192]).slope, 6)
     2.0
+    >>> fit_power_law([1, 2, 4], [5, 5, 5]).rounded()
+    0.0
     """
-    lx = torch.log(torch.as_tensor(x, dtype=torch.float64))
-    ly = torch.log(torch.as_tensor(y, dtype=torch.float64))
-    if lx.numel() < 2 or not bool(torch.isfinite(ly).all()):
-        raise ValueError("need at least two points with positive, finite y to fit a power law")
+    xt = torch.as_tensor(x, dtype=torch.float64)
+    yt = torch.as_tensor(y, dtype=torch.float64)
+    if xt.numel() < 2 or not bool((xt > 0).all() and (yt > 0).all() and torch.isfinite(yt).all()):
+        raise ValueError("need at least two points with positive x and positive, finite y to fit a power law")
+    lx, ly = torch.log(xt), torch.log(yt)
     A = torch.stack([lx, torch.ones_like(lx)], dim=1)
     p, c = torch.linalg.lstsq(A, ly[:, None]).solution[:, 0]
-    return PowerLaw(float(p), math.exp(float(c)))
+    return PowerLaw(float(p), math.exp(float(c)), float(xt.min()), float(xt.max()))
 
 
 def plot_power_law(x: Any, y: Any, fit: PowerLaw | None = None, *, xlabel: str, ylabel: str, title: str = "",
-                   ax: Any = None, label: str | None = None) -> Any:
-    """``y`` against ``x`` on log-log axes with the fitted power law (dashed). Returns the axes."""
+                   ax: Any = None, label: str | None = None, color: str | None = None, marker: str = "o",
+                   fit_style: str = "--", base: float | None = None) -> Any:
+    """``y`` against ``x`` on log-log axes, with the fitted power law drawn over its fitted range only.
+
+    Args:
+        fit: a :class:`PowerLaw`; drawn in the data's colour with ``fit_style`` and its slope in the legend.
+        base: the x axis's log base (e.g. 2 for ``n_res = 2^k``); default 10.
+
+    Returns:
+        The axes.
+    """
     import matplotlib.pyplot as plt
     ax = ax if ax is not None else plt.subplots(figsize=(5, 3.5), layout="constrained")[1]
-    ax.loglog(x, y, "o-", label=label or "measured")
+    (line,) = ax.loglog(x, y, marker=marker, ls="-", color=color, label=label or "measured")
+    if base is not None:
+        ax.set_xscale("log", base=base)
     if fit is not None:
-        xs = torch.as_tensor(x, dtype=torch.float64)
-        ax.loglog(xs, fit(xs), "k--", lw=1, label=f"fit: slope {fit.slope:.2g}")
+        xs = torch.logspace(math.log10(fit.xmin), math.log10(fit.xmax), 50, dtype=torch.float64)
+        ax.plot(xs, fit(xs), fit_style, color=line.get_color(), lw=1.2,
+                label=f"{label + ' ' if label else ''}fit: slope {fit.rounded():.2f}")
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.grid(True, which="major", alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize="small")
     return ax
 
 
@@ -178,3 +334,122 @@ def plot_eigenvalues(spectra: dict[str, Any], ax: Any = None, title: str = "") -
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize="small")
     return ax
+
+
+# --- Rathore et al.'s Figure 10: a 129-parameter PINN as n_res grows ---------------------------------------
+def magnitude_ratio(eigenvalues: Tensor | Sequence[float]) -> float:
+    r""":math:`\lambda_1 / \min_i |\lambda_i|`: the ratio Rathore et al. plot in their Figure 10.
+
+    Their 129 eigenvalues come from power iteration with deflation, which finds eigenvalues in order of
+    **magnitude**, so their :math:`\lambda_{129}` is the eigenvalue of smallest magnitude and the ratio is the
+    2-norm condition number :math:`\|H\|\,\|H^{-1}\|` (when :math:`\lambda_1` is the largest in magnitude).
+
+    >>> magnitude_ratio(torch.tensor([-0.5, 0.25, 2.0, 40.0]))    # 40 / 0.25, not 40 / 0.5
+    160.0
+    """
+    ev = torch.as_tensor(eigenvalues, dtype=torch.float64).reshape(-1)
+    small = float(ev.abs().min())
+    if small == 0.0:
+        raise ValueError("an eigenvalue is exactly zero: the ratio is infinite (the matrix is singular)")
+    return float(ev.max()) / small
+
+
+@dataclass(frozen=True)
+class Fig10Point:
+    """One point of :func:`fig10_sweep`: the trained PINN at one ``n_res``.
+
+    Attributes:
+        n_res: residual points.
+        loss, l2re: at the end of training.
+        lmax: the largest eigenvalue of the dense Hessian of the loss.
+        min_abs: the smallest eigenvalue magnitude.
+        ratio: ``lmax / min_abs`` (:func:`magnitude_ratio`).
+        n_negative: eigenvalues below ``-1e-8 * lmax``.
+        seconds: wall time of training and eigensolve.
+    """
+
+    n_res: int
+    loss: float
+    l2re: float
+    lmax: float
+    min_abs: float
+    ratio: float
+    n_negative: int
+    seconds: float
+
+
+def fig10_sweep(n_res: Sequence[int], *, adam_steps: int, lbfgs_steps: int, lr: float, seed: int,
+                beta: float = 1.0, width: int = 32, dtype: torch.dtype = torch.float64,
+                device: str | torch.device | None = None) -> list[Fig10Point]:
+    r"""Train a one-hidden-layer PINN (width 32: 129 parameters) on convection at each ``n_res`` with Adam
+    (``lr``) then L-BFGS, and take the dense Hessian's eigenvalues at the end (``eigvalsh``: exact).
+
+    The same ``seed`` gives the same initial network for every ``n_res``; the residual points are drawn at random,
+    without replacement, from the interior of the evaluation grid. Initial points 257, boundary points 101.
+
+    Args:
+        n_res: residual point counts, e.g. ``[2**k for k in range(8, 14)]``.
+        adam_steps, lbfgs_steps: the schedule (Rathore et al.: 11,000 and 1,500, ``lr = 1e-4``).
+        lr: Adam's learning rate.
+        seed: initialisation and sampling seed.
+
+    Returns:
+        One :class:`Fig10Point` per ``n_res``.
+    """
+    import time
+
+    from .train import train
+    out = []
+    for n in n_res:
+        t0 = time.perf_counter()
+        pinn = PINN(Problem_convection(beta), widths=[width], n_res=int(n), n_ic=257, n_bc=101, seed=seed,
+                    dtype=dtype, device=device)
+        run = train(pinn, "adam+lbfgs", adam_steps + lbfgs_steps, switch=adam_steps, lr=lr,
+                    log_every=max(1, (adam_steps + lbfgs_steps) // 10))
+        ev = torch.linalg.eigvalsh(hessian(pinn.loss, run.theta))
+        out.append(Fig10Point(int(n), run.loss, run.l2re, float(ev[-1]), float(ev.abs().min()),
+                              magnitude_ratio(ev), int((ev < -1e-8 * float(ev[-1])).sum()),
+                              time.perf_counter() - t0))
+    return out
+
+
+@dataclass(frozen=True)
+class ResidualControl:
+    """The residual term's Hessian at one fixed ``theta`` as ``n_res`` grows (:func:`residual_control`).
+
+    Attributes:
+        n_res: residual points.
+        lmax, min_abs, ratio: as in :class:`Fig10Point`, for the residual term alone.
+        distance: :math:`\\|H_n - H_{N}\\|_F / \\|H_{N}\\|_F` against the largest ``n_res`` ``N``.
+    """
+
+    n_res: int
+    lmax: float
+    min_abs: float
+    ratio: float
+    distance: float
+
+
+def residual_control(n_res: Sequence[int], *, seed: int, beta: float = 1.0, width: int = 32,
+                     dtype: torch.dtype = torch.float64, device: str | torch.device | None = None
+                     ) -> list[ResidualControl]:
+    r"""The control for :func:`fig10_sweep`: the Hessian of the residual term alone,
+    :math:`\frac1n\sum_i r_i^2`, at the **initial** ``theta`` (the same for every ``n``). A mean over points is a
+    Monte-Carlo estimate of an integral, so at a fixed ``theta`` it converges as ``n`` grows (distance to the
+    largest ``n`` of order :math:`n^{-1/2}`); it has no reason to grow.
+
+    Returns:
+        One :class:`ResidualControl` per ``n_res`` (the last has ``distance == 0``).
+    """
+    Hs = []
+    for n in n_res:
+        pinn = PINN(Problem_convection(beta), widths=[width], n_res=int(n), n_ic=257, n_bc=101, seed=seed,
+                    dtype=dtype, device=device)
+        Hs.append(hessian(lambda th, p=pinn: p.terms(th)["residual"], pinn.theta0))
+    ref = Hs[-1]
+    out = []
+    for n, H in zip(n_res, Hs):
+        ev = torch.linalg.eigvalsh(H)
+        out.append(ResidualControl(int(n), float(ev[-1]), float(ev.abs().min()), magnitude_ratio(ev),
+                                   float(torch.linalg.matrix_norm(H - ref) / torch.linalg.matrix_norm(ref))))
+    return out

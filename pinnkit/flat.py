@@ -16,7 +16,8 @@ import torch
 from torch import Tensor
 from torch.func import functional_call
 
-from .nets import mlp
+from .nets import mlp, size
+from .presets import check_device
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,18 @@ class FlatMLP:
 
     ``blocks`` gives the layout of ``theta`` (name, shape and slice of every weight and bias); ``theta0`` is the
     initialisation. Subclasses (:class:`~pinnkit.PINN`, :class:`~pinnkit.regression.Regression`) add losses.
+
+    Args:
+        n_in: input dimension.
+        widths: hidden-layer widths (Python or numpy integers).
+        seed: seeds the initialisation.
+        activation: ``"tanh"``, ``"sin"``, ``"gelu"`` or ``"softplus"``.
+        dtype: ``torch.float32`` or ``torch.float64``.
+        device: ``"cpu"`` (default), ``"cuda"`` or a :class:`torch.device` (``pk.setup().device``).
+
+    Raises:
+        ValueError: a bad size, dtype or activation, or CUDA asked for while ``torch.cuda.is_available()`` is
+            False.
     """
 
     def __init__(self, n_in: int, widths: Sequence[int], seed: int = 0, activation: str = "tanh",
@@ -42,14 +55,14 @@ class FlatMLP:
         if dtype not in (torch.float32, torch.float64):
             raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
         self.dtype = dtype
-        self.device = torch.device(device if device is not None else "cpu")
-        self.seed = int(seed)
+        self.device = check_device(device)
+        self.seed = size(seed, "seed", minimum=0)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             net = mlp(n_in, widths, 1, activation)
         self.net = net.to(device=self.device, dtype=dtype)
-        self.n_in = int(n_in)
-        self.widths = tuple(int(w) for w in widths)
+        self.n_in = size(n_in, "n_in")
+        self.widths = tuple(size(w, "width") for w in widths)
         blocks, start = [], 0
         for name, p in self.net.named_parameters():
             blocks.append(Block(name, tuple(p.shape), start, start + p.numel()))
@@ -64,7 +77,7 @@ class FlatMLP:
             raise TypeError(f"theta must be a torch.Tensor, got {type(theta).__name__}")
         if theta.shape != (self.n_params,):
             raise ValueError(f"theta must have shape ({self.n_params},), got {tuple(theta.shape)}")
-        if theta.dtype != self.dtype or theta.device.type != self.device.type:
+        if theta.dtype != self.dtype or theta.device != self.device:
             raise ValueError(f"theta is {theta.dtype} on {theta.device} but this model is {self.dtype} on "
                              f"{self.device}; convert with theta.to(device={str(self.device)!r}, dtype={self.dtype})")
 

@@ -1,7 +1,8 @@
 """Multilayer perceptrons, initialised as in Rathore et al. (Xavier-normal weights, zero biases)."""
 from __future__ import annotations
 
-from typing import Sequence
+import operator
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -14,17 +15,49 @@ class Sin(nn.Module):
         return torch.sin(x)
 
 
+def size(x: Any, name: str = "size", minimum: int = 1) -> int:
+    """``x`` as a Python int (Python or numpy integers; not floats or bools), at least ``minimum``.
+
+    Raises:
+        ValueError: ``x`` is not an integer or is below ``minimum``.
+
+    >>> import numpy as np
+    >>> size(np.int64(3), "width")
+    3
+    """
+    try:
+        n = None if isinstance(x, bool) else operator.index(x)
+    except TypeError:
+        n = None
+    if n is None or n < minimum:
+        kind = "positive" if minimum == 1 else "non-negative" if minimum == 0 else f">= {minimum}"
+        raise ValueError(f"{name} must be a {kind} integer, got {x!r}")
+    return n
+
+
 def mlp(n_in: int, widths: Sequence[int], n_out: int = 1, activation: str = "tanh") -> nn.Sequential:
     """``n_in -> widths[0] -> ... -> widths[-1] -> n_out`` with the given activation between layers.
+
+    Args:
+        n_in, n_out: input and output dimensions.
+        widths: hidden-layer widths (Python or numpy integers).
+        activation: ``"tanh"``, ``"sin"``, ``"gelu"`` or ``"softplus"``.
+
+    Returns:
+        The ``nn.Sequential`` with Xavier-normal weights and zero biases (uses the global torch RNG).
+
+    Raises:
+        ValueError: unknown activation or a size that is not a positive integer.
 
     >>> net = mlp(2, [50, 50, 50]); sum(p.numel() for p in net.parameters())
     5301
     """
     if activation not in ACTIVATIONS:
         raise ValueError(f"unknown activation {activation!r}; valid: {', '.join(ACTIVATIONS)}")
-    sizes = [int(n_in), *map(int, widths), int(n_out)]
-    if any(s <= 0 for s in sizes):
-        raise ValueError(f"layer sizes must be positive, got {sizes}")
+    try:
+        sizes = [size(n_in), *(size(w) for w in widths), size(n_out)]
+    except ValueError:
+        raise ValueError(f"layer sizes must be positive integers, got {[n_in, *widths, n_out]}") from None
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
         lin = nn.Linear(a, b)

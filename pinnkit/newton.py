@@ -21,8 +21,9 @@ All steps solve a model of the loss around :math:`\theta` with a curvature matri
                               :math:`\|\nabla L\|` decreases. It converges to minima, saddles and maxima alike.
 ============================  =========================================================================
 
-Each is a stepper for :func:`pinnkit.train` (``factory(terms_fn, theta, **options)`` with ``.step()`` and
-``.theta``) and :func:`run` drives any of them to a gradient tolerance.
+Each is a stepper registered in :data:`pinnkit.train.STEPPERS` (``factory(terms_fn, theta, *, options)`` with
+``.step()`` and ``.theta``), so :func:`pinnkit.train` runs them; :func:`run` is :func:`pinnkit.train` with the
+defaults of a Newton study (stop at a gradient tolerance, report divergence as a status instead of raising).
 
 >>> import torch
 >>> A = torch.tensor([[3., 1.], [1., 2.]], dtype=torch.float64); b = torch.tensor([1., -1.], dtype=torch.float64)
@@ -35,28 +36,32 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
+import matplotlib.pyplot as plt
 import torch
 from torch import Tensor
 
 from .curvature import hessian, jacobian
-from .train import STEPPERS as _TRAIN_STEPPERS
-from .train import TermsFn, as_terms, resolve, value_and_grad
+from .linesearch import armijo
+from .objective import TermsFn, total, value_and_grad
 
-__all__ = ["newton_direction", "saddle_free_direction", "NewtonStepper", "NewtonResult", "run",
-           "METHODS",
-           "newton", "damped_newton", "saddle_free_newton", "gauss_newton", "levenberg_marquardt", "gradient_norm"]
-
-
-def _total(terms_fn: TermsFn) -> Callable[[Tensor], Tensor]:
-    return lambda th: sum(terms_fn(th).values())
+__all__ = ["newton_direction", "saddle_free_direction", "NewtonStepper", "StepInfo", "run", "METHODS",
+           "newton", "damped_newton", "saddle_free_newton", "gauss_newton", "levenberg_marquardt", "gradient_norm",
+           "plot_endpoints"]
 
 
 def _cutoff(lam: Tensor, rcond: float | None) -> float:
     if rcond is None:
         rcond = lam.numel() * torch.finfo(lam.dtype).eps
     return float(rcond * lam.abs().max().clamp_min(torch.finfo(lam.dtype).tiny))
+
+
+def _pseudo_solve(a: Tensor, V: Tensor, g: Tensor, rcond: float | None) -> Tensor:
+    r""":math:`-V \operatorname{diag}(a)^{+} V^\top g`, dropping the :math:`a_i` with :math:`|a_i| \le` the cut-off."""
+    keep = a.abs() > _cutoff(a, rcond)
+    inv = torch.where(keep, 1.0 / torch.where(keep, a, torch.ones_like(a)), torch.zeros_like(a))
+    return -(V @ (inv * (V.T @ g)))
 
 
 def newton_direction(H: Tensor, g: Tensor, rcond: float | None = None) -> Tensor:
@@ -66,14 +71,20 @@ def newton_direction(H: Tensor, g: Tensor, rcond: float | None = None) -> Tensor
     largest :math:`|\lambda|` (default ``P * eps``). Equals ``torch.linalg.solve(H, -g)`` when :math:`H` is
     well conditioned.
 
+    Args:
+        H: symmetric ``(P, P)`` curvature matrix.
+        g: gradient ``(P,)``.
+        rcond: relative eigenvalue cut-off (default ``P * eps``).
+
+    Returns:
+        The direction ``d`` ``(P,)``.
+
     >>> H = torch.tensor([[2., 0.], [0., 0.]], dtype=torch.float64)   # singular: the y-direction is dropped
     >>> newton_direction(H, torch.tensor([4., 1.], dtype=torch.float64))
     tensor([-2., -0.], dtype=torch.float64)
     """
     lam, V = torch.linalg.eigh(H)
-    keep = lam.abs() > _cutoff(lam, rcond)
-    inv = torch.where(keep, 1.0 / torch.where(keep, lam, torch.ones_like(lam)), torch.zeros_like(lam))
-    return -(V @ (inv * (V.T @ g)))
+    return _pseudo_solve(lam, V, g, rcond)
 
 
 def saddle_free_direction(H: Tensor, g: Tensor, damping: float = 0.0, rcond: float | None = None) -> Tensor:
@@ -84,14 +95,23 @@ def saddle_free_direction(H: Tensor, g: Tensor, damping: float = 0.0, rcond: flo
     >>> H = torch.diag(torch.tensor([2., -2.], dtype=torch.float64))
     >>> saddle_free_direction(H, torch.tensor([2., -2.], dtype=torch.float64))   # x -> 0, y moves away
     tensor([-1.,  1.], dtype=torch.float64)
+
+    Args:
+        H: symmetric ``(P, P)`` curvature matrix.
+        g: gradient ``(P,)``.
+        damping: :math:`\mu \ge 0`.
+        rcond: relative cut-off on :math:`|\lambda| + \mu` (default ``P * eps``).
+
+    Returns:
+        The direction ``d`` ``(P,)``.
+
+    Raises:
+        ValueError: ``damping < 0``.
     """
     if damping < 0:
         raise ValueError(f"damping must be >= 0, got {damping}")
     lam, V = torch.linalg.eigh(H)
-    a = lam.abs() + damping
-    keep = a > _cutoff(a, rcond)
-    inv = torch.where(keep, 1.0 / torch.where(keep, a, torch.ones_like(a)), torch.zeros_like(a))
-    return -(V @ (inv * (V.T @ g)))
+    return _pseudo_solve(lam.abs() + damping, V, g, rcond)
 
 
 @dataclass(frozen=True)
@@ -106,16 +126,26 @@ class StepInfo:
 
 
 class NewtonStepper:
-    """One Newton-family step per :meth:`step` on a copy of ``theta`` (see the module table for ``variant``).
+    r"""One Newton-family step per :meth:`step` on a copy of ``theta`` (see the module table for ``variant``).
 
     Args:
-        variant: ``"newton"``, ``"damped_newton"``, ``"saddle_free_newton"``, ``"gauss_newton"`` or
-            ``"levenberg_marquardt"``.
+        terms_fn: the loss, ``theta -> dict of terms`` or ``theta -> scalar``.
+        theta: the starting point (copied).
+        variant: ``"newton"``, ``"damped_newton"``, ``"saddle_free_newton"``, ``"gauss_newton"``,
+            ``"levenberg_marquardt"`` or ``"gradient_norm"``.
         residual: ``theta -> r`` with ``loss == ||r||^2`` (Gauss–Newton / LM only; e.g. ``pinn.residual_vector``).
         rcond: relative eigenvalue cut-off of the pseudo-inverse (default ``P * eps``).
-        damping: :math:`\\mu` added to :math:`|H|` (saddle-free) or the initial :math:`\\mu` of LM.
-        line_search: Armijo backtracking (default on for damped Newton, saddle-free and Gauss–Newton).
-        max_backtracks, c1: line-search halvings and sufficient-decrease constant.
+        damping: :math:`\mu` added to :math:`|H|` (saddle-free) or the initial :math:`\mu` of LM / gradient-norm.
+        line_search: Armijo backtracking (:func:`pinnkit.linesearch.armijo`; default on for damped Newton,
+            saddle-free and Gauss–Newton).
+        max_backtracks: trial steps of the line search (or :math:`\mu` increases of LM / gradient-norm).
+        c1: sufficient-decrease constant of the line search.
+
+    ``stalled`` is True after a step that left ``theta`` unchanged (no acceptable step was found).
+
+    Raises:
+        ValueError: unknown variant, Gauss–Newton / LM without ``residual``, a residual whose squared norm is not
+            the loss, or ``damping < 0``.
     """
 
     VARIANTS = ("newton", "damped_newton", "saddle_free_newton", "gauss_newton", "levenberg_marquardt",
@@ -124,14 +154,14 @@ class NewtonStepper:
     def __init__(self, terms_fn: TermsFn, theta: Tensor, variant: str = "newton", *,
                  residual: Callable[[Tensor], Tensor] | None = None, rcond: float | None = None,
                  damping: float | None = None, line_search: bool | None = None, max_backtracks: int = 40,
-                 c1: float = 1e-4, **_: Any):
+                 c1: float = 1e-4):
         if variant not in self.VARIANTS:
             raise ValueError(f"unknown Newton variant {variant!r}; valid: {', '.join(self.VARIANTS)}")
         if variant in ("gauss_newton", "levenberg_marquardt") and residual is None:
             raise ValueError(f"{variant} needs residual= a function theta -> r with loss == ||r||^2 "
                              f"(for a PINN or Regression pass residual=model.residual_vector)")
         self.variant = variant
-        self.f = _total(as_terms(terms_fn))
+        self.f = total(terms_fn)
         self.residual = residual
         self.rcond = rcond
         defaults = {"saddle_free_newton": 0.0, "levenberg_marquardt": 1e-3, "gradient_norm": 1e-6}
@@ -142,8 +172,11 @@ class NewtonStepper:
         self.line_search = (variant in ("damped_newton", "saddle_free_newton", "gauss_newton")
                             if line_search is None else bool(line_search))
         self.max_backtracks, self.c1 = int(max_backtracks), float(c1)
+        if self.max_backtracks < 1:
+            raise ValueError(f"max_backtracks must be a positive integer, got {max_backtracks}")
         self._theta = theta.detach().clone()
         self.last: StepInfo | None = None
+        self.stalled = False
         if residual is not None:
             r0 = float((residual(self._theta) ** 2).sum())
             l0 = float(self.f(self._theta))
@@ -155,26 +188,16 @@ class NewtonStepper:
     def theta(self) -> Tensor:
         return self._theta
 
-    def _backtrack(self, theta: Tensor, loss: float, g: Tensor, d: Tensor) -> tuple[Tensor, float]:
-        slope = float(g @ d)
-        alpha = 1.0
-        for _ in range(self.max_backtracks):
-            trial = theta + alpha * d
-            value = float(self.f(trial))
-            if math.isfinite(value) and value <= loss + self.c1 * alpha * slope:
-                return trial, alpha
-            alpha *= 0.5
-        return theta, 0.0  # no acceptable step: stay (the runner then reports no progress)
-
     def step(self) -> None:
         theta = self._theta
         if self.variant in ("gauss_newton", "levenberg_marquardt"):
+            assert self.residual is not None
             r = self.residual(theta).detach()
             J = jacobian(self.residual, theta)
             loss_t, g = (r @ r), 2.0 * (J.T @ r)
             C = 2.0 * (J.T @ J)
         else:
-            loss_t, _, g = value_and_grad(as_terms(self.f), theta)
+            loss_t, _, g = value_and_grad(self.f, theta)
             C = hessian(self.f, theta)
         loss = float(loss_t)
         if self.variant == "gradient_norm":
@@ -215,138 +238,175 @@ class NewtonStepper:
             if self.variant == "damped_newton" and float(g @ d) >= 0.0:
                 d = -g  # Newton direction points uphill (indefinite H): steepest descent instead
             if self.line_search:
-                new, alpha = self._backtrack(theta, loss, g, d)
+                ls = armijo(self.f, theta, loss, g, d, c1=self.c1, max_halvings=self.max_backtracks)
+                new, alpha = ls.theta, ls.step
             else:
                 new, alpha = theta + d, 1.0
         self.last = StepInfo(loss, float(torch.linalg.vector_norm(g)), float(torch.linalg.vector_norm(new - theta)),
                              alpha, self.mu)
+        self.stalled = bool(torch.equal(new, theta))
         self._theta = new.detach()
 
 
-def gradient_norm(terms_fn: TermsFn, theta: Tensor, **options: Any) -> NewtonStepper:
-    r"""Levenberg–Marquardt on :math:`\|\nabla L\|^2`: finds stationary points of any index."""
-    return NewtonStepper(terms_fn, theta, "gradient_norm", **options)
+def newton(terms_fn: TermsFn, theta: Tensor, *, rcond: float | None = None) -> NewtonStepper:
+    """Undamped exact Newton (full step, pseudo-inverse of the dense Hessian).
 
+    Args:
+        terms_fn: the loss (terms dict or scalar).
+        theta: the starting point.
+        rcond: relative eigenvalue cut-off of the pseudo-inverse (default ``P * eps``).
 
-def newton(terms_fn: TermsFn, theta: Tensor, **options: Any) -> NewtonStepper:
-    """Undamped exact Newton (full step, pseudo-inverse of the dense Hessian)."""
-    return NewtonStepper(terms_fn, theta, "newton", **options)
-
-
-def damped_newton(terms_fn: TermsFn, theta: Tensor, **options: Any) -> NewtonStepper:
-    """Exact Newton direction with an Armijo backtracking line search on the loss."""
-    return NewtonStepper(terms_fn, theta, "damped_newton", **options)
-
-
-def saddle_free_newton(terms_fn: TermsFn, theta: Tensor, **options: Any) -> NewtonStepper:
-    """Saddle-free Newton, :math:`d = -(|H| + \\mu I)^{-1} g` (Dauphin et al. 2014), with line search."""
-    return NewtonStepper(terms_fn, theta, "saddle_free_newton", **options)
-
-
-def gauss_newton(terms_fn: TermsFn, theta: Tensor, **options: Any) -> NewtonStepper:
-    """Gauss–Newton, :math:`d = -(2J^\\top J)^{+} g`, with line search (needs ``residual=``)."""
-    return NewtonStepper(terms_fn, theta, "gauss_newton", **options)
-
-
-def levenberg_marquardt(terms_fn: TermsFn, theta: Tensor, **options: Any) -> NewtonStepper:
-    """Levenberg–Marquardt, :math:`d = -(2J^\\top J + \\mu I)^{-1} g` with adaptive :math:`\\mu`
-    (needs ``residual=``)."""
-    return NewtonStepper(terms_fn, theta, "levenberg_marquardt", **options)
-
-
-#: the Newton-family steppers of this module (``pk.train`` knows them once registered in ``STEPPERS``)
-METHODS: dict[str, Callable[..., Any]] = {"newton": newton, "damped_newton": damped_newton,
-                                          "saddle_free_newton": saddle_free_newton, "gauss_newton": gauss_newton,
-                                          "levenberg_marquardt": levenberg_marquardt, "gradient_norm": gradient_norm}
-
-
-@dataclass(frozen=True)
-class NewtonResult:
-    """A run of :func:`run`: entry ``i`` of ``loss``/``grad_norm`` describes the iterate after ``step[i]`` steps;
-    ``theta`` is the last logged iterate and ``steps`` its step count.
-
-    ``status`` is ``"converged"`` (gradient norm below ``grad_tol``), ``"max_steps"``, ``"stalled"`` (a
-    Newton-family step found no acceptable step) or ``"diverged"`` (non-finite or exploding loss; ``theta`` is
-    then the last finite logged iterate).
+    Returns:
+        A :class:`NewtonStepper`.
     """
+    return NewtonStepper(terms_fn, theta, "newton", rcond=rcond)
 
-    method: str
-    theta: Tensor
-    theta0: Tensor
-    loss: tuple[float, ...]
-    grad_norm: tuple[float, ...]
-    step: tuple[int, ...]  # the step count of each logged entry
-    status: str
-    steps: int
 
-    @property
-    def final_loss(self) -> float:
-        return self.loss[-1]
+def damped_newton(terms_fn: TermsFn, theta: Tensor, *, rcond: float | None = None, c1: float = 1e-4,
+                  max_backtracks: int = 40) -> NewtonStepper:
+    """Exact Newton direction with an Armijo backtracking line search on the loss (:math:`-g` when uphill).
 
-    @property
-    def final_grad_norm(self) -> float:
-        return self.grad_norm[-1]
+    Args:
+        terms_fn: the loss (terms dict or scalar).
+        theta: the starting point.
+        rcond: relative eigenvalue cut-off of the pseudo-inverse.
+        c1: sufficient-decrease constant.
+        max_backtracks: trial steps of the line search.
+
+    Returns:
+        A :class:`NewtonStepper`.
+    """
+    return NewtonStepper(terms_fn, theta, "damped_newton", rcond=rcond, c1=c1, max_backtracks=max_backtracks)
+
+
+def saddle_free_newton(terms_fn: TermsFn, theta: Tensor, *, damping: float = 0.0, rcond: float | None = None,
+                       line_search: bool = True, c1: float = 1e-4, max_backtracks: int = 40) -> NewtonStepper:
+    r"""Saddle-free Newton, :math:`d = -(|H| + \mu I)^{-1} g` (Dauphin et al. 2014), with line search.
+
+    Args:
+        terms_fn: the loss (terms dict or scalar).
+        theta: the starting point.
+        damping: :math:`\mu \ge 0`.
+        rcond: relative cut-off of the pseudo-inverse.
+        line_search: Armijo backtracking (else full steps).
+        c1: sufficient-decrease constant.
+        max_backtracks: trial steps of the line search.
+
+    Returns:
+        A :class:`NewtonStepper`.
+    """
+    return NewtonStepper(terms_fn, theta, "saddle_free_newton", damping=damping, rcond=rcond,
+                         line_search=line_search, c1=c1, max_backtracks=max_backtracks)
+
+
+def gauss_newton(terms_fn: TermsFn, theta: Tensor, *, residual: Callable[[Tensor], Tensor] | None = None,
+                 rcond: float | None = None, c1: float = 1e-4, max_backtracks: int = 40) -> NewtonStepper:
+    r"""Gauss–Newton, :math:`d = -(2J^\top J)^{+} g`, with line search.
+
+    Args:
+        terms_fn: the loss (terms dict or scalar).
+        theta: the starting point.
+        residual: ``theta -> r`` with ``loss == ||r||^2`` (required; ``model.residual_vector``).
+        rcond: relative cut-off of the pseudo-inverse.
+        c1: sufficient-decrease constant.
+        max_backtracks: trial steps of the line search.
+
+    Returns:
+        A :class:`NewtonStepper`.
+
+    Raises:
+        ValueError: no ``residual`` or one that does not match the loss.
+    """
+    return NewtonStepper(terms_fn, theta, "gauss_newton", residual=residual, rcond=rcond, c1=c1,
+                         max_backtracks=max_backtracks)
+
+
+def levenberg_marquardt(terms_fn: TermsFn, theta: Tensor, *, residual: Callable[[Tensor], Tensor] | None = None,
+                        damping: float = 1e-3, max_backtracks: int = 40) -> NewtonStepper:
+    r"""Levenberg–Marquardt, :math:`d = -(2J^\top J + \mu I)^{-1} g` with adaptive :math:`\mu`.
+
+    Args:
+        terms_fn: the loss (terms dict or scalar).
+        theta: the starting point.
+        residual: ``theta -> r`` with ``loss == ||r||^2`` (required; ``model.residual_vector``).
+        damping: the initial :math:`\mu`.
+        max_backtracks: how often :math:`\mu` may be doubled within one step.
+
+    Returns:
+        A :class:`NewtonStepper`.
+
+    Raises:
+        ValueError: no ``residual`` or one that does not match the loss.
+    """
+    return NewtonStepper(terms_fn, theta, "levenberg_marquardt", residual=residual, damping=damping,
+                         max_backtracks=max_backtracks)
+
+
+def gradient_norm(terms_fn: TermsFn, theta: Tensor, *, damping: float = 1e-6, max_backtracks: int = 40
+                  ) -> NewtonStepper:
+    r"""Levenberg–Marquardt on :math:`\|\nabla L\|^2`: finds stationary points of any index.
+
+    Args:
+        terms_fn: the loss (terms dict or scalar).
+        theta: the starting point.
+        damping: the initial :math:`\mu` of :math:`d = -(H^2 + \mu I)^{-1} H g`.
+        max_backtracks: how often :math:`\mu` may be quadrupled within one step.
+
+    Returns:
+        A :class:`NewtonStepper`.
+    """
+    return NewtonStepper(terms_fn, theta, "gradient_norm", damping=damping, max_backtracks=max_backtracks)
+
+
+#: the Newton-family steppers of this module (all registered in :data:`pinnkit.train.STEPPERS`)
+METHODS: dict[str, Callable[..., NewtonStepper]] = {
+    "newton": newton, "damped_newton": damped_newton, "saddle_free_newton": saddle_free_newton,
+    "gauss_newton": gauss_newton, "levenberg_marquardt": levenberg_marquardt, "gradient_norm": gradient_norm}
 
 
 def run(objective: Any, method: str = "newton", steps: int = 50, *, theta0: Tensor | None = None,
-        grad_tol: float = 1e-10, diverge: float = 1e8, log_every: int = 1, **options: Any) -> NewtonResult:
-    """Iterate ``method`` from ``theta0`` until ``||grad|| <= grad_tol`` or ``steps`` steps.
+        grad_tol: float = 1e-10, diverge: float = 1e8, log_every: int = 1, **options: Any) -> Any:
+    """:func:`pinnkit.train` with a Newton study's defaults: iterate until ``||grad|| <= grad_tol`` or ``steps``.
+
+    Unlike ``train``'s defaults it logs every step, has no progress bar, and reports divergence as
+    ``status="diverged"`` (``theta`` = the last finite logged iterate) instead of raising.
 
     Args:
         objective: a model with ``terms``/``theta0`` (``PINN``, ``Regression``) or a function ``theta -> loss``.
-        method: a name in :data:`METHODS` or any :data:`pinnkit.train.STEPPERS` entry (``"adam"``, ``"lbfgs"``).
-        grad_tol: stop when the gradient norm of the iterate is at most this.
-        diverge: stop (``status="diverged"``) when the loss exceeds this multiple of its initial value.
-        log_every: record (and test ``grad_tol``) every this many steps, and after the last (cheap first-order runs).
-        **options: passed to the stepper (``residual=``, ``damping=``, ``rcond=``, ``lr=``, ...).
+        method: any name in :data:`pinnkit.train.STEPPERS` (``"newton"``, ``"lbfgs"``, ...; case-insensitive).
+        steps: at most this many steps (0 only evaluates ``theta0``).
+        theta0: the starting point (default ``objective.theta0``).
+        grad_tol: stop (``status="converged"``) when the gradient norm of a logged iterate is at most this.
+        diverge: ``status="diverged"`` when ``loss - loss0 > diverge * |loss0|``.
+        log_every: log (and test ``grad_tol``) every this many steps, and after the last.
+        **options: the stepper's options (``residual=``, ``damping=``, ``rcond=``, ``lr=``, ...).
+
+    Returns:
+        A :class:`pinnkit.train.TrainResult` (``status``, ``final_loss``, ``final_grad_norm``, ``history``).
+
+    Raises:
+        ValueError: unknown method or bad sizes. TypeError: an option no phase accepts.
     """
-    factories = {**_TRAIN_STEPPERS, **METHODS}
-    if method not in factories:
-        raise ValueError(f"unknown method {method!r}; valid: {', '.join(factories)}")
-    if not isinstance(log_every, int) or log_every < 1:
-        raise ValueError(f"log_every must be a positive integer, got {log_every!r}")
-    if not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
-    terms_fn, theta0 = resolve(objective, theta0)
-    theta = theta0.detach().clone()
-    loss, _, g = value_and_grad(terms_fn, theta)
-    losses, gnorms, logged = [float(loss)], [float(torch.linalg.vector_norm(g))], [0]
-    first = max(abs(losses[0]), 1e-30)
-    status = "converged" if gnorms[0] <= grad_tol else "max_steps"
-    stepper = factories[method](terms_fn, theta, **options)
-    good, k = theta, 0   # good: the last logged (finite) iterate
-    while status != "converged" and k < steps:
-        stepper.step()
-        new = stepper.theta.detach().clone()  # torch steppers update their parameter in place
-        k += 1
-        if k % log_every and k < steps:
-            continue
-        loss, _, g = value_and_grad(terms_fn, new)
-        value, gn = float(loss), float(torch.linalg.vector_norm(g))
-        if not (math.isfinite(value) and math.isfinite(gn)) or value > diverge * first:
-            status = "diverged"
-            break
-        stalled = isinstance(stepper, NewtonStepper) and bool(torch.equal(new, good))
-        good = new
-        losses.append(value)
-        gnorms.append(gn)
-        logged.append(k)
-        if gn <= grad_tol:
-            status = "converged"
-        elif stalled:
-            status = "stalled"
-            break
-    return NewtonResult(method=method, theta=good.clone(), theta0=theta0.detach().clone(), loss=tuple(losses),
-                        grad_norm=tuple(gnorms), step=tuple(logged), status=status, steps=logged[-1])
+    # deferred: pinnkit.train imports this module's steppers for its registry, so importing train here at
+    # module level would make the two modules import each other
+    from .train import train
+    return train(objective, method, steps, theta0=theta0, grad_tol=grad_tol, diverge=diverge, log_every=log_every,
+                 on_diverge="stop", quiet=True, **options)
 
 
-def plot_endpoints(model: Any, endpoints: Any, seed: int, axes: Any = None) -> Any:
+def plot_endpoints(model: Any, endpoints: Sequence[Any], seed: int, axes: Any = None) -> Any:
     """Left: loss against step of every run from ``seed``; right: the function each run ended at, with the target.
 
-    ``endpoints`` are :class:`pinnkit.stationary.Endpoint` from :func:`pinnkit.stationary.survey` and ``model``
-    the one built for ``seed`` (a :class:`~pinnkit.regression.Regression` or a 1-D :class:`~pinnkit.PINN`).
+    Args:
+        model: the model built for ``seed`` (a :class:`~pinnkit.regression.Regression` or a 1-D
+            :class:`~pinnkit.PINN`).
+        endpoints: :class:`pinnkit.stationary.Endpoint` from :func:`pinnkit.stationary.survey`.
+        seed: which seed's runs to draw.
+        axes: two matplotlib axes (default: a new figure).
+
+    Returns:
+        The matplotlib Figure.
     """
-    import matplotlib.pyplot as plt
     if axes is None:
         fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     else:
@@ -358,7 +418,8 @@ def plot_endpoints(model: Any, endpoints: Any, seed: int, axes: Any = None) -> A
         for e in endpoints:
             if e.seed != seed:
                 continue
-            axes[0].loglog([k + 1 for k in e.run.step], e.run.loss, label=e.name)
+            h = e.run.history
+            axes[0].loglog([k + 1 for k in h.step], h.loss, label=e.name)
             axes[1].plot(X[:, 0].cpu(), model.predict(e.run.theta, X).cpu(), label=e.name)
     axes[0].set_xlabel("optimizer step + 1")
     axes[0].set_ylabel("loss")

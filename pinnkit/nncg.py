@@ -10,12 +10,28 @@ approximation :math:`\hat H = U \hat\Lambda U^\top` of rank ``s`` (refreshed eve
 
 .. math::  P^{-1} = (\hat\lambda_s + \mu)\, U (\hat\Lambda + \mu I)^{-1} U^\top + (I - U U^\top).
 
+Two modes (``safeguard=``), because the authors' code (``opt_for_pinns``, ``nys_newton_cg.py``) and ours differ:
+
+* ``safeguard=False`` — **the paper's algorithm**: CG runs through negative curvature (:math:`p^\top(H+\mu I)p
+  \le 0`; it only counts it) until the tolerance or the iteration cap, and the direction is used even when it is
+  not a descent direction (the authors print a warning; Armijo then accepts only a vanishing step).
+* ``safeguard=True`` (default) — CG stops at the first negative-curvature direction and returns its last iterate
+  (as in truncated Newton–CG, Nocedal & Wright, Algorithm 7.1), and if :math:`g^\top d \le 0` the step falls back
+  to the preconditioned gradient :math:`P^{-1} g`, which is always a descent direction. On a PINN loss, whose
+  Hessian is indefinite (chapter 4), this keeps every step a descent step.
+
+Other differences, both modes: the CG tolerance is relative, :math:`\|r\| \le \mathrm{tol}\,\|g\|` (the authors':
+absolute, 1e-16, which in practice means "always run ``cg_iters``"); the Armijo search (:func:`pinnkit.linesearch.armijo`
+on :math:`-d`, sufficient-decrease constant ``alpha``, shrink ``beta``) gives up after 40 halvings (step 0); an
+indefinite Nyström core is handled by keeping its positive part (see :func:`nystrom`). Every step's CG diagnostics
+are kept in :attr:`NNCGStepper.diagnostics` (:class:`NNCGStep`).
+
 >>> import torch
 >>> A = torch.diag(torch.tensor([100.0, 10.0, 1.0], dtype=torch.float64)); b = torch.ones(3, dtype=torch.float64)
 >>> f = lambda th: 0.5 * th @ A @ th - b @ th
 >>> s = nncg_stepper(lambda th: {"loss": f(th)}, torch.zeros(3, dtype=torch.float64), mu=1e-8, rank=2)
->>> s.step(); bool(torch.allclose(s.theta, b / A.diagonal(), atol=1e-6))
-True
+>>> s.step(); bool(torch.allclose(s.theta, b / A.diagonal(), atol=1e-6)), s.last.exit
+(True, 'tolerance')
 
 Use it through the trainer: ``pk.train(pinn, "adam+lbfgs+nncg", steps, switch=(n_adam, n_lbfgs))``.
 """
@@ -29,12 +45,17 @@ import torch
 from torch import Tensor
 
 from .curvature import hvp_operator
-from .train import TermsFn
+from .linesearch import armijo
+from .objective import TermsFn, total
+from .papers import RATHORE2024, RATHORE2024_SECONDS
 
-__all__ = ["NystromPreconditioner", "nystrom", "pcg", "CGResult", "armijo", "NNCGStepper", "nncg_stepper",
-           "RATHORE2024", "RATHORE2024_SECONDS", "optimizer_table"]
+__all__ = ["NystromPreconditioner", "nystrom", "pcg", "CGResult", "NNCGStep", "NNCGStepper",
+           "nncg_stepper", "diagnostics_table", "RATHORE2024", "RATHORE2024_SECONDS", "optimizer_table"]
 
 MatVec = Callable[[Tensor], Tensor]
+
+#: CG exit reasons (:attr:`CGResult.exit`)
+EXITS = ("tolerance", "max_iter", "negative_curvature")
 
 
 @dataclass(frozen=True)
@@ -43,12 +64,14 @@ class NystromPreconditioner:
 
     ``U`` (``P x s``, orthonormal columns) and ``lhat`` (``s``, descending, :math:`\ge 0`) give
     :math:`\hat H = U\,\mathrm{diag}(\hat\lambda)\,U^\top`; :math:`P = \frac{1}{\hat\lambda_s+\mu}
-    U(\hat\Lambda + \mu I)U^\top + (I - UU^\top)`.
+    U(\hat\Lambda + \mu I)U^\top + (I - UU^\top)`. ``indefinite`` is True when the sketched core
+    :math:`Q^\top H Q` was not positive definite and only its positive part was used.
     """
 
     U: Tensor
     lhat: Tensor
     mu: float
+    indefinite: bool = False
 
     @property
     def rank(self) -> int:
@@ -78,12 +101,35 @@ def nystrom(H: MatVec | Tensor, n: int, rank: int, mu: float, *, generator: torc
             dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu") -> NystromPreconditioner:
     r"""Randomized Nyström approximation of the symmetric ``n x n`` matrix ``H`` (Appendix E, Algorithm 5).
 
-    ``H`` is a dense matrix or a batched product ``V -> (H V^T)^T`` on rows ``V`` of shape ``(s, n)`` (as
-    :func:`pinnkit.curvature.hvp_batch` / :class:`~pinnkit.curvature.HVPOperator`).
-    Steps: Gaussian :math:`\Omega`; :math:`Q = \mathrm{qr}(\Omega)`;
-    :math:`Y = HQ`; shift :math:`\nu = \sqrt{n}\,\epsilon\,\|Y\|`; :math:`C = \mathrm{chol}(Q^\top Y_\nu)` (if
-    :math:`H` is indefinite, eigen-fallback: shift further by :math:`|\lambda_{\min}|`); :math:`B = Y_\nu C^{-\top}`;
-    thin SVD :math:`B = U\Sigma V^\top`; :math:`\hat\lambda = \max(0, \Sigma^2 - \nu)`.
+    Steps: Gaussian :math:`\Omega`; :math:`Q = \mathrm{qr}(\Omega)`; :math:`Y = HQ`; shift
+    :math:`\nu = \sqrt{n}\,\epsilon\,\|Y\|_F`, :math:`Y_\nu = Y + \nu Q`; core :math:`M = Q^\top Y_\nu`;
+    :math:`B = Y_\nu C^{-\top}` with :math:`C = \mathrm{chol}(M)`; thin SVD :math:`B = U\Sigma V^\top`;
+    :math:`\hat\lambda = \max(0, \Sigma^2 - \nu)`, so :math:`\hat H = Y_\nu M^{-1} Y_\nu^\top - \nu I` on the range.
+
+    If :math:`H` is indefinite the core :math:`M` may be too, and Cholesky fails. The authors then shift :math:`M`
+    by :math:`|\lambda_{\min}(M)|`, which makes it *nearly singular*: the Nyström formula divides by that near-zero
+    eigenvalue and returns a fake top eigenvalue orders of magnitude above :math:`\lambda_{\max}(H)`, and the
+    "preconditioned" system is worse conditioned than the plain one. Here the core is instead eigendecomposed,
+    :math:`M = V\,\mathrm{diag}(w)\,V^\top`, and pseudo-inverted (:math:`|w_i| > s\,\epsilon\max_j|w_j|`): the
+    indefinite Nyström approximation :math:`Y_\nu M^+ Y_\nu^\top = B J B^\top` with
+    :math:`B = Y_\nu V |W|^{-1/2}`, :math:`J = \mathrm{sign}(W)`, is eigendecomposed through a thin QR of
+    :math:`B`, and its non-positive part is dropped, :math:`\hat\lambda = \max(0, \ell - \nu)`, as the paper's
+    :math:`\max(0, S^2 - \nu)` intends. When the sketch spans the range of a low-rank :math:`H` this recovers the
+    exact positive spectrum (tested); in general it is the Nyström approximation (Frangella, Tropp & Udell 2023) of
+    the curvature the sketch sees, with the negative directions left to the identity part of :math:`P^{-1}`. The
+    result has ``indefinite=True``.
+
+    Args:
+        H: a dense symmetric matrix, or a batched product ``V -> (H V^T)^T`` on rows ``V`` of shape ``(s, n)``
+            (as :func:`pinnkit.curvature.hvp_batch` / :class:`~pinnkit.curvature.HVPOperator`).
+        n: the dimension. rank: the sketch size ``s``. mu: the damping stored in the preconditioner.
+        generator: random generator of the test matrix. dtype, device: of the sketch (taken from ``H`` if dense).
+
+    Returns:
+        The :class:`NystromPreconditioner` (``U`` columns, ``lhat`` descending and non-negative).
+
+    Raises:
+        ValueError: ``rank`` is not in ``1..n``.
     """
     if not 0 < rank <= n:
         raise ValueError(f"rank must be in 1..{n} (the number of parameters), got {rank}; lower rank=")
@@ -99,47 +145,79 @@ def nystrom(H: MatVec | Tensor, n: int, rank: int, mu: float, *, generator: torc
     core = Q.T @ Y_nu
     core = 0.5 * (core + core.T)
     C, info = torch.linalg.cholesky_ex(core)
-    if int(info) != 0:                                      # indefinite: shift further by |lambda_min| + nu
-        extra = float(torch.linalg.eigvalsh(core).min().abs()) + nu
-        nu = nu + extra
-        Y_nu = Y_nu + extra * Q
-        core = Q.T @ Y_nu
-        C = torch.linalg.cholesky(0.5 * (core + core.T))
-    B = torch.linalg.solve_triangular(C, Y_nu.T, upper=False).T   # B = Y_nu C^{-T}
-    U, S, _ = torch.linalg.svd(B, full_matrices=False)
-    lhat = (S ** 2 - nu).clamp_min(0.0)
-    return NystromPreconditioner(U=U, lhat=lhat, mu=float(mu))
+    indefinite = int(info) != 0
+    if not indefinite:
+        B = torch.linalg.solve_triangular(C, Y_nu.T, upper=False).T   # B = Y_nu C^{-T}
+        U, S, _ = torch.linalg.svd(B, full_matrices=False)
+        lhat = (S ** 2 - nu).clamp_min(0.0)
+    else:                            # pseudo-inverse core, then the positive part of Y_nu M^+ Y_nu^T
+        w, V = torch.linalg.eigh(core)
+        keep = w.abs() > rank * torch.finfo(dtype).eps * float(w.abs().max())
+        if not bool(keep.any()):                            # the sketch saw no curvature: identity preconditioner
+            return NystromPreconditioner(U=Q[:, :1], lhat=torch.zeros(1, dtype=dtype, device=device), mu=float(mu),
+                                         indefinite=True)
+        B = (Y_nu @ V[:, keep]) / w[keep].abs().sqrt()      # Y_nu M^+ Y_nu^T = B J B^T, J = sign(w)
+        Qb, Rb = torch.linalg.qr(B)
+        K = (Rb * torch.sign(w[keep])) @ Rb.T
+        ell, Z = torch.linalg.eigh(0.5 * (K + K.T))
+        U, lhat = (Qb @ Z).flip(1), (ell.flip(0) - nu).clamp_min(0.0)   # descending; non-positive part -> 0
+    return NystromPreconditioner(U=U, lhat=lhat, mu=float(mu), indefinite=indefinite)
 
 
 @dataclass(frozen=True)
 class CGResult:
-    """Solution ``x`` of the damped system, iterations used, final relative residual, and whether CG met
-    negative curvature (then ``x`` is the last iterate with positive curvature)."""
+    """Result of :func:`pcg`: the solution ``x``, the CG iterations used, the final relative residual
+    :math:`\\|b - Ax\\| / \\|b\\|` and preconditioned residual :math:`\\sqrt{r^\\top M^{-1} r / b^\\top M^{-1} b}`,
+    why CG stopped (``exit``: ``"tolerance"``, ``"max_iter"`` or ``"negative_curvature"``) and how many
+    search directions had :math:`p^\\top A p \\le 0` (``negative_curvature_hits``)."""
 
     x: Tensor
     iters: int
     rel_residual: float
-    negative_curvature: bool
+    precond_residual: float
+    exit: str
+    negative_curvature_hits: int = 0
+
+    @property
+    def negative_curvature(self) -> bool:
+        """Whether CG met a direction of non-positive curvature."""
+        return self.negative_curvature_hits > 0
 
 
 def pcg(A: MatVec, b: Tensor, x0: Tensor | None = None, M_inv: MatVec | None = None, tol: float = 1e-8,
-        max_iter: int = 100) -> CGResult:
-    r"""Preconditioned conjugate gradients for :math:`Ax = b` (``A`` symmetric), stopping when
-    :math:`\|b - Ax\| \le \mathrm{tol}\,\|b\|` or after ``max_iter`` products, or on negative curvature."""
+        max_iter: int = 100, *, stop_on_negative_curvature: bool = True) -> CGResult:
+    r"""Preconditioned conjugate gradients for :math:`Ax = b` (``A`` symmetric).
+
+    Stops when :math:`\|b - Ax\| \le \mathrm{tol}\,\|b\|` (``exit="tolerance"``), after ``max_iter`` products
+    (``"max_iter"``), or — with ``stop_on_negative_curvature`` — at the first direction with :math:`p^\top A p \le 0`
+    (``"negative_curvature"``; ``x`` is then the last iterate). Without it CG carries on as the authors' code does
+    (a negative step length along ``p``), only counting such directions; an exactly zero curvature still stops it.
+
+    Returns:
+        A :class:`CGResult`.
+    """
     M_inv = M_inv or (lambda v: v)
     x = torch.zeros_like(b) if x0 is None else x0.clone()
     bnorm = float(torch.linalg.vector_norm(b)) or 1.0
+    bMb = float(torch.dot(b, M_inv(b))) or 1.0
     r = b - A(x) if x0 is not None else b.clone()
     z = M_inv(r)
     p = z.clone()
     rz = torch.dot(r, z)
-    k, neg = 0, False
-    while float(torch.linalg.vector_norm(r)) > tol * bnorm and k < max_iter:
+    k, hits, exit_ = 0, 0, "max_iter"
+    while True:
+        if float(torch.linalg.vector_norm(r)) <= tol * bnorm:
+            exit_ = "tolerance"
+            break
+        if k >= max_iter:
+            break
         Ap = A(p)
         curv = torch.dot(p, Ap)
         if float(curv) <= 0:
-            neg = True
-            break
+            hits += 1
+            if stop_on_negative_curvature or float(curv) == 0:
+                exit_ = "negative_curvature"
+                break
         alpha = rz / curv
         x = x + alpha * p
         r = r - alpha * Ap
@@ -148,106 +226,167 @@ def pcg(A: MatVec, b: Tensor, x0: Tensor | None = None, M_inv: MatVec | None = N
         p = z + (rz_new / rz) * p
         rz = rz_new
         k += 1
-    return CGResult(x=x, iters=k, rel_residual=float(torch.linalg.vector_norm(r)) / bnorm, negative_curvature=neg)
+    return CGResult(x=x, iters=k, rel_residual=float(torch.linalg.vector_norm(r)) / bnorm,
+                    precond_residual=math.sqrt(abs(float(torch.dot(r, M_inv(r)))) / abs(bMb)), exit=exit_,
+                    negative_curvature_hits=hits)
 
 
-def armijo(f: Callable[[Tensor], Tensor], theta: Tensor, f0: float, g: Tensor, d: Tensor, alpha: float = 0.1,
-           beta: float = 0.5, t0: float = 1.0, max_halvings: int = 40) -> float:
-    r"""Backtracking step :math:`t` with :math:`f(\theta - t d) \le f(\theta) - \alpha t\, g^\top d`; 0 if none."""
-    slope = float(torch.dot(g, d))
-    t = t0
-    for _ in range(max_halvings):
-        ft = float(f(theta - t * d))
-        if math.isfinite(ft) and ft <= f0 - alpha * t * slope:
-            return t
-        t *= beta
-    return 0.0
+@dataclass(frozen=True)
+class NNCGStep:
+    """Diagnostics of one NNCG step.
+
+    ``cg_iters``, ``exit`` (``"tolerance"`` / ``"max_iter"`` / ``"negative_curvature"``), ``rel_residual`` and
+    ``precond_residual`` describe the CG solve; ``negative_curvature_hits`` counts CG directions with
+    :math:`p^\\top(H+\\mu I)p \\le 0`; ``descent`` is :math:`g^\\top d > 0` for the CG direction; ``fallback`` says
+    the preconditioned gradient was used instead (safeguard mode only); ``t`` is the Armijo step (0: no step
+    accepted); ``hvps`` counts Hessian-vector products of the step (CG + Nyström refresh); ``refreshed`` and
+    ``indefinite`` describe the preconditioner."""
+
+    step: int
+    loss_before: float
+    loss_after: float
+    cg_iters: int
+    exit: str
+    rel_residual: float
+    precond_residual: float
+    negative_curvature_hits: int
+    descent: bool
+    fallback: bool
+    t: float
+    hvps: int
+    refreshed: bool
+    indefinite: bool
 
 
 class NNCGStepper:
     """NNCG on a flat ``theta`` (the stepper protocol of :mod:`pinnkit.train`): ``step()`` = one Newton–CG
-    iteration. ``last`` holds the diagnostics of the latest step (CG iterations, step size, ...)."""
+    iteration (one "iteration" in Rathore et al.'s count). ``diagnostics`` holds one :class:`NNCGStep` per step,
+    ``last`` the latest. See the module docstring for ``safeguard`` (True: ours; False: the paper's)."""
+
+    iterations_per_step = 1
 
     def __init__(self, terms_fn: TermsFn, theta: Tensor, mu: float = 1e-2, rank: int = 60, refresh: int = 20,
                  cg_iters: int = 100, cg_tol: float = 1e-8, alpha: float = 0.1, beta: float = 0.5,
-                 max_step: float = 1.0, chunk: int = 16, seed: int = 0):
-        if mu <= 0 or refresh <= 0 or cg_iters <= 0:
-            raise ValueError(f"mu, refresh and cg_iters must be positive; got mu={mu}, refresh={refresh}, "
-                             f"cg_iters={cg_iters}")
-        self.loss = lambda th: sum(terms_fn(th).values())
+                 max_step: float = 1.0, chunk: int = 16, seed: int = 0, safeguard: bool = True):
+        if mu <= 0 or refresh <= 0 or cg_iters <= 0 or chunk <= 0:
+            raise ValueError(f"mu, refresh, cg_iters and chunk must be positive; got mu={mu}, refresh={refresh}, "
+                             f"cg_iters={cg_iters}, chunk={chunk}")
+        if not (0 < alpha < 1 and 0 < beta < 1 and max_step > 0):
+            raise ValueError(f"Armijo needs 0 < alpha < 1, 0 < beta < 1 and max_step > 0; got alpha={alpha}, "
+                             f"beta={beta}, max_step={max_step}")
+        self.loss = total(terms_fn)
         self._theta = theta.detach().clone()
         self.rank = min(int(rank), theta.numel())
         self.mu, self.refresh, self.cg_iters, self.cg_tol = float(mu), int(refresh), int(cg_iters), float(cg_tol)
-        self.alpha, self.beta, self.max_step, self.chunk = alpha, beta, max_step, int(chunk)
-        self.gen = torch.Generator().manual_seed(seed)
+        self.alpha, self.beta, self.max_step, self.chunk = float(alpha), float(beta), float(max_step), int(chunk)
+        self.safeguard = bool(safeguard)
+        self.gen = torch.Generator().manual_seed(int(seed))
         self.precond: NystromPreconditioner | None = None
         self.d: Tensor | None = None
         self.k = 0
-        self.last: dict[str, Any] = {}
+        self.diagnostics: list[NNCGStep] = []
 
     @property
     def theta(self) -> Tensor:
         return self._theta
 
+    @property
+    def last(self) -> NNCGStep | None:
+        """Diagnostics of the latest step (None before the first)."""
+        return self.diagnostics[-1] if self.diagnostics else None
+
     def step(self) -> None:
+        """One NNCG iteration.
+
+        Raises:
+            FloatingPointError: the gradient or the CG direction is not finite (``theta`` is left unchanged).
+        """
         th = self._theta
         op = hvp_operator(self.loss, th)          # gradient graph built once, reused by every product below
-        if self.precond is None or self.k % self.refresh == 0:
+        g, f0 = op.grad, float(self.loss(th))
+        if not (math.isfinite(f0) and bool(torch.isfinite(g).all())):
+            raise FloatingPointError(f"NNCG step {self.k}: the loss or gradient is not finite at the current theta; "
+                                     "train in float64 or stop the previous phase earlier")
+        refreshed = self.precond is None or self.k % self.refresh == 0
+        if refreshed:
             rows = lambda V: torch.cat([op(V[i:i + self.chunk]) for i in range(0, V.shape[0], self.chunk)])  # noqa
             self.precond = nystrom(rows, th.numel(), self.rank, self.mu, generator=self.gen, dtype=th.dtype,
                                    device=th.device)
-        g, f0 = op.grad, float(self.loss(th))
         A = lambda v: op(v) + self.mu * v  # noqa: E731
-        cg = pcg(A, g, x0=self.d, M_inv=self.precond.apply_inverse, tol=self.cg_tol, max_iter=self.cg_iters)
+        cg = pcg(A, g, x0=self.d, M_inv=self.precond.apply_inverse, tol=self.cg_tol, max_iter=self.cg_iters,
+                 stop_on_negative_curvature=self.safeguard)
         d = cg.x
-        if float(torch.dot(g, d)) <= 0:          # not a descent direction: fall back to the preconditioned gradient
+        if not bool(torch.isfinite(d).all()):
+            raise FloatingPointError(
+                f"NNCG step {self.k}: the CG direction is not finite (CG exit {cg.exit!r} after {cg.iters} "
+                f"iterations); theta is unchanged. Raise the damping mu= (now {self.mu:g}), train in float64, or "
+                "use safeguard=True (stops CG at negative curvature)")
+        descent = float(torch.dot(g, d)) > 0
+        fallback = self.safeguard and not descent
+        if fallback:                              # not a descent direction: use the preconditioned gradient
             d = self.precond.apply_inverse(g)
-        t = armijo(self.loss, th, f0, g, d, self.alpha, self.beta, self.max_step)
-        self.d = d.detach()
-        self._theta = (th - t * d).detach()
+        ls = armijo(self.loss, th, f0, g, -d, c1=self.alpha, shrink=self.beta, max_step=self.max_step)  # th - t d
+        self.d = cg.x.detach()                    # warm start from the CG solution, as the authors
+        self._theta = ls.theta.detach()
+        self.diagnostics.append(NNCGStep(
+            step=self.k, loss_before=f0, loss_after=ls.loss, cg_iters=cg.iters,
+            exit=cg.exit, rel_residual=cg.rel_residual, precond_residual=cg.precond_residual,
+            negative_curvature_hits=cg.negative_curvature_hits, descent=descent, fallback=fallback, t=ls.step,
+            hvps=op.calls, refreshed=refreshed, indefinite=self.precond.indefinite))
         self.k += 1
-        self.last = {"cg_iters": cg.iters, "cg_rel_residual": cg.rel_residual, "step": t,
-                     "negative_curvature": cg.negative_curvature, "loss_before": f0}
 
 
-def nncg_stepper(terms_fn: TermsFn, theta: Tensor, mu: float = 1e-2, rank: int = 60, refresh: int = 20,
-                 cg_iters: int = 100, cg_tol: float = 1e-8, **_: Any) -> NNCGStepper:
-    """Stepper factory for :data:`pinnkit.train.STEPPERS` (``"nncg"``); defaults are the paper's
-    (rank 60, refresh 20, Armijo 0.1/0.5, max step 1) with CPU-friendly CG limits (the paper: 1000 its, 1e-16)."""
-    return NNCGStepper(terms_fn, theta, mu=mu, rank=rank, refresh=refresh, cg_iters=cg_iters, cg_tol=cg_tol)
+def nncg_stepper(terms_fn: TermsFn, theta: Tensor, *, mu: float = 1e-2, rank: int = 60, refresh: int = 20,
+                 cg_iters: int = 100, cg_tol: float = 1e-8, alpha: float = 0.1, beta: float = 0.5,
+                 max_step: float = 1.0, chunk: int = 16, seed: int = 0, safeguard: bool = True) -> NNCGStepper:
+    """Stepper factory for :data:`pinnkit.train.STEPPERS` (``"nncg"``).
+
+    Defaults are the paper's (rank 60, refresh 20, Armijo ``alpha`` 0.1 / ``beta`` 0.5, ``max_step`` 1) with
+    CPU-friendly CG limits (the paper: 1000 iterations, absolute tolerance 1e-16). ``chunk``: Hessian-vector
+    products per batch in the Nyström sketch; ``seed``: of the sketch; ``safeguard``: see :mod:`pinnkit.nncg`
+    (False = the paper's algorithm).
+    """
+    return NNCGStepper(terms_fn, theta, mu=mu, rank=rank, refresh=refresh, cg_iters=cg_iters, cg_tol=cg_tol,
+                       alpha=alpha, beta=beta, max_step=max_step, chunk=chunk, seed=seed, safeguard=safeguard)
 
 
-# --- the paper's numbers and a comparison table ------------------------------------------------------------
-#: Rathore et al. (2024): Table 1 (loss, L2RE; best over widths/seeds), Table 2 (Adam+L-BFGS then NNCG) and
-#: Table 3 (seconds per iteration on a Titan V, L-BFGS vs NNCG).
-RATHORE2024: dict[str, dict[str, tuple[float, float]]] = {
-    "convection": {"adam": (1.40e-4, 5.96e-2), "lbfgs": (1.51e-5, 8.26e-3), "adam+lbfgs": (5.95e-6, 4.19e-3),
-                   "adam+lbfgs+nncg": (3.63e-7, 1.94e-3)},
-    "reaction": {"adam": (4.73e-6, 2.12e-2), "lbfgs": (8.93e-6, 3.83e-2), "adam+lbfgs": (3.26e-6, 1.92e-2),
-                 "adam+lbfgs+nncg": (2.89e-7, 9.92e-3)},
-    "wave": {"adam": (2.03e-2, 3.49e-1), "lbfgs": (1.84e-2, 3.35e-1), "adam+lbfgs": (1.12e-3, 5.52e-2),
-             "adam+lbfgs+nncg": (6.13e-5, 1.27e-2)},
-}
-RATHORE2024_SECONDS: dict[str, dict[str, float]] = {
-    "convection": {"lbfgs": 0.046, "nncg": 0.25}, "reaction": {"lbfgs": 0.036, "nncg": 0.72},
-    "wave": {"lbfgs": 0.090, "nncg": 29.0},
-}
+def diagnostics_table(steps: list[NNCGStep], digits: int = 2) -> str:
+    """One line per NNCG step: CG iterations, exit reason, preconditioned residual, negative-curvature hits,
+    fallback, Armijo step and the loss ratio (rounded to ``digits`` significant digits, for compared outputs)."""
+    head = f"{'step':>4} {'CG its':>6} {'exit':<18} {'P-resid':>8} {'neg':>4} {'fallback':>8} {'t':>8} {'loss ratio':>10}"
+    lines = [head]
+    for s in steps:
+        ratio = s.loss_after / s.loss_before if s.loss_before else math.nan
+        lines.append(f"{s.step:>4} {s.cg_iters:>6} {s.exit:<18} {s.precond_residual:>8.{digits - 1}e} "
+                     f"{s.negative_curvature_hits:>4} {str(s.fallback):>8} {s.t:>8.{digits}g} {ratio:>10.{digits}g}")
+    return "\n".join(lines)
+
+
+def _seconds_per_iteration(run: Any, phase: str | None = None) -> float:
+    """Wall seconds per Rathore iteration (an L-BFGS step counts its inner iterations) within ``phase``."""
+    h = run.history
+    pairs = [(h.iteration[i] - h.iteration[i - 1], h.time[i] - h.time[i - 1]) for i in range(1, len(h.step))
+             if phase is None or h.phase[i - 1] == phase]
+    n = sum(p[0] for p in pairs)
+    return sum(p[1] for p in pairs) / n if n else math.nan
 
 
 def optimizer_table(runs: dict[str, dict[str, Any]], paper: dict[str, dict[str, tuple[float, float]]] | None = None,
                     seconds: dict[str, dict[str, float]] | None = None) -> str:
-    """A text table, one row per (problem, method): our loss, L2RE, final gradient norm and seconds per step
-    (``TrainResult``s in ``runs[problem][method]``) beside the paper's loss / L2RE (default :data:`RATHORE2024`) and
-    seconds per iteration (default :data:`RATHORE2024_SECONDS`; L-BFGS and NNCG only)."""
+    """A text table, one row per (problem, method): our loss, L2RE, final gradient norm and seconds per Rathore
+    iteration of the last phase (``TrainResult``s in ``runs[problem][method]``; an L-BFGS step counts its 20 inner
+    iterations, an NNCG step 1) beside the paper's loss / L2RE (default :data:`RATHORE2024`) and seconds per
+    iteration (default :data:`RATHORE2024_SECONDS`; L-BFGS and NNCG only, on a Titan V)."""
     paper = RATHORE2024 if paper is None else paper
     seconds = RATHORE2024_SECONDS if seconds is None else seconds
-    head = (f"{'problem':<11}{'method':<17}{'loss':>9}{'L2RE':>9}{'|grad|':>9}{'s/step':>8}   "
+    head = (f"{'problem':<11}{'method':<17}{'loss':>9}{'L2RE':>9}{'|grad|':>9}{'s/it':>8}   "
             f"{'paper loss':>10}{'paper L2RE':>11}{'paper s/it':>11}")
     lines = [head, "-" * len(head)]
     for prob, methods in runs.items():
         for m, r in methods.items():
             pl, pe = paper.get(prob, {}).get(m, (math.nan, math.nan))
-            ps = seconds.get(prob, {}).get(m.split("+")[-1] if m != "adam+lbfgs" else "", math.nan)
+            last = m.split("+")[-1]
+            ps = seconds.get(prob, {}).get(last, math.nan) if "+" not in m or last == "nncg" else math.nan
             lines.append(f"{prob:<11}{m:<17}{r.loss:>9.1e}{r.l2re:>9.1e}{r.grad_norm:>9.1e}"
-                         f"{r.seconds_per_step():>8.3f}   {pl:>10.1e}{pe:>11.1e}{ps:>11.3g}")
+                         f"{_seconds_per_iteration(r, last):>8.3f}   {pl:>10.1e}{pe:>11.1e}{ps:>11.3g}")
     return "\n".join(lines)

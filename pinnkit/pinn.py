@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from .flat import Block, FlatMLP  # noqa: F401  (Block re-exported)
+from .objective import total
 from .problems import Problem, make
 
 
@@ -31,8 +32,14 @@ class PINN(FlatMLP):
         widths: hidden-layer widths.
         n_res, n_ic, n_bc: residual, initial and per-boundary point counts.
         seed: seeds both the initialisation and the collocation sample.
-        sampling: ``"grid"`` (interior of the evaluation grid, as Rathore et al.) or ``"random"``.
+        sampling: ``"grid"`` (residual points drawn from the interior of the PROBLEM's evaluation grid
+            ``problem.eval_shape``, as Rathore et al.) or ``"random"`` (uniform in the open domain).
         dtype, device: where ``theta`` and all points live.
+        eval_shape: points per input column of the grid on which :meth:`l2re` is measured (``X_eval``);
+            default ``problem.eval_shape``. It does NOT change where grid residual points are drawn from
+            (always ``problem.eval_shape``), so a coarse ``eval_shape`` keeps the same training points.
+
+    Sizes may be Python or numpy integers.
     """
 
     def __init__(self, problem: Problem | str, widths: Sequence[int] = (50, 50, 50), n_res: int = 10_000,
@@ -60,7 +67,7 @@ class PINN(FlatMLP):
 
     def loss(self, theta: Tensor) -> Tensor:
         """The PINN loss: the sum of :meth:`terms`."""
-        return sum(self.terms(theta).values())
+        return total(self.terms)(theta)
 
     def residual_vector(self, theta: Tensor) -> Tensor:
         r"""All residuals stacked and scaled so that ``loss(theta) == ||r||^2``: :math:`r_k / \sqrt{N_k}`."""

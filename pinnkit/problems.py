@@ -2,16 +2,20 @@
 
 A :class:`Problem` knows how to turn a solution candidate ``u: X -> u(X)`` (``X`` of shape ``(N, d)``,
 columns ``(x, t)`` or ``(x,)``) into per-term residual vectors. Derivatives of ``u`` with respect to
-its inputs are taken in forward mode with :func:`torch.func.jvp`, so every loss built from a problem is
-a pure function that composes with ``torch.func.grad``, ``vmap`` and Hessian-vector products.
+its inputs by :func:`jet`: all first derivatives in one reverse pass (:func:`torch.func.vjp` of ``u`` with a
+cotangent of ones, exact because ``u`` acts row by row), second derivatives by one more reverse pass each through
+the same graph -- as fast as a hand-written ``torch.autograd.grad`` PINN loss (``benchmarks/loss.py``). Every
+loss built from a problem stays a pure function that composes with ``torch.func.grad``, ``jvp``, ``vmap`` and
+Hessian-vector products.
 
 The settings of the convection, reaction and wave problems are those of Rathore et al. (ICML 2024).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Callable
+import operator
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -20,12 +24,15 @@ Fn = Callable[[Tensor], Tensor]
 
 __all__ = [
     "Problem", "Collocation", "Poisson1D", "Convection", "Reaction", "Wave", "AllenCahn",
-    "make", "PROBLEMS", "partial",
+    "make", "PROBLEMS", "partial", "jet", "Jet", "sum_of_mean_squares",
 ]
 
 
 def partial(u: Fn, i: int) -> Fn:
     r"""Return the function :math:`X \mapsto \partial u / \partial X_i` (forward mode, pointwise).
+
+    One forward-mode pass per derivative: convenient for a single derivative; the losses use :func:`jet`,
+    which gets all first derivatives in one reverse pass.
 
     ``u`` must act row by row (``u(X)[n]`` depends only on ``X[n]``), as a network does. Nesting gives
     higher derivatives: ``partial(partial(u, 0), 0)`` is :math:`u_{xx}`.
@@ -42,6 +49,82 @@ def partial(u: Fn, i: int) -> Fn:
 
 
 @dataclass(frozen=True)
+class Jet:
+    """A candidate ``u`` and its input derivatives at the rows of ``X`` (``(N, d)``).
+
+    Attributes:
+        value: ``u(X)``, shape ``(N,)``.
+        grad: all first derivatives, shape ``(N, d)``: ``grad[:, i]`` is :math:`\\partial u / \\partial X_i`.
+        second: pure second derivatives ``{i: d^2 u / dX_i^2}``, each of shape ``(N,)``, for the requested ``i``.
+    """
+
+    value: Tensor
+    grad: Tensor
+    second: dict[int, Tensor] = field(default_factory=dict)
+
+
+def _value_and_input_grad(u: Fn) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
+    def g(X: Tensor) -> tuple[Tensor, Tensor]:
+        uX, pullback = torch.func.vjp(u, X)
+        return pullback(torch.ones_like(uX))[0], uX
+    return g
+
+
+def jet(u: Fn, X: Tensor, second: Sequence[int] = ()) -> Jet:
+    r"""``u(X)``, all first input derivatives, and the pure second derivatives ``second`` in reverse mode.
+
+    ``u`` must act row by row (``u(X)[n]`` depends only on ``X[n]``), as a network does; then the vector-Jacobian
+    product with a cotangent of ones gives every row's gradient in ONE reverse pass, :math:`(\nabla u)_n =
+    \partial \sum_m u(X_m) / \partial X_n`. Each :math:`\partial^2 u/\partial X_i^2` costs one more reverse pass
+    through the same graph (cotangent: ones in column ``i``). This is what a hand-written ``torch.autograd.grad``
+    PINN loss does, written with :mod:`torch.func`, so losses built on it compose with ``grad``, ``jvp``, ``vmap``.
+
+    Args:
+        u: the candidate, ``(N, d) -> (N,)``, row-wise.
+        X: points, ``(N, d)``.
+        second: input columns whose pure second derivative is wanted (e.g. ``(0,)`` for :math:`u_{xx}`).
+
+    Returns:
+        A :class:`Jet` with ``value``, ``grad`` and ``second``.
+
+    >>> j = jet(lambda X: X[:, 0] ** 3 * X[:, 1], torch.tensor([[2.0, 5.0]]), second=(0,))
+    >>> j.value, j.grad, j.second[0]   # u = 40, (3 x^2 t, x^3) = (60, 8), 6 x t = 60
+    (tensor([40.]), tensor([[60.,  8.]]), tensor([60.]))
+    """
+    g = _value_and_input_grad(u)
+    if not second:
+        du, uX = g(X)
+        return Jet(uX, du, {})
+    du, pullback, uX = torch.func.vjp(g, X, has_aux=True)
+    cols = torch.arange(du.shape[-1], device=du.device)
+    out = {}
+    for i in second:
+        onehot = torch.ones_like(du) * (cols == i).to(du.dtype)   # out of place: safe under vmap
+        out[int(i)] = pullback(onehot)[0][..., i]
+    return Jet(uX, du, out)
+
+
+def sum_of_mean_squares(*parts: Tensor) -> Tensor:
+    r"""Stack residual vectors so that the mean square of the result is the SUM of their mean squares.
+
+    Part :math:`r_j` of :math:`N_j` entries is scaled by :math:`\sqrt{N/N_j}` with :math:`N = \sum_j N_j`, so
+    :math:`\operatorname{mean}(r^2) = \sum_j \operatorname{mean}(r_j^2)` (a loss term with weight 1 per part).
+
+    Args:
+        parts: 1-D residual vectors.
+
+    Returns:
+        Their scaled concatenation, of length :math:`N`.
+
+    >>> r = sum_of_mean_squares(torch.tensor([1.0, 1.0]), torch.tensor([2.0]))
+    >>> float((r ** 2).mean())  # mean(1, 1) + mean(4)
+    5.0
+    """
+    n = sum(p.numel() for p in parts)
+    return torch.cat([p * math.sqrt(n / p.numel()) for p in parts])
+
+
+@dataclass(frozen=True)
 class Collocation:
     """Training points of one problem: a dict of point sets, one per loss term (``(N, d)`` tensors)."""
 
@@ -51,10 +134,18 @@ class Collocation:
         return Collocation({k: v.to(device=device, dtype=dtype) for k, v in self.points.items()})
 
 
-def _check_positive(**sizes: int) -> None:
+def _check_positive(**sizes: int) -> dict[str, int]:
+    """The sizes as Python ints (numpy integers accepted); raise unless each is a positive integer."""
+    out = {}
     for name, n in sizes.items():
-        if not isinstance(n, int) or n <= 0:
+        try:
+            k = operator.index(n)
+        except TypeError:
+            k = 0
+        if isinstance(n, bool) or k <= 0:
             raise ValueError(f"{name} must be a positive integer, got {n!r}")
+        out[name] = k
+    return out
 
 
 class Problem:
@@ -128,7 +219,7 @@ class _SpaceTime(Problem):
         return self.exact(torch.stack([x, torch.zeros_like(x)], dim=1))
 
     def sample(self, n_res: int, n_ic: int, n_bc: int, seed: int = 0, method: str = "grid") -> Collocation:
-        _check_positive(n_res=n_res, n_ic=n_ic, n_bc=n_bc)
+        n_res, n_ic, n_bc = _check_positive(n_res=n_res, n_ic=n_ic, n_bc=n_bc).values()
         gen = torch.Generator().manual_seed(seed)
         (x0, x1), (t0, t1) = self.bounds
         x = torch.linspace(x0, x1, n_ic, dtype=torch.float64)
@@ -145,6 +236,10 @@ class Convection(_SpaceTime):
     r""":math:`u_t + \beta u_x = 0` on :math:`(0, 2\pi)\times(0, 1)`, :math:`u(x, 0) = \sin x`, periodic in x.
 
     Exact solution :math:`u = \sin(x - \beta t)`.
+
+    Loss terms (weight 1 each, as in the authors' code): ``residual`` = mean square of the PDE residual;
+    ``initial`` = :math:`\operatorname{mean}(u(x,0) - u_0(x))^2`; ``boundary`` (periodicity) =
+    :math:`\operatorname{mean}(u(x_0,t) - u(x_1,t))^2`, one mean square over the boundary times.
     """
 
     name = "convection"
@@ -157,10 +252,10 @@ class Convection(_SpaceTime):
         return torch.sin(X[:, 0] - self.beta * X[:, 1])
 
     def residuals(self, u: Fn, pts: dict[str, Tensor]) -> dict[str, Tensor]:
-        X = pts["residual"]
+        du = jet(u, pts["residual"]).grad
         x0 = pts["initial"]
         return {
-            "residual": partial(u, 1)(X) + self.beta * partial(u, 0)(X),
+            "residual": du[:, 1] + self.beta * du[:, 0],
             "initial": u(x0) - torch.sin(x0[:, 0]),
             "boundary": u(pts["boundary_low"]) - u(pts["boundary_high"]),
         }
@@ -175,6 +270,10 @@ class Reaction(_SpaceTime):
     :math:`u(x, 0) = h(x) = \exp(-(x-\pi)^2 / (2(\pi/4)^2))`.
 
     Exact solution :math:`u = h e^{\rho t} / (h e^{\rho t} + 1 - h)`.
+
+    Loss terms (weight 1 each, as in the authors' code): ``residual`` = mean square of the PDE residual;
+    ``initial`` = :math:`\operatorname{mean}(u(x,0) - u_0(x))^2`; ``boundary`` (periodicity) =
+    :math:`\operatorname{mean}(u(x_0,t) - u(x_1,t))^2`, one mean square over the boundary times.
     """
 
     name = "reaction"
@@ -189,11 +288,11 @@ class Reaction(_SpaceTime):
         return g / (g + 1 - h)
 
     def residuals(self, u: Fn, pts: dict[str, Tensor]) -> dict[str, Tensor]:
-        X = pts["residual"]
-        uX = u(X)
+        j = jet(u, pts["residual"])
+        uX = j.value
         x0 = pts["initial"]
         return {
-            "residual": partial(u, 1)(X) - self.rho * uX * (1 - uX),
+            "residual": j.grad[:, 1] - self.rho * uX * (1 - uX),
             "initial": u(x0) - _bump(x0[:, 0]),
             "boundary": u(pts["boundary_low"]) - u(pts["boundary_high"]),
         }
@@ -204,7 +303,13 @@ class Wave(_SpaceTime):
     :math:`u_t(x, 0) = 0`, :math:`u(0,t) = u(1,t) = 0`.
 
     Exact solution :math:`u = \sin \pi x \cos 2\pi t + \tfrac12 \sin \beta\pi x \cos 2\beta\pi t`.
-    The initial term is the sum of the two mean squares (``u`` and ``u_t``), as in the paper.
+
+    Loss terms (as in the authors' code, each a plain sum of mean squares with weight 1):
+    ``residual`` = :math:`\operatorname{mean}(u_{tt} - 4u_{xx})^2`;
+    ``initial`` = :math:`\operatorname{mean}(u(x,0) - g)^2 + \operatorname{mean}\,u_t(x,0)^2`;
+    ``boundary`` = :math:`\operatorname{mean}\,u(0,t)^2 + \operatorname{mean}\,u(1,t)^2`.
+    The two-part terms are returned as one residual vector by :func:`sum_of_mean_squares`, so that its mean
+    square is the sum of the two mean squares.
     """
 
     name = "wave"
@@ -221,17 +326,14 @@ class Wave(_SpaceTime):
             2 * b * math.pi * t)
 
     def residuals(self, u: Fn, pts: dict[str, Tensor]) -> dict[str, Tensor]:
-        X = pts["residual"]
+        j = jet(u, pts["residual"], second=(0, 1))
         x0 = pts["initial"]
-        u_tt = partial(partial(u, 1), 1)(X)
-        u_xx = partial(partial(u, 0), 0)(X)
-        # initial term = MSE(u - g) + MSE(u_t): stack both so that mean(r^2) * 2 equals their sum
-        r_u = u(x0) - self.exact(x0)
-        r_ut = partial(u, 1)(x0)
+        j0 = jet(u, x0)
         return {
-            "residual": u_tt - 4.0 * u_xx,
-            "initial": math.sqrt(2.0) * torch.cat([r_u, r_ut]),
-            "boundary": torch.cat([u(pts["boundary_low"]), u(pts["boundary_high"])]),
+            "residual": j.second[1] - 4.0 * j.second[0],
+            # initial term = MSE(u - g) + MSE(u_t); boundary term = MSE(u(0, t)) + MSE(u(1, t))
+            "initial": sum_of_mean_squares(j0.value - self.exact(x0), j0.grad[:, 1]),
+            "boundary": sum_of_mean_squares(u(pts["boundary_low"]), u(pts["boundary_high"])),
         }
 
 
@@ -239,6 +341,10 @@ class AllenCahn(_SpaceTime):
     r""":math:`u_t - 10^{-4} u_{xx} + 5u^3 - 5u = 0` on :math:`(-1,1)\times(0,1)`, :math:`u(x,0) = x^2\cos\pi x`,
     periodic in x (Wang et al. 2025). No closed-form solution: :meth:`exact` raises, so L2RE needs a
     reference solution supplied by the caller.
+
+    Loss terms (weight 1 each, as in the authors' code): ``residual`` = mean square of the PDE residual;
+    ``initial`` = :math:`\operatorname{mean}(u(x,0) - u_0(x))^2`; ``boundary`` (periodicity) =
+    :math:`\operatorname{mean}(u(x_0,t) - u(x_1,t))^2`, one mean square over the boundary times.
     """
 
     name = "allen_cahn"
@@ -253,12 +359,11 @@ class AllenCahn(_SpaceTime):
         return x ** 2 * torch.cos(math.pi * x)
 
     def residuals(self, u: Fn, pts: dict[str, Tensor]) -> dict[str, Tensor]:
-        X = pts["residual"]
-        uX = u(X)
+        j = jet(u, pts["residual"], second=(0,))
+        uX = j.value
         x0 = pts["initial"]
         return {
-            "residual": partial(u, 1)(X) - self.diffusion * partial(partial(u, 0), 0)(X)
-            + self.reaction * (uX ** 3 - uX),
+            "residual": j.grad[:, 1] - self.diffusion * j.second[0] + self.reaction * (uX ** 3 - uX),
             "initial": u(x0) - self.initial(x0[:, 0]),
             "boundary": u(pts["boundary_low"]) - u(pts["boundary_high"]),
         }
@@ -269,6 +374,9 @@ class Poisson1D(Problem):
 
     Exact solution :math:`u = \sin(k \pi x)`. The Deep Ritz energy of the same problem is
     :meth:`energy_terms`.
+
+    Loss terms (weight 1 each): ``residual`` = :math:`\operatorname{mean}(-u'' - f)^2`; ``boundary`` =
+    :math:`\operatorname{mean}(u(0)^2, u(1)^2) = \tfrac12(u(0)^2 + u(1)^2)` (one mean over the two end points).
     """
 
     #: weight :math:`\beta` of the boundary penalty in the Deep Ritz loss (:meth:`energy_terms`)
@@ -291,7 +399,7 @@ class Poisson1D(Problem):
     def residuals(self, u: Fn, pts: dict[str, Tensor]) -> dict[str, Tensor]:
         X = pts["residual"]
         return {
-            "residual": -partial(partial(u, 0), 0)(X) - self.forcing(X[:, 0]),
+            "residual": -jet(u, X, second=(0,)).second[0] - self.forcing(X[:, 0]),
             "boundary": u(pts["boundary"]),
         }
 
@@ -312,14 +420,14 @@ class Poisson1D(Problem):
         (-2.47, -2.47, 0.0)
         """
         X = pts["residual"]
-        du = partial(u, 0)(X)
+        j = jet(u, X)
         return {
-            "energy": (0.5 * du ** 2 - self.forcing(X[:, 0]) * u(X)).mean(),
+            "energy": (0.5 * j.grad[:, 0] ** 2 - self.forcing(X[:, 0]) * j.value).mean(),
             "boundary": self.ritz_penalty * (u(pts["boundary"]) ** 2).mean(),
         }
 
     def sample(self, n_res: int, n_ic: int = 1, n_bc: int = 1, seed: int = 0, method: str = "grid") -> Collocation:
-        _check_positive(n_res=n_res)
+        (n_res,) = _check_positive(n_res=n_res).values()
         gen = torch.Generator().manual_seed(seed)
         if method == "grid":  # evenly spaced interior points: the natural 1-D grid
             X = torch.linspace(0, 1, n_res + 2, dtype=torch.float64)[1:-1, None]

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from .flat import FlatMLP
+from .nets import size
 
 
 def sin2pi(x: Tensor) -> Tensor:
@@ -37,8 +38,8 @@ class Regression(FlatMLP):
     def __init__(self, widths: Sequence[int] = (10, 10), n: int = 64, target: Callable[[Tensor], Tensor] = sin2pi,
                  seed: int = 0, activation: str = "tanh", dtype: torch.dtype = torch.float64,
                  device: str | torch.device | None = None, n_eval: int = 512):
-        if n < 1:
-            raise ValueError(f"n (number of data points) must be positive, got {n}")
+        n = size(n, "n (number of data points)")
+        n_eval = size(n_eval, "n_eval")
         super().__init__(1, widths, seed=seed, activation=activation, dtype=dtype, device=device)
         self.X = torch.linspace(0, 1, n, dtype=dtype, device=self.device)[:, None]
         self.y = target(self.X[:, 0])

@@ -41,6 +41,8 @@ from typing import Any, Iterable, Sequence
 import torch
 from torch import Tensor
 
+from .objective import Loss, value_and_grad
+
 
 class SOAP(torch.optim.Optimizer):
     """SOAP optimizer (Adam in the Shampoo eigenbasis); see the module docstring for the update.
@@ -186,7 +188,7 @@ class SOAP(torch.optim.Optimizer):
 class SOAPStepper:
     """SOAP on the flat ``theta``: one leaf tensor per parameter block (``pinn.blocks``), gradients by ``torch.func``."""
 
-    def __init__(self, terms_fn: Any, theta: Tensor, blocks: Sequence[Any], **soap_options: Any):
+    def __init__(self, terms_fn: Loss, theta: Tensor, blocks: Sequence[Any], **soap_options: Any):
         _check_blocks(blocks, theta)
         self.terms_fn = terms_fn
         self.blocks = tuple(blocks)
@@ -199,7 +201,6 @@ class SOAPStepper:
         return torch.cat([p.detach().reshape(-1) for p in self.params])
 
     def step(self) -> None:
-        from .train import value_and_grad
         _, _, g = value_and_grad(self.terms_fn, self.theta)
         for p, b in zip(self.params, self.blocks):
             p.grad = g[b.start:b.stop].reshape(p.shape)
@@ -220,13 +221,26 @@ def _check_blocks(blocks: Sequence[Any] | None, theta: Tensor) -> None:
         raise ValueError(f"blocks cover {pos} entries but theta has {theta.numel()}; pass this PINN's pinn.blocks")
 
 
-def soap_stepper(terms_fn: Any, theta: Tensor, lr: float = 3e-3, blocks: Sequence[Any] | None = None,
+def soap_stepper(terms_fn: Loss, theta: Tensor, lr: float = 3e-3, blocks: Sequence[Any] | None = None,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0,
-                 precondition_frequency: int = 2, shampoo_beta: float = -1.0, **_: Any) -> SOAPStepper:
-    """Stepper factory for :data:`pinnkit.train.STEPPERS`: SOAP with Wang et al.'s PINN settings by default
-    (``betas=(0.9, 0.999)``, ``eps=1e-8``, ``weight_decay=0``, ``precondition_frequency=2``).
+                 precondition_frequency: int = 2, shampoo_beta: float = -1.0) -> SOAPStepper:
+    """Stepper factory for :data:`pinnkit.train.STEPPERS` (``"soap"``): SOAP with Wang et al.'s PINN settings.
 
-    ``blocks`` (``pinn.blocks``: ``start``, ``stop``, ``shape`` of each parameter tensor) is required.
+    Args:
+        terms_fn: the loss (terms dict or scalar) of the flat ``theta``.
+        theta: the starting point (copied).
+        lr: learning rate.
+        blocks: the layout of ``theta`` (``pinn.blocks``: ``start``, ``stop``, ``shape`` of each parameter
+            tensor); required, ``pk.train`` passes the model's.
+        betas, eps, weight_decay: Adam's constants (defaults ``(0.9, 0.999)``, ``1e-8``, ``0``).
+        precondition_frequency: eigenbasis refresh interval (default 2).
+        shampoo_beta: moving-average factor of the Kronecker factors (``-1``: ``betas[1]``).
+
+    Returns:
+        A :class:`SOAPStepper`.
+
+    Raises:
+        ValueError: missing or malformed ``blocks``, or a bad hyperparameter.
     """
     return SOAPStepper(terms_fn, theta, blocks, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                        precondition_frequency=precondition_frequency, shampoo_beta=shampoo_beta)

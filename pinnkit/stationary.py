@@ -2,36 +2,54 @@ r"""Classify a point :math:`\theta` of a loss by its gradient and the eigenvalue
 
 The *index* of a stationary point is the number of negative Hessian eigenvalues (Morse index); the
 *index fraction* divides it by the number of parameters (Dauphin et al. 2014; Rowan 2025). With explicit
-tolerances:
+tolerances, and one definition used by every chapter:
 
 * ``not stationary`` — :math:`\|\nabla L\| >` ``grad_tol``;
 * an eigenvalue counts as zero when :math:`|\lambda| \le \max(` ``eig_atol``, ``eig_rtol`` :math:`\max|\lambda|)`;
 * ``saddle`` — some negative and some positive eigenvalues;
-* ``minimum`` / ``maximum`` — all eigenvalues positive / negative;
-* ``degenerate`` — no eigenvalue of one sign but some zero (the second-order test cannot decide). With
-  ``flat_ok=True`` such points are labelled minimum / maximum: over-parametrised networks have whole
-  valleys of minima, whose flat directions are zero eigenvalues.
+* ``minimum`` / ``maximum`` — all eigenvalues positive / negative: the second-order test *certifies* a strict
+  local minimum (maximum);
+* ``global minimum`` — index 0 at a loss at most ``global_below``. Pass it when the loss has a known lower
+  bound that this loss attains (0 for a least-squares loss that can interpolate): such a point is a global
+  minimum *by the bound*, whatever its zero eigenvalues (an over-parametrised network that interpolates has a
+  whole valley of them);
+* ``degenerate`` — no eigenvalue of one sign but some zero, and not certified by the bound: the second-order
+  test cannot decide. At high loss in a saturating network these are flat *plateaus* (see chapters 06–07).
+  With ``flat_ok=True`` such points are labelled minimum / maximum instead (use with care: a plateau then
+  looks like a minimum).
 
 >>> import torch
 >>> f = lambda th: th[0] ** 2 - th[1] ** 2
 >>> p = classify(f, torch.zeros(2, dtype=torch.float64))
 >>> p.label, p.index, p.min_eig, p.max_eig
 ('saddle', 1, -2.0, 2.0)
+>>> flat = lambda th: th[0] ** 2                       # a valley of minima at loss 0: (0, t) for every t
+>>> classify(flat, torch.zeros(2, dtype=torch.float64)).label
+'degenerate'
+>>> classify(flat, torch.zeros(2, dtype=torch.float64), global_below=1e-12).label
+'global minimum'
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+import matplotlib.pyplot as plt
 import torch
 from torch import Tensor
 
-from .curvature import hessian
+from .curvature import hessian, jacobian
+from .newton import run
+from .objective import Loss, total
+from .train import train
 
-__all__ = ["StationaryPoint", "classify", "zero_output", "table", "tangent_alignment", "plot_saddle_slices",
-           "plot_index_vs_loss", "escape_direction", "Endpoint", "survey", "endpoint_table", "Escape", "escape"]
+__all__ = ["LABELS", "StationaryPoint", "classify", "zero_output", "table", "tangent_alignment",
+           "CurvatureSplit", "curvature_split", "BasisFit", "basis_fit", "EscapeDirection", "escape_direction",
+           "Checkpoint", "checkpoints", "Endpoint", "survey", "endpoint_table", "Escape", "escape",
+           "plot_saddle_slices", "plot_index_vs_loss", "plot_endpoint_fits"]
 
-LABELS = ("minimum", "maximum", "saddle", "degenerate", "not stationary")
+LABELS = ("global minimum", "minimum", "maximum", "saddle", "degenerate", "not stationary")
 
 
 @dataclass(frozen=True)
@@ -65,23 +83,46 @@ class StationaryPoint:
     def stationary(self) -> bool:
         return self.label != "not stationary"
 
+    def index_at(self, eig_rtol: float) -> int:
+        r"""The index with another relative zero tolerance: eigenvalues :math:`< -` ``eig_rtol`` :math:`\max|\lambda|`.
 
-def classify(f: Callable[[Tensor], Tensor], theta: Tensor, *, grad_tol: float = 1e-6, eig_rtol: float = 1e-8,
-             eig_atol: float = 0.0, flat_ok: bool = False, H: Tensor | None = None) -> StationaryPoint:
-    """Gradient norm, Hessian index and label of ``theta`` for the scalar loss ``f``.
+        >>> p = classify(lambda th: th[0] ** 2 - 1e-6 * th[1] ** 2, torch.zeros(2, dtype=torch.float64))
+        >>> p.index_at(1e-9), p.index_at(1e-3)
+        (1, 0)
+        """
+        if eig_rtol < 0:
+            raise ValueError(f"eig_rtol must be >= 0, got {eig_rtol}")
+        lam = self.eigenvalues
+        return int((lam < -eig_rtol * float(lam.abs().max())).sum())
+
+
+def classify(f: Loss, theta: Tensor, *, grad_tol: float = 1e-6, eig_rtol: float = 1e-8, eig_atol: float = 0.0,
+             global_below: float | None = None, flat_ok: bool = False, H: Tensor | None = None) -> StationaryPoint:
+    """Gradient norm, Hessian index and label of ``theta`` for the loss ``f``.
 
     Args:
+        f: the loss, ``theta -> scalar`` or a terms function ``theta -> dict`` (summed, e.g. ``pinn.terms``).
+        theta: the point (not modified).
         grad_tol: points with a larger gradient norm are ``"not stationary"``.
         eig_rtol, eig_atol: eigenvalues with ``|lambda| <= max(eig_atol, eig_rtol * max|lambda|)`` count as zero.
+        global_below: a stationary point of index 0 with loss at most this is a ``"global minimum"`` (pass it
+            only for a loss bounded below by about 0, such as least squares; default: no bound known).
         flat_ok: label positive (negative) semi-definite stationary points minimum (maximum), not degenerate.
         H: the dense Hessian at ``theta`` if already computed (else :func:`pinnkit.curvature.hessian`).
+
+    Returns:
+        A :class:`StationaryPoint`.
+
+    Raises:
+        ValueError: a negative tolerance, or ``H`` of the wrong shape.
     """
     if grad_tol < 0 or eig_rtol < 0 or eig_atol < 0:
         raise ValueError(f"tolerances must be >= 0, got grad_tol={grad_tol}, eig_rtol={eig_rtol}, eig_atol={eig_atol}")
+    loss_fn = total(f)
     theta = theta.detach()
-    g, loss = torch.func.grad_and_value(f)(theta)
+    g, loss = torch.func.grad_and_value(loss_fn)(theta)
     if H is None:
-        H = hessian(f, theta)
+        H = hessian(loss_fn, theta)
     if H.shape != (theta.numel(), theta.numel()):
         raise ValueError(f"H must be {theta.numel()} x {theta.numel()}, got {tuple(H.shape)}")
     lam = torch.linalg.eigvalsh(0.5 * (H + H.T)).detach().cpu()
@@ -93,6 +134,8 @@ def classify(f: Callable[[Tensor], Tensor], theta: Tensor, *, grad_tol: float = 
         label = "not stationary"
     elif neg and pos:
         label = "saddle"
+    elif neg == 0 and global_below is not None and float(loss) <= global_below:
+        label = "global minimum"
     elif neg == 0 and (zero == 0 or (flat_ok and pos)):
         label = "minimum"
     elif pos == 0 and (zero == 0 or (flat_ok and neg)):
@@ -125,12 +168,123 @@ def tangent_alignment(residual: Callable[[Tensor], Tensor], theta: Tensor) -> fl
     >>> r = lambda th: torch.stack([th[0], torch.ones_like(th[0])])   # the line {(a, 1)}: r(0) = (0, 1) is normal
     >>> tangent_alignment(r, torch.zeros(1, dtype=torch.float64))
     0.0
+
+    Raises:
+        ValueError: the dense Jacobian would be too large (:func:`pinnkit.curvature.jacobian` guards its size).
     """
-    from .curvature import jacobian
     r = residual(theta.detach()).detach()
     J = jacobian(residual, theta)
     denom = torch.linalg.matrix_norm(J, ord=2) * torch.linalg.vector_norm(r)
     return float(torch.linalg.vector_norm(J.T @ r) / denom.clamp_min(torch.finfo(r.dtype).tiny))
+
+
+@dataclass(frozen=True)
+class CurvatureSplit:
+    r"""The Hessian of :math:`L = \|r\|^2` split as :math:`H = G + R`, :math:`G = 2J^\top J` (Gauss–Newton, positive
+    semi-definite, rank :math:`\le m`) and :math:`R = 2\sum_i r_i \nabla^2 r_i` (residual curvature, indefinite,
+    of size :math:`O(\|r\|)`).
+
+    ``null_dim`` is the dimension of the null space of :math:`J` (numerical, cut-off ``rcond`` times
+    :math:`\sigma_{\max}`); on it :math:`H = R`. ``index_on_null`` counts the negative eigenvalues of :math:`H`
+    restricted to that null space, ``index`` those of :math:`H` and ``index_R`` those of :math:`R` (all with the
+    zero threshold ``zero_tol``). Since :math:`G \succeq 0`, :math:`\lambda_k(H) \ge \lambda_k(R)`, so
+    ``index <= index_R`` and :math:`\lambda_{\min}(H) \ge -\|R\|_2`.
+    """
+
+    n_params: int
+    n_residuals: int
+    rank_J: int
+    null_dim: int
+    index: int
+    index_R: int
+    index_on_null: int
+    norm_G: float
+    norm_R: float
+    min_eig: float
+    zero_tol: float
+
+
+def curvature_split(residual: Callable[[Tensor], Tensor], theta: Tensor, *, rcond: float = 1e-10,
+                    eig_rtol: float = 1e-9) -> CurvatureSplit:
+    r"""Split the Hessian of :math:`\|r(\theta)\|^2` into its Gauss–Newton and residual-curvature parts.
+
+    Args:
+        residual: ``theta -> r`` with loss :math:`\|r\|^2` (e.g. ``model.residual_vector``).
+        theta: the point (not modified).
+        rcond: singular values of :math:`J` below ``rcond`` times the largest count as zero (numerical rank).
+        eig_rtol: eigenvalues below ``eig_rtol`` times :math:`\max|\lambda(H)|` in size count as zero.
+
+    Returns:
+        A :class:`CurvatureSplit`.
+
+    Raises:
+        ValueError: negative tolerances, or dense matrices too large (see :func:`pinnkit.curvature.jacobian`).
+
+    A linear residual has :math:`R = 0`: no negative eigenvalue anywhere.
+
+    >>> A = torch.tensor([[1., 2., 0.], [0., 1., 1.]], dtype=torch.float64)
+    >>> s = curvature_split(lambda th: A @ th - 1.0, torch.zeros(3, dtype=torch.float64))
+    >>> s.rank_J, s.null_dim, s.index, s.norm_R
+    (2, 1, 0, 0.0)
+    """
+    if rcond < 0 or eig_rtol < 0:
+        raise ValueError(f"rcond and eig_rtol must be >= 0, got rcond={rcond}, eig_rtol={eig_rtol}")
+    th = theta.detach()
+    J = jacobian(residual, th)
+    H = hessian(lambda t: (residual(t) ** 2).sum(), th)
+    G = 2.0 * (J.T @ J)
+    R = H - G
+    _, S, Vh = torch.linalg.svd(J, full_matrices=True)
+    rank = int((S > rcond * S.max().clamp_min(torch.finfo(S.dtype).tiny)).sum()) if S.numel() else 0
+    N = Vh[rank:].T                                              # (P, P - rank): orthonormal basis of null(J)
+    lam = torch.linalg.eigvalsh(H)
+    tol = eig_rtol * float(lam.abs().max())
+    lam_null = torch.linalg.eigvalsh(N.T @ H @ N) if N.shape[1] else lam[:0]
+    lam_R = torch.linalg.eigvalsh(0.5 * (R + R.T))
+    return CurvatureSplit(n_params=th.numel(), n_residuals=J.shape[0], rank_J=rank, null_dim=N.shape[1],
+                          index=int((lam < -tol).sum()), index_R=int((lam_R < -tol).sum()),
+                          index_on_null=int((lam_null < -tol).sum()),
+                          norm_G=float(torch.linalg.matrix_norm(G, ord=2)),
+                          norm_R=float(torch.linalg.matrix_norm(R, ord=2)), min_eig=float(lam[0]), zero_tol=tol)
+
+
+@dataclass(frozen=True)
+class BasisFit:
+    r"""The network as a nonlinear discretisation :math:`u = \sum_j c_j \varphi_j(x; W)`: ``c`` the last layer's
+    weights and bias (``n_basis`` coefficients), :math:`\varphi_j` the last hidden layer's features and 1.
+
+    ``residual_norm`` is :math:`\|r\|` at ``theta`` and ``best_in_span`` the smallest :math:`\|r\|` over all
+    coefficients with the basis :math:`W` held fixed (a linear least-squares problem, since :math:`r` is affine in
+    :math:`c`). They are equal exactly when :math:`\Phi^\top r = 0` with :math:`\Phi = \partial r / \partial c`:
+    the residual is orthogonal to every basis function (Galerkin orthogonality; for a PINN, to the differential
+    operator applied to each basis function).
+    """
+
+    n_basis: int
+    residual_norm: float
+    best_in_span: float
+
+
+def basis_fit(model: Any, theta: Tensor) -> BasisFit:
+    """How far the coefficients of the last layer are from the best ones for the current basis.
+
+    Args:
+        model: a model with ``blocks`` (the last two: the last layer's weight and bias) and ``residual_vector``.
+        theta: the point (not modified).
+
+    Returns:
+        A :class:`BasisFit`.
+    """
+    th = theta.detach()
+    start = model.blocks[-2].start
+    rest = th[:start]
+    r_of_c = lambda c: model.residual_vector(torch.cat([rest, c]))   # noqa: E731
+    c = th[start:]
+    r = r_of_c(c).detach()
+    Phi = torch.func.jacrev(r_of_c)(c)                              # (m, n_basis): r(c + d) = r + Phi d exactly
+    d = torch.linalg.lstsq(Phi, -r[:, None], driver="gelsd").solution[:, 0]
+    return BasisFit(n_basis=c.numel(), residual_norm=float(torch.linalg.vector_norm(r)),
+                    best_in_span=float(torch.linalg.vector_norm(r + Phi @ d)))
 
 
 def table(points: dict[str, StationaryPoint]) -> str:
@@ -143,20 +297,179 @@ def table(points: dict[str, StationaryPoint]) -> str:
     return "\n".join(lines)
 
 
-def escape_direction(f: Callable[[Tensor], Tensor], theta: Tensor) -> tuple[float, Tensor]:
-    """``(lambda_min, v_min)``: the most negative Hessian eigenvalue and its unit eigenvector (the way down)."""
+@dataclass(frozen=True)
+class EscapeDirection:
+    """The most negative Hessian eigenvalue ``lam_min`` and its unit eigenvector ``v_min`` (the way down)."""
+
+    lam_min: float
+    v_min: Tensor = field(repr=False)
+
+
+def escape_direction(f: Loss, theta: Tensor) -> EscapeDirection:
+    """The most negative Hessian eigenvalue of ``f`` at ``theta`` and its unit eigenvector.
+
+    Raises:
+        ValueError: the Hessian has no negative eigenvalue (nothing to escape along).
+    """
     lam, vmin, _ = _eig_pair(f, theta)
     if float(lam[0]) >= 0:
         raise ValueError(f"the smallest eigenvalue is {float(lam[0]):.3g} >= 0: no descent direction to escape along")
-    return float(lam[0]), vmin
+    return EscapeDirection(float(lam[0]), vmin)
 
 
-def _eig_pair(f: Callable[[Tensor], Tensor], theta: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def _eig_pair(f: Loss, theta: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     lam, V = torch.linalg.eigh(hessian(f, theta.detach()))
     return lam, V[:, 0], V[:, -1]
 
 
-def plot_saddle_slices(f: Callable[[Tensor], Tensor], theta: Tensor, radius: float = 1.0, n: int = 31,
+@dataclass(frozen=True)
+class Checkpoint:
+    """A point along a training run: the step count, the loss there and ``theta``."""
+
+    step: int
+    loss: float
+    theta: Tensor = field(repr=False)
+
+
+def checkpoints(model: Any, method: str, steps: int, *, every: int, **options: Any) -> list[Checkpoint]:
+    """Train ``model`` with :func:`pinnkit.train` and keep ``theta`` every ``every`` steps (and the last).
+
+    These are the starting points Dauphin et al. (2014) give their critical-point finders, so that the finders
+    sample stationary points at every loss level the training passes, not only near the initialisation.
+
+    Args:
+        model: a model with ``terms`` and ``theta0``.
+        method, steps: passed to :func:`pinnkit.train` (e.g. ``"adam"``, 1000).
+        every: keep a checkpoint every this many steps.
+        **options: the optimizer's options (``lr=``...).
+
+    Returns:
+        The checkpoints in step order, the first one ``theta0``.
+    """
+    if not isinstance(every, int) or every < 1:
+        raise ValueError(f"every must be a positive integer, got {every!r}")
+    res = train(model, method, steps, log_every=every, log={"theta": lambda th, g: th.detach().clone()},
+                quiet=True, **options)
+    h = res.history
+    return [Checkpoint(int(k), float(loss), th) for k, loss, th in zip(h.step, h.loss, h.extra["theta"])]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where one optimizer run from one start ended: the run, its classification, and the residual geometry.
+
+    ``residual_norm`` is :math:`\\|r\\|` (so ``loss == residual_norm**2``) and ``tangent_align`` is
+    :func:`tangent_alignment`: 0 when :math:`J^\\top r = 0` however large :math:`r` is. ``start`` names the
+    starting point (``"init"`` for the model's ``theta0``).
+    """
+
+    name: str
+    seed: int
+    run: Any  # the pinnkit.train result of pinnkit.newton.run (status, final_loss, history, theta)
+    point: StationaryPoint
+    residual_norm: float
+    tangent_align: float
+    start: str = "init"
+
+
+def survey(make_model: Callable[[int], Any], seeds: Sequence[int], methods: dict[str, tuple[str, int, dict]], *,
+           starts: Callable[[Any], Sequence[tuple[str, Tensor]]] | None = None, grad_tol: float = 1e-8,
+           eig_rtol: float = 1e-9, global_below: float | None = None, flat_ok: bool = False) -> list[Endpoint]:
+    """Run every ``methods[name] = (method, steps, options)`` of :func:`pinnkit.newton.run` from every start of
+    every seed's model (``make_model(seed)``, exposing ``loss``, ``theta0`` and ``residual_vector``) and classify
+    the endpoint with :func:`classify`.
+
+    Args:
+        make_model: ``seed -> model``.
+        seeds: the seeds.
+        methods: ``name -> (method, steps, options)``; ``options["residual"] = True`` passes the model's
+            ``residual_vector`` (Gauss–Newton, Levenberg–Marquardt).
+        starts: ``model -> [(name, theta), ...]`` starting points (default: ``[("init", model.theta0)]``), e.g.
+            from :func:`checkpoints`.
+        grad_tol, eig_rtol, global_below, flat_ok: passed to :func:`classify`.
+
+    Returns:
+        One :class:`Endpoint` per seed, start and method, in that order.
+    """
+    out = []
+    for seed in seeds:
+        model = make_model(seed)
+        points = [("init", model.theta0)] if starts is None else list(starts(model))
+        for start, theta0 in points:
+            for name, (method, steps, options) in methods.items():
+                opts = {k: (model.residual_vector if k == "residual" and v is True else v) for k, v in options.items()}
+                res = run(model, method, steps, theta0=theta0, **opts)
+                point = classify(model.loss, res.theta, grad_tol=grad_tol, eig_rtol=eig_rtol,
+                                 global_below=global_below, flat_ok=flat_ok)
+                r = model.residual_vector(res.theta).detach()
+                out.append(Endpoint(name, int(seed), res, point, float(torch.linalg.vector_norm(r)),
+                                    tangent_alignment(model.residual_vector, res.theta), start))
+    return out
+
+
+def endpoint_table(endpoints: Sequence[Endpoint]) -> str:
+    """One line per endpoint (2 significant digits): loss, ‖grad‖, index, index fraction, smallest eigenvalue,
+    ‖r‖, :func:`tangent_alignment`, max|theta|, label (and the start when not ``"init"``)."""
+    w = max([6, *(len(e.name) for e in endpoints)])
+    ws = max([0, *(len(e.start) for e in endpoints if e.start != "init")])
+    head = f"{'start':<{ws}}  " if ws else ""
+    lines = [f"{'method':<{w}}  seed  {head}{'loss':>7}  {'|grad|':>7}  index  {'frac':>4}  {'min eig':>8}  "
+             f"{'|r|':>7}  {'J^T r/|J||r|':>12}  {'max|th|':>7}  label"]
+    for e in endpoints:
+        p = e.point
+        st = f"{e.start:<{ws}}  " if ws else ""
+        lines.append(f"{e.name:<{w}}  {e.seed:4d}  {st}{p.loss:7.1e}  {p.grad_norm:7.1e}  {p.index:5d}  "
+                     f"{p.index_fraction:4.2f}  {p.min_eig:8.1e}  {e.residual_norm:7.1e}  {e.tangent_align:12.1e}  "
+                     f"{float(e.run.theta.abs().max()):7.0e}  {p.label}")
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Escape:
+    """Leaving a saddle: the loss there, after ``steps`` of ``method`` started *at* it (``stay``) and started
+    ``eps`` along its most negative eigenvector (``escaped``); ``slice_drop`` is
+    :math:`L(\\theta + \\epsilon v) - L(\\theta)` and ``predicted_drop`` its quadratic model
+    :math:`\\tfrac12\\lambda_{\\min}\\epsilon^2`."""
+
+    lam_min: float
+    loss_saddle: float
+    slice_drop: float
+    predicted_drop: float
+    loss_stay: float
+    loss_escaped: float
+
+
+def escape(model: Any, theta: Tensor, *, eps: float = 1e-2, method: str = "lbfgs", steps: int = 20,
+           **options: Any) -> Escape:
+    """Run ``method`` (:func:`pinnkit.newton.run`) from the saddle ``theta`` and from ``theta + eps v_min``.
+
+    Args:
+        model: a model with ``loss`` and ``terms``.
+        theta: the saddle (not modified).
+        eps: the length of the kick along the most negative eigenvector (the sign that descends more is used).
+        method, steps, options: the optimizer run from both points.
+
+    Returns:
+        An :class:`Escape`.
+
+    Raises:
+        ValueError: ``eps <= 0``, or no negative eigenvalue at ``theta``.
+    """
+    if not eps > 0:
+        raise ValueError(f"eps must be positive, got {eps}")
+    f = model.loss
+    d = escape_direction(f, theta)
+    th = theta.detach()
+    L0 = float(f(th))
+    # either sign of v descends to second order; take the one that descends more
+    drops = [float(f(th + s * eps * d.v_min)) - L0 for s in (1.0, -1.0)]
+    sign = 1.0 if drops[0] <= drops[1] else -1.0
+    stay = run(model, method, steps, theta0=th, **options).final_loss
+    moved = run(model, method, steps, theta0=th + sign * eps * d.v_min, **options).final_loss
+    return Escape(d.lam_min, L0, min(drops), 0.5 * d.lam_min * eps ** 2, stay, moved)
+
+
+def plot_saddle_slices(f: Loss, theta: Tensor, radius: float = 1.0, n: int = 31,
                        axes: Sequence[Any] | None = None) -> Any:
     r"""Left: :math:`L(\theta + t v_{\min})` along the most negative eigenvector with its quadratic model
     :math:`L + \tfrac12 \lambda_{\min} t^2`, :math:`|t| \le` ``radius``; right: contours of
@@ -164,7 +477,7 @@ def plot_saddle_slices(f: Callable[[Tensor], Tensor], theta: Tensor, radius: flo
     :math:`\sqrt{|\lambda_{\min}|/\lambda_{\max}}` so that both quadratic terms span the same range.
     Returns the matplotlib figure.
     """
-    import matplotlib.pyplot as plt
+    f = total(f)
     theta = theta.detach()
     lam, vmin, vmax = _eig_pair(f, theta)
     lmin, lmax = float(lam[0]), float(lam[-1])
@@ -195,107 +508,77 @@ def plot_saddle_slices(f: Callable[[Tensor], Tensor], theta: Tensor, radius: flo
     return fig
 
 
-def plot_index_vs_loss(points: Sequence[StationaryPoint], axes: Sequence[Any] | None = None, title: str = "") -> Any:
-    """Left: index fraction against loss (log scale) of stationary points; right: histogram of the index."""
-    import matplotlib.pyplot as plt
+def plot_index_vs_loss(points: Sequence[StationaryPoint], groups: Sequence[str] | None = None,
+                       axes: Sequence[Any] | None = None, title: str = "") -> Any:
+    """Left: index fraction against loss (log scale), one colour per group; right: stacked histogram of the index.
+
+    Args:
+        points: the classified points.
+        groups: one name per point (e.g. ``"newton / saddle"``), for colours and the legend (default: the label).
+        axes: two matplotlib axes (default: a new figure).
+        title: the left panel's title.
+
+    Returns:
+        The matplotlib Figure.
+    """
+    if groups is None:
+        groups = [p.label for p in points]
+    if len(groups) != len(points):
+        raise ValueError(f"groups must have one entry per point: {len(groups)} groups for {len(points)} points")
     if axes is None:
-        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     else:
         fig = axes[0].figure
-    loss = [max(p.loss, 1e-16) for p in points]
-    frac = [p.index_fraction for p in points]
-    idx = [p.index for p in points]
-    axes[0].scatter(loss, frac, s=18, alpha=0.7)
+    names = list(dict.fromkeys(groups))
+    markers = "osD^v<>ph*"
+    idx_all = [p.index for p in points]
+    bins = list(range(0, max(idx_all, default=0) + 2))
+    stacks = []
+    for i, name in enumerate(names):
+        sel = [p for p, g in zip(points, groups) if g == name]
+        axes[0].scatter([max(p.loss, 1e-16) for p in sel], [p.index_fraction for p in sel], s=30, alpha=0.75,
+                        marker=markers[i % len(markers)], label=f"{name} ({len(sel)})")
+        stacks.append([p.index for p in sel])
     axes[0].set_xscale("log")
-    axes[0].set_xlabel("loss at the stationary point")
+    axes[0].set_xlabel("loss at the point")
     axes[0].set_ylabel("index fraction (negative eigenvalues / parameters)")
     axes[0].set_title(title or "index against loss")
-    bins = range(0, max(idx) + 2)
-    axes[1].hist(idx, bins=bins, align="left", rwidth=0.85)
+    axes[0].legend(fontsize=8)
+    axes[1].hist(stacks, bins=bins, align="left", rwidth=0.9, stacked=True, label=names)
     axes[1].set_xlabel("index (number of negative eigenvalues)")
-    axes[1].set_ylabel("number of stationary points")
+    axes[1].set_ylabel("number of points")
     axes[1].set_title("histogram of indices")
     fig.tight_layout()
     return fig
 
 
-@dataclass(frozen=True)
-class Endpoint:
-    """Where one optimizer run from one seed ended: the run, its classification, and the residual geometry.
+def plot_endpoint_fits(model: Any, endpoints: Sequence[Endpoint], seed: int, ax: Any = None) -> Any:
+    """The function every run from ``seed`` ended at, with the target drawn on top (black dashes).
 
-    ``residual_norm`` is :math:`\\|r\\|` (so ``loss == residual_norm**2``) and ``tangent_align`` is
-    :func:`tangent_alignment`: 0 when :math:`J^\\top r = 0` however large :math:`r` is.
+    Args:
+        model: the model built for ``seed`` (``X_eval``, ``predict`` and ``y_eval`` or ``u_exact``).
+        endpoints: from :func:`survey`.
+        seed: which seed's runs to draw.
+        ax: a matplotlib axis (default: a new figure).
+
+    Returns:
+        The matplotlib Figure.
     """
-
-    name: str
-    seed: int
-    run: Any  # pinnkit.newton.NewtonResult
-    point: StationaryPoint
-    residual_norm: float
-    tangent_align: float
-
-
-def survey(make_model: Callable[[int], Any], seeds: Sequence[int], methods: dict[str, tuple[str, int, dict]], *,
-           grad_tol: float = 1e-8, eig_rtol: float = 1e-9, flat_ok: bool = False) -> list[Endpoint]:
-    """Run every ``methods[name] = (method, steps, options)`` of :func:`pinnkit.newton.run` from every seed's
-    model (``make_model(seed)``, exposing ``loss``, ``theta0`` and ``residual_vector``) and classify the endpoint.
-
-    ``options`` may use the key ``"residual"`` with value ``True`` to pass the model's ``residual_vector``.
-    """
-    from .newton import run
-    out = []
-    for seed in seeds:
-        model = make_model(seed)
-        for name, (method, steps, options) in methods.items():
-            opts = {k: (model.residual_vector if k == "residual" and v is True else v) for k, v in options.items()}
-            res = run(model, method, steps, **opts)
-            point = classify(model.loss, res.theta, grad_tol=grad_tol, eig_rtol=eig_rtol, flat_ok=flat_ok)
-            r = model.residual_vector(res.theta).detach()
-            out.append(Endpoint(name, int(seed), res, point, float(torch.linalg.vector_norm(r)),
-                                tangent_alignment(model.residual_vector, res.theta)))
-    return out
-
-
-def endpoint_table(endpoints: Sequence[Endpoint]) -> str:
-    """One line per endpoint (2 significant digits): loss, |grad|, index, index fraction, smallest eigenvalue,
-    |r|, :func:`tangent_alignment`, label."""
-    w = max([6, *(len(e.name) for e in endpoints)])
-    lines = [f"{'method':<{w}}  seed  {'loss':>7}  {'|grad|':>7}  index  {'frac':>4}  {'min eig':>8}  {'|r|':>7}  "
-             f"{'J^T r/|J||r|':>12}  label"]
-    for e in endpoints:
-        p = e.point
-        lines.append(f"{e.name:<{w}}  {e.seed:4d}  {p.loss:7.1e}  {p.grad_norm:7.1e}  {p.index:5d}  "
-                     f"{p.index_fraction:4.2f}  {p.min_eig:8.1e}  {e.residual_norm:7.1e}  {e.tangent_align:12.1e}  "
-                     f"{p.label}")
-    return "\n".join(lines)
-
-
-@dataclass(frozen=True)
-class Escape:
-    """Leaving a saddle: the loss there, after ``steps`` of ``method`` started *at* it (``stay``) and started
-    ``eps`` along its most negative eigenvector (``escaped``); ``slice_drop`` is
-    :math:`L(\\theta + \\epsilon v) - L(\\theta)` and ``predicted_drop`` its quadratic model
-    :math:`\\tfrac12\\lambda_{\\min}\\epsilon^2`."""
-
-    lam_min: float
-    loss_saddle: float
-    slice_drop: float
-    predicted_drop: float
-    loss_stay: float
-    loss_escaped: float
-
-
-def escape(model: Any, theta: Tensor, eps: float = 1e-2, method: str = "lbfgs", steps: int = 20,
-           **options: Any) -> Escape:
-    """Run ``method`` (:func:`pinnkit.newton.run`) from the saddle ``theta`` and from ``theta + eps v_min``."""
-    from .newton import run
-    f = model.loss
-    lam, v = escape_direction(f, theta)
-    th = theta.detach()
-    L0 = float(f(th))
-    # either sign of v descends to second order; take the one that descends more
-    drops = [float(f(th + s * eps * v)) - L0 for s in (1.0, -1.0)]
-    sign = 1.0 if drops[0] <= drops[1] else -1.0
-    stay = run(model, method, steps, theta0=th, **options).final_loss
-    moved = run(model, method, steps, theta0=th + sign * eps * v, **options).final_loss
-    return Escape(lam, L0, min(drops), 0.5 * lam * eps ** 2, stay, moved)
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(8, 4))
+    else:
+        fig = ax.figure
+    X = model.X_eval
+    with torch.no_grad():
+        for e in endpoints:
+            if e.seed == seed:
+                ax.plot(X[:, 0].cpu(), model.predict(e.run.theta, X).cpu(), lw=1.5,
+                        label=f"{e.name} (loss {e.point.loss:.1e})")
+        target = model.y_eval if hasattr(model, "y_eval") else model.u_exact
+        ax.plot(X[:, 0].cpu(), target.reshape(-1).cpu(), "k--", lw=1.5, zorder=10, label="target")
+    ax.set_xlabel("x")
+    ax.set_ylabel("u(x)")
+    ax.set_title(f"where each run from seed {seed} ended")
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    return fig

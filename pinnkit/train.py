@@ -1,32 +1,52 @@
-"""Training on the flat parameter vector: Adam, L-BFGS and Adam→L-BFGS, with a per-term history.
+"""The one training driver: any registered optimizer, or a chain of them, on the flat parameter vector.
 
 >>> import pinnkit as pk
 >>> pinn = pk.PINN("convection", widths=[8], n_res=64, n_ic=16, n_bc=8)
 >>> run = pk.train(pinn, "adam", steps=20, lr=1e-2, quiet=True)
->>> run.history.loss[-1] < run.history.loss[0]
-True
+>>> run.history.loss[-1] < run.history.loss[0], run.status
+(True, 'max_steps')
 
-``objective`` is a :class:`~pinnkit.PINN` (its ``terms``, ``theta0`` and ``l2re`` are used) or any
+``objective`` is a :class:`~pinnkit.PINN` (its ``terms``, ``theta0``, ``blocks`` and ``l2re`` are used) or any
 function ``theta -> dict[str, Tensor]`` (or scalar Tensor) together with ``theta0=``.
 Gradients come from :func:`torch.func.grad_and_value`; ``theta`` is never modified in place.
 
-Methods are chains of phases joined by ``+`` (``"adam+lbfgs"``); ``switch`` gives the step counts of all
-phases but the last. A phase is a *stepper* registered in :data:`STEPPERS`: a factory
-``(terms_fn, theta, **options) -> stepper`` whose ``step()`` advances one iteration and whose ``theta``
-is the current iterate. New optimizers plug in there.
+Methods are chains of phases joined by ``+`` (``"adam+lbfgs"``, case-insensitive); ``switch`` gives the step
+counts of all phases but the last. A phase is a *stepper* registered in :data:`STEPPERS`: a factory
+``(terms_fn, theta, *, options) -> stepper`` whose ``step()`` advances one iteration and whose ``theta`` is the
+current iterate. Options are routed by name: ``train(..., lr=1e-2)`` goes to every phase whose factory declares
+``lr``; ``phase_options={"adam": {"lr": 1e-2}, "soap": {"lr": 3e-3}}`` sets values for one phase; an option no
+phase declares is a ``TypeError`` that lists the valid ones. New optimizers plug in by adding a factory to
+:data:`STEPPERS`.
+
+Every run ends with a ``status``: ``"converged"`` (gradient norm at most ``grad_tol``), ``"max_steps"``,
+``"diverged"`` (``on_diverge="stop"``) or ``"stalled"`` (a Newton-family step found no acceptable step).
 """
 from __future__ import annotations
 
+# objective first: pinnkit.nncg imports TermsFn from this module, so it must be bound before the steppers load
+from .objective import TermsFn, as_terms, resolve, value_and_grad  # noqa: F401,I001 (re-exported)
+
+import inspect
 import math
+import operator
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Literal, Mapping, Protocol, Sequence
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
-from .objective import TermsFn, as_terms, resolve, value_and_grad  # noqa: F401 (re-exported)
+from .newton import METHODS as _NEWTON_METHODS
+from .nncg import nncg_stepper
+from .soap import soap_stepper
+
+__all__ = ["train", "TrainResult", "History", "TrainingDiverged", "STEPPERS", "Stepper", "TorchStepper", "adam",
+           "lbfgs", "valid_options", "TermsFn", "value_and_grad", "resolve", "as_terms"]
+
+#: divergence is judged relative to ``max(|initial loss|, DIVERGE_FLOOR)``
+DIVERGE_FLOOR = 1e-30
 
 
 class TrainingDiverged(RuntimeError):
@@ -48,13 +68,25 @@ class History:
     extra: dict[str, list[Any]] = field(default_factory=dict)  # from ``log=`` callbacks (e.g. alignment)
 
 
+Status = Literal["converged", "max_steps", "diverged", "stalled"]
+
+
 @dataclass(frozen=True)
 class TrainResult:
+    """A training run: the last logged iterate ``theta``, its step count ``steps``, the :class:`History` and why
+    the run ended (``status``: ``"converged"``, ``"max_steps"``, ``"diverged"`` or ``"stalled"``).
+
+    ``loss``, ``grad_norm`` and ``l2re`` are those of ``theta`` (the last history entry); ``final_loss`` and
+    ``final_grad_norm`` are the same numbers under the names :func:`pinnkit.newton.run` used. ``stepper`` is the
+    last phase's stepper (e.g. torch L-BFGS with its stored ``(s, y)`` pairs).
+    """
+
     theta: Tensor
     history: History
     method: str
     steps: int
-    stepper: Any = None  # the last phase's stepper (e.g. torch L-BFGS with its stored (s, y) pairs)
+    stepper: Any = None
+    status: Status = "max_steps"
 
     @property
     def loss(self) -> float:
@@ -68,13 +100,43 @@ class TrainResult:
     def grad_norm(self) -> float:
         return self.history.grad_norm[-1]
 
-    def seconds_per_step(self, phase: str | None = None) -> float:
-        """Mean wall time per optimizer step (within one ``phase`` if given)."""
+    @property
+    def final_loss(self) -> float:
+        return self.history.loss[-1]
+
+    @property
+    def final_grad_norm(self) -> float:
+        return self.history.grad_norm[-1]
+
+    def _per(self, counts: list[int], phase: str | None) -> float:
         h = self.history
-        pairs = [(h.step[i] - h.step[i - 1], h.time[i] - h.time[i - 1]) for i in range(1, len(h.step))
+        pairs = [(counts[i] - counts[i - 1], h.time[i] - h.time[i - 1]) for i in range(1, len(h.step))
                  if phase is None or h.phase[i - 1] == phase]
         n = sum(p[0] for p in pairs)
         return sum(p[1] for p in pairs) / n if n else math.nan
+
+    def seconds_per_step(self, phase: str | None = None) -> float:
+        """Mean wall time per optimizer step (within one ``phase`` if given; NaN when no step was timed).
+
+        Args:
+            phase: a phase name of the chain (``"adam"``, ``"lbfgs"``, ...); ``None`` for the whole run.
+
+        Returns:
+            Seconds per step (GPU work is synchronised before each clock reading).
+        """
+        return self._per(self.history.step, phase)
+
+    def seconds_per_iteration(self, phase: str | None = None) -> float:
+        """Mean wall time per iteration as Rathore et al. count them (an L-BFGS step = its ``lbfgs_iter`` inner
+        iterations, any other step = 1), within one ``phase`` if given.
+
+        Args:
+            phase: a phase name of the chain; ``None`` for the whole run.
+
+        Returns:
+            Seconds per iteration (NaN when no step was timed).
+        """
+        return self._per(self.history.iteration, phase)
 
 
 # --- steppers ------------------------------------------------------------------------------------------
@@ -113,114 +175,307 @@ class TorchStepper:
             self.opt.step()
 
 
-def adam(terms_fn: TermsFn, theta: Tensor, lr: float = 1e-3, **_: Any) -> TorchStepper:
+def adam(terms_fn: TermsFn, theta: Tensor, lr: float = 1e-3) -> TorchStepper:
+    """``torch.optim.Adam`` with learning rate ``lr`` (other constants torch's defaults).
+
+    Args:
+        terms_fn: the loss (terms dict or scalar).
+        theta: the starting point (copied).
+        lr: learning rate.
+
+    Returns:
+        A :class:`TorchStepper`.
+    """
     return TorchStepper(terms_fn, theta, lambda p: torch.optim.Adam(p, lr=lr))
 
 
-def lbfgs(terms_fn: TermsFn, theta: Tensor, lbfgs_iter: int = 20, history_size: int = 100, **_: Any) -> TorchStepper:
-    """torch L-BFGS as Rathore et al.: lr 1, strong Wolfe, ``history_size`` pairs, ``lbfgs_iter`` inner iterations."""
+def lbfgs(terms_fn: TermsFn, theta: Tensor, lbfgs_iter: int = 20, history_size: int = 100) -> TorchStepper:
+    """torch L-BFGS as Rathore et al.: lr 1, strong Wolfe line search.
+
+    Args:
+        terms_fn: the loss (terms dict or scalar).
+        theta: the starting point (copied).
+        lbfgs_iter: inner iterations per step (``max_iter`` of torch; one step counts as this many iterations).
+        history_size: stored ``(s, y)`` pairs.
+
+    Returns:
+        A :class:`TorchStepper`.
+    """
+    lbfgs_iter, history_size = _count(lbfgs_iter, "lbfgs_iter", 1), _count(history_size, "history_size", 1)
     return TorchStepper(terms_fn, theta, lambda p: torch.optim.LBFGS(
         p, lr=1.0, max_iter=lbfgs_iter, history_size=history_size, line_search_fn="strong_wolfe"), closure=True,
         iterations_per_step=lbfgs_iter)
 
 
-STEPPERS: dict[str, Callable[..., Stepper]] = {"adam": adam, "lbfgs": lbfgs}
+#: every optimizer :func:`train` knows, by name: ``factory(terms_fn, theta, *, options) -> stepper``
+STEPPERS: dict[str, Callable[..., Stepper]] = {"adam": adam, "lbfgs": lbfgs, "soap": soap_stepper,
+                                               "nncg": nncg_stepper, **_NEWTON_METHODS}
 
 
-def _check_finite(loss: Tensor, step: int, method: str, first: float | None, diverge: float) -> None:
-    value = float(loss)
-    if not math.isfinite(value):
-        raise TrainingDiverged(f"{method}: loss became {value} at step {step}; lower the learning rate or "
-                               f"train in float64 (dtype=torch.float64)")
-    if first is not None and value > diverge * max(first, 1e-30):
-        raise TrainingDiverged(f"{method}: loss {value:.3g} at step {step} exceeds {diverge:g} x its initial "
-                               f"value {first:.3g}; lower the learning rate")
+# --- options -------------------------------------------------------------------------------------------
+def valid_options(name: str) -> tuple[str, ...] | None:
+    """The keyword options of the stepper ``name`` (``None`` when its factory takes ``**kwargs``).
+
+    Args:
+        name: a key of :data:`STEPPERS` (case-insensitive).
+
+    Returns:
+        The option names its factory declares after ``(terms_fn, theta)``.
+
+    Raises:
+        ValueError: unknown name.
+    """
+    factory = STEPPERS[_names(name)[0]]
+    params = list(inspect.signature(factory).parameters.values())[2:]
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return tuple(p.name for p in params if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                                       inspect.Parameter.KEYWORD_ONLY))
 
 
-def _phases(method: str, steps: int, switch: int | Sequence[int] | None) -> list[tuple[str, int]]:
-    names = method.lower().split("+")
+def _names(method: str) -> list[str]:
+    if not isinstance(method, str):
+        raise TypeError(f"method must be a string such as 'adam' or 'adam+lbfgs', got {type(method).__name__}")
+    names = [n.strip().lower() for n in method.split("+")]
     for name in names:
         if name not in STEPPERS:
             raise ValueError(f"unknown optimizer {name!r}; valid: {', '.join(STEPPERS)} (chain them with '+')")
-    if not isinstance(steps, int) or steps <= 0:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    return names
+
+
+def _describe(names: list[str]) -> str:
+    parts = []
+    for n in dict.fromkeys(names):
+        acc = valid_options(n)
+        parts.append(f"{n}: " + ("any (its factory takes **kwargs)" if acc is None else
+                                 ", ".join(a for a in acc if a != "blocks") or "none"))
+    return "; ".join(parts)
+
+
+def _route(method: str, names: list[str], options: Mapping[str, Any],
+           phase_options: Mapping[str, Mapping[str, Any]] | None, blocks: Any) -> list[dict[str, Any]]:
+    """The keyword options of each phase: flat ``options`` to every phase that declares them, then
+    ``phase_options[name]``, then ``blocks`` to phases that declare it."""
+    accepted = [valid_options(n) for n in names]
+    unknown = [k for k in options if not any(a is None or k in a for a in accepted)]
+    if unknown:
+        raise TypeError(f"train({method!r}) got option(s) {', '.join(map(repr, unknown))} that no phase accepts; "
+                        f"valid options: {_describe(names)}")
+    per: dict[str, dict[str, Any]] = {}
+    for key, opts in (phase_options or {}).items():
+        name = str(key).strip().lower()
+        if name not in names:
+            raise ValueError(f"phase_options has key {key!r}, which is not a phase of {method!r}; "
+                             f"phases: {', '.join(dict.fromkeys(names))}")
+        acc = accepted[names.index(name)]
+        bad = [k for k in opts if acc is not None and k not in acc]
+        if bad:
+            raise TypeError(f"phase_options[{key!r}] has option(s) {', '.join(map(repr, bad))} that {name} does not "
+                            f"accept; valid options: {_describe([name])}")
+        per[name] = dict(opts)
+    routed = []
+    for name, acc in zip(names, accepted):
+        opts = {k: v for k, v in options.items() if acc is None or k in acc}
+        opts.update(per.get(name, {}))
+        if blocks is not None and acc is not None and "blocks" in acc:
+            opts.setdefault("blocks", blocks)
+        lr = opts.get("lr")
+        if lr is not None and not lr > 0:
+            raise ValueError(f"lr must be positive, got {lr} ({name})")
+        routed.append(opts)
+    return routed
+
+
+def _count(x: Any, name: str, minimum: int) -> int:
+    """``x`` as an int >= ``minimum`` (Python or numpy integers), else a ValueError naming ``name``."""
+    try:
+        if isinstance(x, bool):
+            raise TypeError
+        n = operator.index(x)
+    except TypeError:
+        n = None
+    if n is None or n < minimum:
+        kind = "positive" if minimum == 1 else "non-negative" if minimum == 0 else f">= {minimum}"
+        raise ValueError(f"{name} must be a {kind} integer, got {x!r}")
+    return n
+
+
+def _phases(method: str, names: list[str], steps: int, switch: int | Sequence[int] | None) -> list[tuple[str, int]]:
     if len(names) == 1:
+        if switch is not None:
+            raise ValueError(f"switch= gives the step counts of the first phases of a chain such as 'adam+lbfgs'; "
+                             f"{method!r} has one phase: drop switch (steps={steps} is its length)")
         return [(names[0], steps)]
-    counts = [switch] if isinstance(switch, int) else list(switch or [])
-    if len(counts) != len(names) - 1 or any(c <= 0 for c in counts) or sum(counts) >= steps:
+    try:
+        counts = [_count(switch, "switch", 1)]
+    except ValueError:
+        counts = [_count(c, "switch", 1) for c in switch] if isinstance(switch, Sequence) else []
+    if len(counts) != len(names) - 1 or sum(counts) >= steps:
         raise ValueError(f"{method} needs switch= the step counts of its first {len(names) - 1} phase(s), "
                          f"positive and summing to less than steps={steps}; got switch={switch}")
     return list(zip(names, counts + [steps - sum(counts)]))
 
 
+def _advice(opts: Mapping[str, Any]) -> str:
+    if "lr" in opts:
+        return f"lower the learning rate (lr={opts['lr']:g}) or train in float64 (dtype=torch.float64)"
+    return ("train in float64 (dtype=torch.float64) or use a damped method; on_diverge='stop' keeps the last "
+            "finite iterate")
+
+
+def _synchronize(theta: Tensor) -> None:
+    if theta.is_cuda:  # kernels run asynchronously: wait for them before reading the clock
+        torch.cuda.synchronize(theta.device)
+
+
+# --- the driver ----------------------------------------------------------------------------------------
 def train(objective: Any, method: str = "adam", steps: int = 1000, *, theta0: Tensor | None = None,
-          switch: int | Sequence[int] | None = None, l2re: Callable[[Tensor], float] | None = None,
-          log_every: int | None = None, log: dict[str, Callable[[Tensor, Tensor], Any]] | None = None,
-          quiet: bool | None = None, diverge: float = 1e6, desc: str | None = None, **options: Any) -> TrainResult:
-    """Optimise ``objective`` from ``theta0`` and return the final ``theta`` and a :class:`History`.
+          switch: int | Sequence[int] | None = None, phase_options: Mapping[str, Mapping[str, Any]] | None = None,
+          blocks: Sequence[Any] | None = None, grad_tol: float | None = None,
+          on_diverge: Literal["raise", "stop"] = "raise", diverge: float = 1e6,
+          l2re: Callable[[Tensor], float] | None = None, log_every: int | None = None,
+          log: dict[str, Callable[[Tensor, Tensor], Any]] | None = None, quiet: bool | None = None,
+          desc: str | None = None, **options: Any) -> TrainResult:
+    """Optimise ``objective`` from ``theta0`` with ``method`` and return the last iterate and its :class:`History`.
 
     Args:
-        method: ``"adam"``, ``"lbfgs"`` or a chain such as ``"adam+lbfgs"`` (see :data:`STEPPERS`).
-        steps: total optimizer steps (an L-BFGS step is ``lbfgs_iter`` inner iterations).
+        objective: a model with ``terms`` and ``theta0`` (``PINN``, ``Regression``) or a function of ``theta``
+            returning a scalar or a dict of terms (then pass ``theta0``).
+        method: a name in :data:`STEPPERS` or a chain such as ``"adam+lbfgs"`` (case-insensitive).
+        steps: total optimizer steps (0 only evaluates ``theta0``); an L-BFGS step is ``lbfgs_iter`` iterations.
+        theta0: the starting point (default ``objective.theta0``); never modified.
         switch: steps of each phase but the last, e.g. ``switch=1000`` for Adam→L-BFGS after 1000 Adam steps.
+        phase_options: per-phase options, ``{"adam": {"lr": 1e-2}, "lbfgs": {"history_size": 50}}``; they
+            override the flat ``**options`` for that phase.
+        blocks: the layout of ``theta`` for block-wise optimizers (SOAP); default ``objective.blocks``. Passed
+            only to the phases whose factory declares ``blocks``.
+        grad_tol: stop (``status="converged"``) when the gradient norm of a logged iterate is at most this.
+        on_diverge: ``"raise"`` a :class:`TrainingDiverged`, or ``"stop"`` with ``status="diverged"`` and
+            ``theta`` = the last finite logged iterate.
+        diverge: the loss diverged when ``loss - loss0 > diverge * max(|loss0|, 1e-30)`` (``loss0``: the first
+            logged loss), or when it or the gradient is not finite. Judged on the rise, so a loss that starts
+            negative (a Ritz energy) and rises through zero is not flagged.
+        l2re: ``theta -> relative L2 error`` logged with the loss (default ``objective.l2re`` for a PINN).
         log_every: log every this many steps (default: about 100 entries); the last step is always logged.
         log: extra quantities ``name -> f(theta, grad)`` logged into ``history.extra``.
         quiet: hide the progress bar (default: ``$PINNKIT_PROGRESS == "0"``).
-        diverge: stop when the loss exceeds this multiple of its initial value.
-        **options: passed to the steppers: ``lr`` (Adam, default 1e-3), ``lbfgs_iter`` (20), ``history_size`` (100).
+        desc: progress-bar label (default ``method``).
+        **options: passed to every phase whose factory declares them: ``lr`` (Adam 1e-3, SOAP 3e-3),
+            ``lbfgs_iter`` (20), ``history_size`` (100), NNCG's ``mu``/``rank``/..., Newton's ``residual``/
+            ``damping``/... (see :func:`valid_options`).
+
+    Returns:
+        A :class:`TrainResult` with ``theta``, ``history``, ``steps`` (those of ``theta``) and ``status``.
 
     Raises:
-        TrainingDiverged: the loss became NaN/inf or diverged; the message names the fix.
+        ValueError: unknown method, bad ``steps``/``switch``/``log_every``/``on_diverge``, or a non-positive ``lr``.
+        TypeError: an option that no phase of ``method`` accepts (the message lists the valid ones).
+        TrainingDiverged: the loss became NaN/inf or diverged and ``on_diverge="raise"``; always when the loss is
+            not finite at ``theta0``.
     """
-    phases = _phases(method, steps, switch)
-    if options.get("lr", 1.0) <= 0:
-        raise ValueError(f"lr must be positive, got {options['lr']}")
+    names = _names(method)
+    steps = _count(steps, "steps", 0)
+    phases = _phases(method, names, steps, switch)
+    if on_diverge not in ("raise", "stop"):
+        raise ValueError(f"on_diverge must be 'raise' or 'stop', got {on_diverge!r}")
+    if grad_tol is not None and not grad_tol >= 0:
+        raise ValueError(f"grad_tol must be >= 0, got {grad_tol}")
+    if not diverge > 0:
+        raise ValueError(f"diverge must be positive, got {diverge}")
+    log_every = max(1, steps // 100) if log_every is None else _count(log_every, "log_every", 1)
     terms_fn, theta0 = resolve(objective, theta0)
-    if getattr(objective, "blocks", None) is not None:
-        options.setdefault("blocks", objective.blocks)  # layout of theta, for block-wise optimizers (SOAP)
+    if blocks is None:
+        blocks = getattr(objective, "blocks", None)
+    routed = _route(method, names, options, phase_options, blocks)
     if l2re is None and getattr(objective, "u_exact", None) is not None:
         l2re = objective.l2re
     if quiet is None:
         quiet = os.environ.get("PINNKIT_PROGRESS", "1") == "0"
-    log_every = log_every or max(1, steps // 100)
 
     hist = History()
     theta = theta0.detach().clone()
-    elapsed, k, it, first = 0.0, 0, 0, None
+    good = theta                      # the last logged (finite) iterate
+    elapsed, k, it = 0.0, 0, 0
+    first: float | None = None
+    status: Status = "max_steps"
+    last_opts: Mapping[str, Any] = routed[0]   # options of the phase that made the latest step
 
-    def record(phase: str) -> None:
-        nonlocal first
+    def diverged(what: str) -> bool:
+        """Raise, or (on_diverge="stop") return True; at step 0 always raise: theta0 itself is bad."""
+        if first is None:
+            raise TrainingDiverged(f"{method}: {what} at the starting point (step 0, before any optimizer step): "
+                                   f"the objective is not finite at theta0; check the loss (e.g. sqrt or log of a "
+                                   f"negative number, a division by zero) and theta0")
+        if on_diverge == "raise":
+            raise TrainingDiverged(f"{method}: {what} at step {k}; {_advice(last_opts)}")
+        return True
+
+    def record(phase: str) -> bool:
+        """Log ``theta`` at step ``k``; True when the run must stop (diverged or converged)."""
+        nonlocal first, good, status
         loss, terms, g = value_and_grad(terms_fn, theta)
-        _check_finite(loss, k, method, first, diverge)
-        first = float(loss) if first is None else first
+        value, gn = float(loss), float(torch.linalg.vector_norm(g))
+        if not math.isfinite(value):
+            what = f"loss became {value}" if first is not None else f"the loss is {value}"
+        elif not math.isfinite(gn):
+            what = f"gradient norm became {gn}" if first is not None else f"the gradient norm is {gn}"
+        elif first is not None and value - first > diverge * max(abs(first), DIVERGE_FLOOR):
+            what = f"loss {value:.3g} rose from its initial {first:.3g} by more than {diverge:g} x |{first:.3g}|"
+        else:
+            what = ""
+        if what and diverged(what):
+            status = "diverged"
+            return True
+        first = value if first is None else first
+        good = theta.detach().clone()
         hist.step.append(k)
         hist.iteration.append(it)
         hist.phase.append(phase)
-        hist.loss.append(float(loss))
+        hist.loss.append(value)
         for name, v in terms.items():
             hist.terms.setdefault(name, []).append(float(v))
-        hist.grad_norm.append(float(torch.linalg.vector_norm(g)))
+        hist.grad_norm.append(gn)
         hist.time.append(elapsed)
         if l2re is not None:
             hist.l2re.append(float(l2re(theta)))
         for name, fn in (log or {}).items():
             hist.extra.setdefault(name, []).append(fn(theta, g))
+        if grad_tol is not None and gn <= grad_tol:
+            status = "converged"
+            return True
+        return False
 
-    from tqdm.auto import tqdm
+    stepper: Any = None
+    done = False
     with tqdm(total=steps, desc=desc or method, disable=quiet, leave=False) as bar:
-        for phase, n in phases:
-            stepper = STEPPERS[phase](terms_fn, theta, **options)
+        for (phase, n), opts in zip(phases, routed):
+            stepper = STEPPERS[phase](terms_fn, theta, **opts)
             for _ in range(n):
-                if k % log_every == 0:
-                    record(phase)
+                if k % log_every == 0 and record(phase):
+                    done = True
+                    break
+                _synchronize(theta)
                 t0 = time.perf_counter()
                 stepper.step()
+                _synchronize(theta)
                 elapsed += time.perf_counter() - t0
                 theta = stepper.theta
+                last_opts = opts
                 k += 1
                 it += getattr(stepper, "iterations_per_step", 1)
                 bar.update(1)
-                if k % log_every and not math.isfinite(float(theta.sum())):
-                    _check_finite(theta.sum(), k, method, None, diverge)
-        record(phases[-1][0])
-    return TrainResult(theta=theta.detach().clone(), history=hist, method=method, steps=steps, stepper=stepper)
+                if getattr(stepper, "stalled", False):   # no acceptable step: log it and stop
+                    done = True
+                    if not record(phase):
+                        status = "stalled"
+                    break
+                if k % log_every and not math.isfinite(float(theta.sum())) and diverged(
+                        "the parameters became non-finite"):
+                    status, done = "diverged", True
+                    break
+            if done:
+                break
+        if not done:
+            record(phases[-1][0])
+    return TrainResult(theta=good.clone(), history=hist, method=method, steps=hist.step[-1] if hist.step else 0,
+                       stepper=stepper, status=status)

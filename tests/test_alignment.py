@@ -105,15 +105,17 @@ def test_precondition_solves_damped_system():
 
 
 def test_newton_undoes_a_shared_ill_conditioned_map():
-    """L_i = 1/2 |W theta - a_i|^2 with W = diag(1, 100): the function-space residuals (1, +-0.01) almost agree,
-    W^T amplifies their disagreement into orthogonal gradients (1, +-1); H^{-1} g_i = W^{-1}(W theta - a_i) =
-    (1, +-1e-4) undoes it: cosine (1 - 1e-8) / (1 + 1e-8). Gauss-Newton equals the Hessian here."""
+    """L_i = 1/2 |W theta - a_i|^2 with W = diag(1, 100): the residuals (1, 0.01) and (1, -0.01) almost agree,
+    W^T amplifies their disagreement into orthogonal gradients (1, 1) and (1, -1); with the Hessian of the sum
+    H = 2 W^T W, H^{-1} g_i = W^{-1}(W theta - a_i) / 2 = (1, +-1e-4) / 2 undoes it: cosine (1 - 1e-8) / (1 + 1e-8).
+    Gauss-Newton equals the Hessian here."""
     W = torch.diag(torch.tensor([1.0, 100.0], dtype=torch.float64))
     a, b = torch.tensor([0.0, 0.0], dtype=torch.float64), torch.tensor([0.0, 0.02], dtype=torch.float64)
     terms = lambda th: {"one": 0.5 * ((W @ th - a) ** 2).sum(), "two": 0.5 * ((W @ th - b) ** 2).sum()}
     r = lambda th: torch.cat([W @ th - a, W @ th - b]) / 2 ** 0.5
     theta = torch.tensor([1.0, 1e-4], dtype=torch.float64)
     out = al.preconditioned_alignment(terms, r, theta, dampings=(1e-14, 1e6))
+    assert out.saddle_free[0] == pytest.approx(out.newton[0], abs=1e-10)   # H is positive definite here
     assert out.raw == pytest.approx(0.0, abs=1e-12)
     assert out.newton[0] == pytest.approx((1 - 1e-8) / (1 + 1e-8), abs=1e-10)
     assert out.gauss_newton[0] == pytest.approx(out.newton[0], abs=1e-10)
@@ -123,14 +125,96 @@ def test_newton_undoes_a_shared_ill_conditioned_map():
 
 def test_summarize_averages_the_late_logs():
     import types
-    import pinnkit as pk
     hist = pk.History(step=[0, 1, 2, 3, 4], loss=[5, 4, 3, 2, 1.0], l2re=[1, 1, 1, 1, 0.5],
                       extra={"intra": [0, 0, 1.0, 0.5, 0.0], "inter": [float("nan"), 1, -1.0, 1.0, 0.0]})
     run = types.SimpleNamespace(history=hist, loss=1.0, l2re=0.5)
     s = al.summarize(run)  # the last half of 5 entries: indices 2, 3, 4
     assert (s.loss, s.l2re, s.intra, s.inter) == (1.0, 0.5, 0.5, 0.0)
     assert "L2RE 5.0e-01" in str(s)
+    full = al.summarize(run, fraction=1.0)   # the NaN first inter-step entry is skipped, not propagated
+    assert full.inter == pytest.approx(0.25) and full.intra == pytest.approx(0.3)
     with pytest.raises(ValueError, match="IntraStep"):
         al.summarize(types.SimpleNamespace(history=pk.History(), loss=0.0, l2re=0.0))
     with pytest.raises(ValueError, match="fraction"):
         al.summarize(run, fraction=0.0)
+
+
+def test_score_reaches_minus_one_for_more_than_two_vectors():
+    for n in (3, 4, 7):
+        assert al.alignment_score(al.fan(n, 2 * math.pi * (n - 1) / n)) == pytest.approx(-1.0, abs=1e-12)
+
+
+def test_term_gradients_accepts_models_losses_and_terms():
+    pinn = pk.PINN("convection", widths=[5], n_res=16, n_ic=4, n_bc=4, dtype=torch.float64, seed=0)
+    th = pinn.theta0
+    a, b = al.term_gradients(pinn, th), al.term_gradients(pinn.terms, th)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    one = al.term_gradients(pinn.loss, th)
+    assert list(one) == ["loss"]
+    torch.testing.assert_close(one["loss"], sum(b.values()))
+    assert al.cosine(th.reshape(1, -1), 2 * th.reshape(1, -1)) == pytest.approx(1.0)   # any matching shape
+
+
+def test_track_measures_lag_one_at_every_log_point():
+    """inter = cos(theta_k - theta_{k-1}, theta_{k+1} - theta_k), inter_grad = cos(g_k, g_{k+1}), whatever
+    log_every is; checked against Adam steps taken by hand."""
+    pinn = pk.PINN("convection", widths=[6], n_res=32, n_ic=8, n_bc=4, dtype=torch.float64, seed=2)
+    tr = al.track(pinn, "adam", 7, lr=1e-2, log_every=3)
+    assert tr.step == (0, 3, 6) and math.isnan(tr.inter[0])
+    stepper = pk.STEPPERS["adam"](pinn.terms, pinn.theta0, lr=1e-2)
+    thetas = [pinn.theta0]
+    for _ in range(7):
+        stepper.step()
+        thetas.append(stepper.theta.clone())
+    grad = torch.func.grad(pinn.loss)
+    for i, k in enumerate(tr.step):
+        assert tr.inter_grad[i] == pytest.approx(al.cosine(grad(thetas[k]), grad(thetas[k + 1])), abs=1e-10)
+        if k > 0:
+            want = al.cosine(thetas[k] - thetas[k - 1], thetas[k + 1] - thetas[k])
+            assert tr.inter[i] == pytest.approx(want, abs=1e-10)
+        assert tr.intra[i] == pytest.approx(al.intra_step_alignment(pinn.terms, thetas[k]), abs=1e-10)
+    torch.testing.assert_close(tr.theta, thetas[-1])
+    assert tr.loss == pytest.approx(float(pinn.loss(thetas[-1])))
+    assert math.isnan(tr.intra_precond[0]) and all(-1 <= x <= 1 for x in tr.intra_precond[1:])
+    assert set(tr.snapshots) >= {7}
+    with pytest.raises(ValueError, match="positive"):
+        al.track(pinn, "adam", 0, lr=1e-2)
+
+
+def test_optimizer_directions_is_the_optimizers_linear_preconditioner():
+    pinn = pk.PINN("convection", widths=[4, 4], n_res=32, n_ic=8, n_bc=4, dtype=torch.float64, seed=3)
+    g = al.term_gradients(pinn, pinn.theta0)
+    adam = pk.STEPPERS["adam"](pinn.terms, pinn.theta0, lr=1e-3)
+    assert al.optimizer_directions(adam, g) is None              # no second moment yet
+    adam.step()
+    d = al.optimizer_directions(adam, g)
+    v = adam.opt.state[adam.param]["exp_avg_sq"]
+    torch.testing.assert_close(d["residual"], g["residual"] / (v.sqrt() + 1e-8))
+    soap = pk.STEPPERS["soap"](pinn.terms, pinn.theta0, lr=1e-3, blocks=pinn.blocks)
+    soap.step()
+    assert al.optimizer_directions(soap, g) is None              # SOAP's first step only builds Q
+    for _ in range(3):
+        soap.step()
+    d = al.optimizer_directions(soap, g)
+    both = al.optimizer_directions(soap, {"sum": sum(g.values())})["sum"]
+    torch.testing.assert_close(sum(d.values()), both)           # linear: sum_i P g_i = P grad L
+    with pytest.raises(TypeError, match="Adam and SOAP"):
+        al.optimizer_directions(object(), g)
+
+
+def test_tune_picks_the_lowest_final_loss_and_study_runs_every_seed():
+    make = lambda s: pk.PINN("convection", widths=[4], n_res=16, n_ic=4, n_bc=4, dtype=torch.float64, seed=s)
+    t = al.tune(make, "adam", (1e-4, 1e-2), 5, seed=9)
+    assert t.best == t.lrs[t.losses.index(min(t.losses))]
+    st = al.study(make, ("adam",), (1e-2,), 4, seeds=(0, 1, 2), tune_seed=9, log_every=2)
+    assert [tr.seed for tr in st.traces["adam"]] == [0, 1, 2]
+    sp = st.summary("adam")
+    assert len(sp.loss) == 3 and "[" in str(sp)
+
+
+def test_saddle_free_uses_absolute_eigenvalues():
+    M = torch.diag(torch.tensor([2.0, -4.0], dtype=torch.float64))
+    v = {"a": torch.tensor([1.0, 1.0], dtype=torch.float64)}
+    torch.testing.assert_close(al.precondition(M, v, damping=1e-12)["a"], torch.tensor([0.5, -0.25], dtype=torch.float64))
+    torch.testing.assert_close(al.precondition(M, v, damping=1e-12, absolute=True)["a"],
+                               torch.tensor([0.5, 0.25], dtype=torch.float64))

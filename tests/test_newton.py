@@ -96,10 +96,12 @@ def test_gauss_newton_equals_the_hessian_for_a_linear_residual_and_solves_in_one
 def test_levenberg_marquardt_and_line_searches_decrease_the_regression_loss():
     reg = Regression(widths=[6], n=16, seed=0)
     for method in ("levenberg_marquardt", "gauss_newton", "damped_newton", "saddle_free_newton"):
-        res = nt.run(reg, method, steps=8, residual=reg.residual_vector)
-        assert all(b <= a for a, b in zip(res.loss, res.loss[1:])), method
+        opts = {"residual": reg.residual_vector} if method in ("levenberg_marquardt", "gauss_newton") else {}
+        res = nt.run(reg, method, steps=8, **opts)
+        loss = res.history.loss
+        assert all(b <= a for a, b in zip(loss, loss[1:])), method
         if method != "gauss_newton":   # plain GN may crawl: near-null directions of J^T J give huge steps
-            assert res.final_loss < 0.5 * res.loss[0], method
+            assert res.final_loss < 0.5 * loss[0], method
 
 
 def test_clear_errors():
@@ -108,19 +110,47 @@ def test_clear_errors():
         nt.run(reg, "gauss_newton", steps=1)
     with pytest.raises(ValueError, match="does not match the loss"):
         nt.run(reg, "levenberg_marquardt", steps=1, residual=lambda th: 2 * reg.residual_vector(th))
-    with pytest.raises(ValueError, match="unknown method"):
+    with pytest.raises(ValueError, match="unknown optimizer 'newtn'"):
         nt.run(reg, "newtn", steps=1)
+    with pytest.raises(TypeError, match="dampning.*saddle_free_newton: damping"):
+        nt.run(reg, "saddle_free_newton", steps=1, dampning=1.0)
+    with pytest.raises(TypeError, match="residual"):   # undamped Newton uses the Hessian, not a residual
+        nt.run(reg, "newton", steps=1, residual=reg.residual_vector)
 
 
 def test_divergence_is_reported_with_the_last_finite_iterate():
-    f = lambda th: -torch.exp(th ** 2).sum()  # Newton overshoots on this concave-then-steep function
+    # f = sqrt(1 + x^2) is convex, but undamped Newton maps x -> -x^3: from x = 2 it visits -8, 512, -1.3e8
+    f = lambda th: torch.sqrt(1 + th ** 2).sum()
     res = nt.run(f, "newton", steps=50, theta0=t(2.0), diverge=1e3)
-    assert res.status in {"diverged", "converged", "max_steps"}
-    assert torch.isfinite(res.theta).all()
+    assert res.status == "diverged" and res.steps == 2
+    torch.testing.assert_close(res.theta, t(512.0))
+    assert res.history.step == [0, 1, 2]
+    # the same run with a damped method converges to the minimum at 0
+    assert nt.run(f, "damped_newton", steps=50, theta0=t(2.0)).status == "converged"
+    with pytest.raises(pk.TrainingDiverged, match="rose from its initial"):
+        pk.train(f, "newton", steps=50, theta0=t(2.0), diverge=1e3, quiet=True, log_every=1)
 
 
-def test_steppers_plug_into_pk_train(monkeypatch):
-    monkeypatch.setitem(pk.train.__globals__["STEPPERS"], "newton", nt.newton)
+def test_run_is_train_with_newton_defaults():
+    reg = Regression(widths=[3], n=8, seed=1)
+    a = nt.run(reg, "LBFGS", steps=4)                       # method names are case-insensitive
+    b = pk.train(reg, "lbfgs", steps=4, log_every=1, grad_tol=1e-10, quiet=True)
+    assert type(a) is type(b) is pk.TrainResult
+    assert torch.equal(a.theta, b.theta) and a.history.loss == b.history.loss and a.status == b.status
+    assert nt.run(reg, "newton", steps=0).steps == 0
+
+
+def test_a_stalled_line_search_stops_the_run():
+    # on sqrt(1 + x^2) at x = 2 the full Newton step overshoots to -8; with one trial step the search gives up
+    f = lambda th: torch.sqrt(1 + th ** 2).sum()
+    res = nt.run(f, "damped_newton", steps=10, theta0=t(2.0), max_backtracks=1)
+    assert res.status == "stalled" and res.steps == 1 and res.history.step == [0, 1]
+    assert torch.equal(res.theta, t(2.0)) and res.stepper.last.alpha == 0.0
+    assert nt.run(f, "damped_newton", steps=10, theta0=t(2.0)).status != "stalled"   # 40 trials: t = 1/8 works
+
+
+def test_steppers_are_registered_in_pk_train():
+    assert set(nt.METHODS) <= set(pk.STEPPERS) and {"adam", "lbfgs", "soap", "nncg"} <= set(pk.STEPPERS)
     A = t([2.0, 0.5], [0.5, 1.0])
-    run = pk.train(lambda th: 0.5 * th @ A @ th - th.sum(), "newton", steps=2, theta0=t(1.0, 1.0), quiet=True)
+    run = pk.train(lambda th: 0.5 * th @ A @ th - th.sum(), "Newton", steps=2, theta0=t(1.0, 1.0), quiet=True)
     torch.testing.assert_close(run.theta, torch.linalg.solve(A, t(1.0, 1.0)))

@@ -1,11 +1,14 @@
 """NysNewton-CG: Nyström approximation, preconditioned conditioning, convergence on quadratics, trainer plug-in."""
+import dataclasses
+import inspect
 import math
 
 import pytest
 import torch
 
 import pinnkit as pk
-from pinnkit.nncg import NNCGStepper, NystromPreconditioner, nncg_stepper, nystrom, pcg
+from pinnkit import nncg as nncg_module
+from pinnkit.nncg import EXITS, NNCGStep, NNCGStepper, NystromPreconditioner, nncg_stepper, nystrom, pcg
 
 DT = torch.float64
 
@@ -36,8 +39,64 @@ def test_nystrom_indefinite_falls_back_and_is_finite():
     ev = torch.cat([torch.logspace(3, -2, 30, dtype=DT), -torch.logspace(-1, -3, 10, dtype=DT)])
     H = spd(40, ev, seed=2)
     pre = nystrom(H, 40, 40, mu=1e-2, generator=torch.Generator().manual_seed(0))   # full rank sees lambda < 0
-    assert torch.isfinite(pre.U).all() and bool((pre.lhat >= 0).all())
+    assert pre.indefinite and torch.isfinite(pre.U).all() and bool((pre.lhat >= 0).all())
     assert float(pre.lhat[0]) == pytest.approx(1e3, rel=1e-6)
+    assert torch.allclose(pre.U.T @ pre.U, torch.eye(pre.rank, dtype=DT), atol=1e-10)
+
+
+def _shifted_core_nystrom(H, s, seed):
+    """The authors' fallback (shift the core by |lambda_min|), as a negative control for the test below."""
+    n = H.shape[0]
+    Q, _ = torch.linalg.qr(torch.randn(n, s, generator=torch.Generator().manual_seed(seed), dtype=DT))
+    Y = H @ Q
+    nu = math.sqrt(n) * torch.finfo(DT).eps * float(torch.linalg.matrix_norm(Y))
+    core = Q.T @ (Y + nu * Q)
+    shift = nu + float(torch.linalg.eigvalsh(0.5 * (core + core.T)).min().abs())
+    Ys = Y + shift * Q
+    C = torch.linalg.cholesky(0.5 * (Q.T @ Ys + Ys.T @ Q))
+    S = torch.linalg.svdvals(torch.linalg.solve_triangular(C, Ys.T, upper=False).T)
+    return (S ** 2 - shift).clamp_min(0)
+
+
+def preconditioned_kappa(H, pre, mu):
+    A = H + mu * torch.eye(H.shape[0], dtype=DT)
+    S = pre.apply_inverse_sqrt(pre.apply_inverse_sqrt(A).T).T
+    sv = torch.linalg.svdvals(0.5 * (S + S.T))                        # indefinite: kappa = sigma_max / sigma_min
+    return float(sv[0] / sv[-1])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_nystrom_on_an_indefinite_low_rank_sketch_matches_the_exact_spectrum(seed):
+    """H: 10 positive outliers 1e3..1e1, 5 negative eigenvalues -1..-0.1, the rest 0 (rank 15 < sketch 30 < n).
+
+    Cholesky of the core fails; the positive part of the core must reproduce the positive spectrum of H, and the
+    preconditioned damped system must be far better conditioned than the plain one. The authors' fallback (shift
+    the core by |lambda_min|) fails both checks: it divides by a near-zero core eigenvalue."""
+    n, s, mu = 300, 30, 1e-2
+    pos = torch.logspace(3, 1, 10, dtype=DT)
+    ev = torch.cat([pos, -torch.logspace(0, -1, 5, dtype=DT), torch.zeros(n - 15, dtype=DT)])
+    H = spd(n, ev, seed=seed)
+    pre = nystrom(H, n, s, mu, generator=torch.Generator().manual_seed(seed))
+    assert pre.indefinite
+    assert torch.allclose(pre.lhat[:10], pos, rtol=1e-3)               # the exact positive spectrum
+    assert float(pre.lhat[10:].max()) < 1e-2 * float(pos[-1])         # nothing fake beyond it
+    sv = torch.linalg.svdvals(H + mu * torch.eye(n, dtype=DT))
+    k_plain, k_pre = float(sv[0] / sv[-1]), preconditioned_kappa(H, pre, mu)
+    assert k_plain > 5e4 and k_pre < 1e-2 * k_plain                    # ~1e5 -> ~1e2
+    shifted = _shifted_core_nystrom(H, s, seed)                         # negative control: a fake top eigenvalue
+    assert float(shifted[0]) > 1e3 * float(pos[0])
+
+
+def test_nystrom_indefinite_full_rank_bulk_still_preconditions():
+    """Outliers, negative eigenvalues and a full-rank bulk (the PINN picture): top eigenvalues within 1%."""
+    n, s, mu = 300, 30, 1e-2
+    ev = torch.cat([torch.logspace(3, 0, 20, dtype=DT), -torch.logspace(1, -1, 10, dtype=DT),
+                    torch.logspace(-2, -4, n - 30, dtype=DT)])
+    H = spd(n, ev, seed=7)
+    pre = nystrom(H, n, s, mu, generator=torch.Generator().manual_seed(0))
+    assert pre.indefinite and torch.allclose(pre.lhat[:3], ev[:3], rtol=1e-2)
+    sv = torch.linalg.svdvals(H + mu * torch.eye(n, dtype=DT))
+    assert preconditioned_kappa(H, pre, mu) < 1e-1 * float(sv[0] / sv[-1])
 
 
 def test_apply_inverse_is_the_formula_and_sqrt_squares_to_it():
@@ -80,7 +139,7 @@ def test_nncg_solves_a_quadratic_in_few_steps():
     f = lambda th: {"loss": 0.5 * th @ (A @ th) - b @ th}       # noqa: E731
     st = nncg_stepper(f, torch.zeros(n, dtype=DT), mu=1e-10, rank=20, refresh=5, cg_iters=200, cg_tol=1e-12)
     st.step()                                                   # one damped Newton step, mu ~ 0
-    assert st.last["step"] == 1.0 and st.last["cg_rel_residual"] <= 1e-12   # full step accepted by Armijo
+    assert st.last.t == 1.0 and st.last.rel_residual <= 1e-12 and st.last.exit == "tolerance"   # full step
     assert float((st.theta - x_star).norm() / x_star.norm()) < 1e-8
 
 
@@ -96,8 +155,7 @@ def test_armijo_backtracks_on_a_nonconvex_loss():
 
 
 def test_nncg_plugs_into_train_after_lbfgs():
-    if "nncg" not in pk.STEPPERS:                                # registered by pinnkit/__init__.py
-        pk.STEPPERS["nncg"] = nncg_stepper
+    assert pk.STEPPERS["nncg"] is nncg_stepper                   # registered by pinnkit/__init__.py
     torch.manual_seed(0)
     pinn = pk.PINN(pk.problems.Convection(beta=2.0), widths=[8], n_res=64, n_ic=16, n_bc=8, dtype=DT)
     run = pk.train(pinn, "adam+lbfgs+nncg", 30, switch=(20, 5), lr=1e-2, quiet=True, log_every=1,
@@ -108,6 +166,75 @@ def test_nncg_plugs_into_train_after_lbfgs():
     assert h.loss[-1] < h.loss[i]                               # NNCG lowered the loss after L-BFGS
     assert all(b <= a * (1 + 1e-12) for a, b in zip(h.loss[i:], h.loss[i + 1:]))
     assert math.isfinite(run.l2re)
+    diag = run.stepper.diagnostics
+    assert len(diag) == 5 and all(isinstance(d, NNCGStep) and d.exit in EXITS for d in diag)
+    assert all(d.hvps >= d.cg_iters for d in diag) and diag[0].refreshed and diag[0].hvps >= 10
+    assert [d.loss_after for d in diag] == pytest.approx(h.loss[i + 1:], rel=1e-12)
+
+
+def test_diagnostics_are_frozen():
+    st = NNCGStepper(lambda th: {"l": (th ** 2).sum()}, torch.ones(3, dtype=DT), rank=2)
+    assert st.last is None
+    st.step()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        st.last.t = 0.5
+
+
+def test_factory_forwards_every_option_and_rejects_unknown_ones():
+    params = inspect.signature(nncg_stepper).parameters
+    assert not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())   # no **_
+    st = nncg_stepper(lambda th: {"l": (th ** 2).sum()}, torch.ones(3, dtype=DT), seed=5, alpha=0.3, beta=0.7,
+                      max_step=0.1, chunk=3, safeguard=False)
+    assert (st.alpha, st.beta, st.max_step, st.chunk, st.safeguard) == (0.3, 0.7, 0.1, 3, False)
+    assert torch.equal(st.gen.get_state(), torch.Generator().manual_seed(5).get_state())
+    st.step()
+    assert st.last.t == 0.1                                      # max_step reached Armijo
+    with pytest.raises(TypeError):
+        nncg_stepper(lambda th: {"l": (th ** 2).sum()}, torch.ones(3, dtype=DT), lr=1.0)
+
+
+def test_pcg_negative_curvature_exit_and_paper_mode():
+    A = torch.diag(torch.tensor([3.0, 2.0, -1.0, 1.0], dtype=DT))
+    b = torch.ones(4, dtype=DT)
+    safe = pcg(lambda v: A @ v, b, tol=1e-12, max_iter=50)
+    assert safe.exit == "negative_curvature" and safe.negative_curvature_hits == 1
+    paper = pcg(lambda v: A @ v, b, tol=1e-12, max_iter=50, stop_on_negative_curvature=False)
+    assert paper.exit == "tolerance" and paper.negative_curvature_hits >= 1
+    assert torch.allclose(paper.x, torch.linalg.solve(A, b), atol=1e-10)   # CG ran through it and solved A x = b
+    capped = pcg(lambda v: torch.diag(torch.logspace(0, 4, 4, dtype=DT)) @ v, b, tol=1e-14, max_iter=2)
+    assert capped.exit == "max_iter" and capped.iters == 2 and capped.rel_residual > 1e-14
+
+
+def test_safeguard_falls_back_where_the_paper_mode_cannot_descend():
+    """f(x) = -x^2/2 + x^4/4 at x = 0.3: f'' < 0, so the damped Newton direction g / (f'' + mu) points uphill."""
+    f = lambda th: {"l": (-0.5 * th ** 2 + 0.25 * th ** 4).sum()}   # noqa: E731
+    x0 = torch.tensor([0.3], dtype=DT)
+    safe = NNCGStepper(f, x0, mu=1e-3, rank=1)
+    safe.step()
+    assert safe.last.exit == "negative_curvature" and safe.last.fallback and safe.last.t > 0
+    assert safe.last.loss_after < safe.last.loss_before
+    paper = NNCGStepper(f, x0, mu=1e-3, rank=1, safeguard=False)
+    paper.step()
+    assert not paper.last.descent and not paper.last.fallback and paper.last.negative_curvature_hits == 1
+    assert paper.last.t == 0.0 and torch.equal(paper.theta, x0)   # Armijo rejects the uphill Newton direction
+
+
+def test_nan_direction_stops_with_an_error_that_names_the_fix(monkeypatch):
+    real = nncg_module.pcg
+
+    def nan_pcg(*args, **kwargs):
+        res = real(*args, **kwargs)
+        return dataclasses.replace(res, x=torch.full_like(res.x, math.nan))
+
+    monkeypatch.setattr(nncg_module, "pcg", nan_pcg)
+    theta = torch.ones(3, dtype=DT)
+    st = NNCGStepper(lambda th: {"l": (th ** 2).sum()}, theta, rank=2)
+    with pytest.raises(FloatingPointError, match="mu=.*float64"):
+        st.step()
+    assert torch.equal(st.theta, theta) and st.last is None        # theta was not overwritten with NaN
+    bad = NNCGStepper(lambda th: {"l": th.abs().sqrt().sum()}, torch.zeros(2, dtype=DT), rank=1)
+    with pytest.raises(FloatingPointError, match="not finite"):
+        bad.step()
 
 
 def test_bad_options_name_the_fix():
@@ -115,4 +242,6 @@ def test_bad_options_name_the_fix():
         nystrom(torch.eye(3, dtype=DT), 3, 5, mu=1.0)
     with pytest.raises(ValueError, match="mu"):
         NNCGStepper(lambda th: {"l": (th ** 2).sum()}, torch.zeros(2, dtype=DT), mu=0.0)
+    with pytest.raises(ValueError, match="alpha"):
+        NNCGStepper(lambda th: {"l": (th ** 2).sum()}, torch.zeros(2, dtype=DT), alpha=1.5)
     assert isinstance(nystrom(torch.eye(3, dtype=DT), 3, 2, 1.0), NystromPreconditioner)

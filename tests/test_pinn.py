@@ -93,3 +93,28 @@ def test_cuda():
     assert pinn.loss(pinn.theta0).device.type == "cuda"
     with pytest.raises(ValueError, match="convert"):
         pinn.loss(pinn.theta0.cpu())
+
+
+@pytest.mark.parametrize("problem", ["convection", "reaction", "wave", "poisson1d", "allen_cahn"])
+def test_loss_composes_with_torch_func_hvp_and_vmap(problem):
+    """The curvature tools take torch.func.grad / jvp / vmap of PINN.loss: HVPs (forward over reverse over the
+    reverse-mode input derivatives) agree with central differences of the gradient, and vmap batches them."""
+    pinn = small(problem, dtype=torch.float64, seed=1)
+    th = pinn.theta0 + 0.05 * torch.randn(pinn.n_params, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    grad = torch.func.grad(pinn.loss)
+    hvp = lambda v: torch.func.jvp(grad, (th,), (v,))[1]
+    V = torch.randn(3, pinn.n_params, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    HV = torch.func.vmap(hvp)(V)
+    h = 1e-5
+    for v, hv in zip(V, HV):
+        fd = (grad(th + h * v) - grad(th - h * v)) / (2 * h)
+        assert torch.allclose(hv, fd, rtol=1e-5, atol=1e-6 * float(fd.abs().max()))
+    # symmetric: v' H w == w' H v
+    assert torch.allclose(V[0] @ HV[1], V[1] @ HV[0], rtol=1e-10)
+
+
+def test_numpy_integer_sizes():
+    np = pytest.importorskip("numpy")
+    pinn = pk.PINN("convection", widths=[4], n_res=np.int64(16), n_ic=np.int64(4), n_bc=np.int32(3))
+    assert {k: v.shape[0] for k, v in pinn.points.items()} == {"residual": 16, "initial": 4, "boundary_low": 3,
+                                                                "boundary_high": 3}

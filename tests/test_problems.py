@@ -79,3 +79,78 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="exceeds"):
         pk.problems.Convection().sample(10**6, 10, 10)
     assert isinstance(pk.problems.make("Convection", beta=3), pk.problems.Convection)
+
+
+def test_wave_terms_are_sums_of_mean_squares():
+    """Wave (Rathore et al.'s code): initial = MSE(u - g) + MSE(u_t), boundary = MSE(u(0,t)) + MSE(u(1,t))."""
+    w = pk.problems.Wave(2)
+    pts = w.sample(50, 20, 10, seed=0).points
+    u = lambda X: 1.0 + X[:, 0] ** 2 + 0.5 * X[:, 1] ** 2 * (1 + X[:, 0])   # u(0,t) = 1 + t^2/2, u(1,t) = 2 + t^2
+    r = w.residuals(u, pts)
+    t = pts["boundary_low"][:, 1]
+    expected_bc = ((1 + 0.5 * t ** 2) ** 2).mean() + ((2 + t ** 2) ** 2).mean()
+    assert torch.allclose((r["boundary"] ** 2).mean(), expected_bc, rtol=1e-14)
+    x = pts["initial"][:, 0]
+    g = torch.sin(math.pi * x) + 0.5 * torch.sin(2 * math.pi * x)
+    u_t0 = torch.zeros_like(x)                                               # u_t = t (1 + x) = 0 at t = 0
+    expected_ic = ((1 + x ** 2 - g) ** 2).mean() + (u_t0 ** 2).mean()
+    assert torch.allclose((r["initial"] ** 2).mean(), expected_ic, rtol=1e-14)
+    # parts of different sizes keep weight 1 each
+    a, b = torch.tensor([1.0, 3.0], dtype=torch.float64), torch.tensor([2.0], dtype=torch.float64)
+    assert float((pk.problems.sum_of_mean_squares(a, b) ** 2).mean()) == pytest.approx(5.0 + 4.0)
+
+
+def test_periodic_problems_have_one_mean_square_per_term():
+    c = pk.problems.Convection(1)
+    pts = c.sample(30, 12, 9, seed=0).points
+    u = lambda X: X[:, 0] + X[:, 1]
+    r = c.residuals(u, pts)
+    assert r["boundary"].numel() == 9 and torch.allclose(r["boundary"], torch.full((9,), -2 * math.pi,
+                                                                                      dtype=torch.float64))
+    assert torch.allclose(r["initial"], pts["initial"][:, 0] - torch.sin(pts["initial"][:, 0]))
+
+
+def _forward_mode_residual(problem, u, X):
+    """The PDE residual written independently with one forward-mode pass per derivative (`partial`)."""
+    d = lambda f, i: partial(f, i)
+    if isinstance(problem, pk.problems.Convection):
+        return d(u, 1)(X) + problem.beta * d(u, 0)(X)
+    if isinstance(problem, pk.problems.Reaction):
+        return d(u, 1)(X) - problem.rho * u(X) * (1 - u(X))
+    if isinstance(problem, pk.problems.Wave):
+        return d(d(u, 1), 1)(X) - 4 * d(d(u, 0), 0)(X)
+    if isinstance(problem, pk.problems.AllenCahn):
+        return d(u, 1)(X) - problem.diffusion * d(d(u, 0), 0)(X) + problem.reaction * (u(X) ** 3 - u(X))
+    return -d(d(u, 0), 0)(X) - problem.forcing(X[:, 0])
+
+
+@pytest.mark.parametrize("problem", CASES + [pk.problems.AllenCahn()], ids=repr)
+def test_reverse_mode_jet_matches_forward_mode_and_finite_differences(problem):
+    """`jet` (one reverse pass for all first derivatives) equals forward mode to rounding on a tanh network."""
+    net = pk.nets.mlp(problem.dim, [16, 16]).double()
+    u = lambda X: net(X).squeeze(-1)
+    pts = problem.sample(40, 8, 8, seed=2).points
+    r = problem.residuals(u, pts)["residual"]
+    ref = _forward_mode_residual(problem, u, pts["residual"])
+    assert torch.allclose(r, ref, rtol=1e-12, atol=1e-12 * float(ref.detach().abs().max()))
+    # and the derivatives themselves against central differences
+    X = pts["residual"]
+    j = pk.problems.jet(u, X, second=range(problem.dim))
+    h = 1e-4
+    for i in range(problem.dim):
+        e = torch.zeros_like(X)
+        e[:, i] = h
+        fd1 = (u(X + e) - u(X - e)) / (2 * h)
+        fd2 = (u(X + e) - 2 * u(X) + u(X - e)) / h ** 2
+        assert torch.allclose(j.grad[:, i], fd1, atol=1e-6) and torch.allclose(j.second[i], fd2, atol=1e-5)
+    assert torch.equal(j.value, u(X))
+
+
+def test_sizes_accept_numpy_integers():
+    np = pytest.importorskip("numpy")
+    pts = pk.problems.Convection().sample(np.int64(16), np.int32(4), np.int64(3)).points
+    assert pts["residual"].shape == (16, 2) and pts["boundary_low"].shape == (3, 2)
+    assert pk.problems.Poisson1D().sample(np.int64(5)).points["residual"].shape == (5, 1)
+    for bad in (2.0, True, "3"):
+        with pytest.raises(ValueError, match="positive integer"):
+            pk.problems.Convection().sample(bad, 4, 4)

@@ -111,8 +111,7 @@ def test_stepper_on_pinn_decreases_loss_and_needs_blocks():
 
 
 def test_train_registered():
-    if "soap" not in pk.STEPPERS:
-        pytest.skip("soap not registered in pinnkit/__init__.py yet")
+    assert pk.STEPPERS["soap"] is soap_stepper
     pinn = pk.PINN("convection", widths=[8], n_res=64, n_ic=16, n_bc=8, dtype=torch.float64)
     run = pk.train(pinn, "soap", steps=20, lr=1e-2, blocks=pinn.blocks, quiet=True)
     assert run.history.loss[-1] < run.history.loss[0]

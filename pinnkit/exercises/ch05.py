@@ -6,10 +6,12 @@ import torch
 from . import close, verdict
 
 
-def check_precond_scaling(along_u1: float, orthogonal: float, lhat: tuple[float, float] = (100.0, 10.0),
-                          mu: float = 0.1) -> bool:
+def check_precond_scaling(along_u1: float | None, orthogonal: float | None,
+                          lhat: tuple[float, float] = (100.0, 10.0), mu: float = 0.1) -> bool:
     """Exercise 1: the Nyström ``P^{-1}`` scales ``u_i`` by ``(lhat_s + mu) / (lhat_i + mu)`` and leaves the
-    complement of ``U`` unchanged."""
+    complement of ``U`` unchanged. ``None`` (not answered yet) prints a reminder and returns False."""
+    if along_u1 is None or orthogonal is None:
+        return verdict(False, "Replace None by the two scale factors you computed.")
     expected = (lhat[-1] + mu) / (lhat[0] + mu)
     return verdict(close(along_u1, expected, rtol=0.02) and close(orthogonal, 1.0, rtol=0.02),
                    "Apply P^{-1} = (lhat_s + mu) U (Lhat + mu I)^{-1} U^T + (I - U U^T) to u_1 and to a vector "
@@ -26,8 +28,10 @@ def preconditioned_condition(n: int = 50, rank: int = 10, mu: float = 1e-2, seed
     return float(torch.linalg.cond(0.5 * (S + S.T)))
 
 
-def check_preconditioned_condition(answer: float) -> bool:
-    """Exercise 2: the condition number of the Nyström-preconditioned damped system."""
+def check_preconditioned_condition(answer: float | None) -> bool:
+    """Exercise 2: the condition number of the Nyström-preconditioned damped system (``None``: not answered)."""
+    if answer is None:
+        return verdict(False, "Replace None by the condition number you computed.")
     return verdict(close(answer, preconditioned_condition(), rtol=0.05),
                    "Compute S = P^{-1/2} (H + mu I) P^{-1/2} with pre.apply_inverse_sqrt applied on both sides, then "
                    "torch.linalg.cond(S).")

@@ -1,0 +1,501 @@
+r"""How ill-conditioned is a symmetric matrix, or a preconditioned operator? Scale-invariant answers.
+
+The largest eigenvalue :math:`\lambda_{\max}` is *not* a conditioning measure: multiplying a loss by 10 multiplies
+it by 10 and changes nothing about how hard the loss is to minimise. Everything here is invariant under
+:math:`A \to cA` (:math:`c > 0`):
+
+* :func:`range_condition` — for a symmetric (possibly singular, possibly indefinite) matrix with eigenvalues
+  :math:`\lambda_i`, the condition number **on the numerical range**
+
+  .. math:: \kappa_{\mathrm{rcut}} = \frac{\max_i |\lambda_i|}{\min\{|\lambda_i| : |\lambda_i| > \mathrm{rcut}
+            \cdot \max_j |\lambda_j|\}},
+
+  the numerical rank (eigenvalues above the cutoff), the count of negative eigenvalues below
+  :math:`-\mathrm{rcut}\cdot\max|\lambda|`, and effective ranks that need no cutoff. A singular matrix has no
+  finite condition number, so the cutoff is part of the definition and must be stated with the number: a value
+  :math:`\kappa \approx 1/\mathrm{rcut}` says the spectrum runs continuously down to zero.
+* :func:`cluster_share` — the fraction of eigenvalues in :math:`[\mathrm{lo}, \mathrm{hi}]` (default
+  :math:`[1/2, 2]`): for a preconditioned operator :math:`P A`, how many directions the preconditioner has made
+  "about right" (eigenvalue near 1).
+* :func:`lbfgs_preconditioned` — the spectrum of the L-BFGS-preconditioned Hessian :math:`H_k \nabla^2 L` with the
+  structural zeros of :math:`\tilde H^\top \nabla^2 L\, \tilde H` removed, next to the scalar baseline
+  :math:`\gamma \nabla^2 L` (L-BFGS's own initial matrix :math:`H_0 = \gamma I`), so that what the stored pairs
+  add is separated from what a well-chosen scalar step size gives.
+* :func:`iterations_predicted` — what a condition number means: iterations of CG and of gradient descent to
+  reduce the error by ``tol`` (worst-case bounds).
+
+Dense eigenvalue problems only: at classroom sizes (``P`` up to a few thousand) ``eigh`` is exact and cheap; larger
+``P`` is refused (:data:`DENSE_LIMIT`); use :mod:`pinnkit.curvature` (Lanczos, SLQ) there.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+from .curvature import Eigen, LBFGSFactor, LBFGSPairs, hessian
+
+#: largest ``P`` for which :func:`lbfgs_preconditioned` / :func:`term_conditions` form dense matrices
+DENSE_LIMIT = 5000
+#: default relative cutoff of :func:`range_condition`: eigenvalues with ``|lambda| <= RCUT * max|lambda|`` are
+#: treated as zero (float64 eigensolvers resolve about ``1e-13`` of the norm at classroom ``P``)
+RCUT = 1e-8
+
+__all__ = ["DENSE_LIMIT", "RCUT", "RangeCondition", "range_condition", "cluster_share", "IterationBounds",
+           "iterations_predicted", "OperatorConditioning", "operator_conditioning", "LBFGSConditioning",
+           "lbfgs_preconditioned", "term_conditions"]
+
+
+def _eigenvalues(eigenvalues: Tensor | Sequence[float] | Eigen) -> Tensor:
+    ev = eigenvalues.values if isinstance(eigenvalues, Eigen) else eigenvalues
+    ev = ev if isinstance(ev, Tensor) else torch.as_tensor(ev, dtype=torch.float64)
+    ev = ev.detach().reshape(-1).cpu().to(torch.float64)
+    if ev.numel() == 0:
+        raise ValueError("no eigenvalues given")
+    if not bool(torch.isfinite(ev).all()):
+        raise ValueError("the eigenvalues contain NaN or inf; check the matrix (or compute it in float64)")
+    return ev.sort().values
+
+
+# --- one symmetric matrix ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RangeCondition:
+    r"""Scale-invariant conditioning of a symmetric matrix (see :func:`range_condition`).
+
+    Attributes:
+        n: number of eigenvalues.
+        rcut: the relative cutoff; ``cutoff = rcut * norm`` is the absolute one.
+        cutoff: eigenvalues with :math:`|\lambda| \le` ``cutoff`` count as zero.
+        norm: :math:`\max_i |\lambda_i|` (the 2-norm).
+        lmax, lmin: the algebraically largest and smallest eigenvalues.
+        smallest: :math:`\min\{|\lambda_i| : |\lambda_i| > \text{cutoff}\}`.
+        kappa: ``norm / smallest``, the condition number on the numerical range.
+        rank: number of eigenvalues with :math:`|\lambda| >` ``cutoff`` (numerical rank).
+        n_negative: number of eigenvalues below ``-cutoff``.
+        effective_rank: :math:`\exp(-\sum_i p_i \log p_i)`, :math:`p_i = |\lambda_i| / \sum_j |\lambda_j|`
+            (entropy effective rank, Roy & Vetterli 2007; no cutoff; equals ``n`` for a multiple of the identity).
+        stable_rank: :math:`\sum_i \lambda_i^2 / \max_i \lambda_i^2 = \|A\|_F^2 / \|A\|_2^2` (no cutoff).
+        intrinsic_dim: :math:`\sum_i |\lambda_i| / \max_i |\lambda_i|` (no cutoff; the trace over the norm for a
+            positive semi-definite matrix).
+    """
+
+    n: int
+    rcut: float
+    cutoff: float
+    norm: float
+    lmax: float
+    lmin: float
+    smallest: float
+    kappa: float
+    rank: int
+    n_negative: int
+    effective_rank: float
+    stable_rank: float
+    intrinsic_dim: float
+
+    @property
+    def rank_fraction(self) -> float:
+        """``rank / n``: the share of directions the matrix sees at all (above the cutoff)."""
+        return self.rank / self.n
+
+    @property
+    def negative_fraction(self) -> float:
+        """``n_negative / n``."""
+        return self.n_negative / self.n
+
+
+def range_condition(eigenvalues: Tensor | Sequence[float] | Eigen, rcut: float = RCUT) -> RangeCondition:
+    r"""Condition number on the numerical range, rank, negative count and effective ranks of a symmetric matrix.
+
+    With :math:`\|A\| = \max_i|\lambda_i|` and the absolute cutoff :math:`c = \mathrm{rcut}\,\|A\|`:
+    :math:`\kappa = \|A\| / \min\{|\lambda_i| : |\lambda_i| > c\}` (the 2-norm condition number of :math:`A`
+    restricted to the span of its eigenvectors above the cutoff, i.e. :math:`\|A\|\,\|A_c^+\|`),
+    ``rank`` :math:`= \#\{|\lambda_i| > c\}`, ``n_negative`` :math:`= \#\{\lambda_i < -c\}`. All of them are
+    invariant under :math:`A \to tA`, :math:`t > 0`.
+
+    Args:
+        eigenvalues: all eigenvalues of the matrix (any order), a Tensor, a sequence or an
+            :class:`~pinnkit.curvature.Eigen`.
+        rcut: relative cutoff in ``(0, 1)``; state it next to any ``kappa`` you report.
+
+    Returns:
+        A :class:`RangeCondition`.
+
+    Raises:
+        ValueError: no eigenvalues, non-finite values, a zero matrix, or ``rcut`` outside ``(0, 1)``.
+
+    >>> rc = range_condition([-2e-3, 0.0, 1e-12, 0.5, 4.0], rcut=1e-6)
+    >>> rc.kappa, rc.rank, rc.n_negative          # 4 / 2e-3; the 1e-12 and the 0 are below 4e-6
+    (2000.0, 3, 1)
+    >>> round(range_condition(torch.ones(10)).effective_rank, 6), range_condition(torch.ones(10)).kappa
+    (10.0, 1.0)
+    >>> range_condition(7.0 * torch.tensor([1.0, 2.0, 8.0])).kappa   # scale-invariant
+    8.0
+    """
+    if not 0.0 < rcut < 1.0:
+        raise ValueError(f"rcut must be in (0, 1), got {rcut}")
+    ev = _eigenvalues(eigenvalues)
+    a = ev.abs()
+    norm = float(a.max())
+    if norm == 0.0:
+        raise ValueError("all eigenvalues are zero: the matrix has no range, so no condition number")
+    cutoff = rcut * norm
+    above = a[a > cutoff]
+    p = a / a.sum()
+    p = p[p > 0]
+    return RangeCondition(
+        n=ev.numel(), rcut=float(rcut), cutoff=cutoff, norm=norm, lmax=float(ev[-1]), lmin=float(ev[0]),
+        smallest=float(above.min()), kappa=norm / float(above.min()), rank=int(above.numel()),
+        n_negative=int((ev < -cutoff).sum()), effective_rank=float(torch.exp(-(p * p.log()).sum())),
+        stable_rank=float((a ** 2).sum()) / norm ** 2, intrinsic_dim=float(a.sum()) / norm)
+
+
+def cluster_share(eigenvalues: Tensor | Sequence[float] | Eigen, lo: float = 0.5, hi: float = 2.0) -> float:
+    r"""Fraction of eigenvalues in ``[lo, hi]``: :math:`\#\{\lambda_i \in [\mathrm{lo}, \mathrm{hi}]\} / n`.
+
+    For a preconditioned operator :math:`PA` the ideal preconditioner gives all eigenvalues 1, so the share in
+    :math:`[1/2, 2]` (the default) counts the directions it got right to within a factor 2. Unlike ``kappa`` it
+    is *not* scale-invariant on purpose: it measures closeness to the identity.
+
+    >>> cluster_share(torch.tensor([0.1, 0.6, 1.0, 1.9, 3.0]))
+    0.6
+    """
+    if not 0.0 < lo <= hi:
+        raise ValueError(f"need 0 < lo <= hi, got lo={lo}, hi={hi}")
+    ev = _eigenvalues(eigenvalues)
+    return float(((ev >= lo) & (ev <= hi)).double().mean())
+
+
+# --- what a condition number predicts ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class IterationBounds:
+    r"""Worst-case iteration counts to reduce the error by ``tol`` on an SPD system of condition number ``kappa``.
+
+    Attributes:
+        kappa: the condition number used.
+        tol: the error reduction asked for.
+        cg: :math:`\lceil \tfrac{\sqrt\kappa}{2} \ln(2/\mathrm{tol}) \rceil` (conjugate gradients, Chebyshev bound).
+        gd: :math:`\lceil \tfrac{\kappa}{2} \ln(1/\mathrm{tol}) \rceil` (gradient descent, step
+            :math:`2/(\lambda_{\min}+\lambda_{\max})`).
+    """
+
+    kappa: float
+    tol: float
+    cg: int
+    gd: int
+
+
+def iterations_predicted(kappa: float, tol: float = 1e-6) -> IterationBounds:
+    r"""Iterations that a condition number ``kappa`` predicts for CG and for gradient descent.
+
+    * CG: :math:`\|e_k\|_A \le 2\bigl(\tfrac{\sqrt\kappa-1}{\sqrt\kappa+1}\bigr)^k \|e_0\|_A` (Chebyshev bound;
+      Golub & Van Loan, Nocedal & Wright Thm 5.5), and :math:`\tfrac{\sqrt\kappa-1}{\sqrt\kappa+1}\le e^{-2/\sqrt\kappa}`,
+      so :math:`k \ge \tfrac{\sqrt\kappa}{2}\ln(2/\mathrm{tol})` suffices.
+    * Gradient descent with the optimal fixed step :math:`2/(\lambda_{\min}+\lambda_{\max})`:
+      :math:`\|e_k\| \le \bigl(\tfrac{\kappa-1}{\kappa+1}\bigr)^k\|e_0\| \le e^{-2k/\kappa}\|e_0\|`, so
+      :math:`k \ge \tfrac{\kappa}{2}\ln(1/\mathrm{tol})`.
+
+    Both are upper bounds for a positive-definite quadratic; clustered spectra converge faster under CG (it needs
+    about one iteration per cluster), and an indefinite or singular matrix is outside the bound's assumptions.
+
+    Args:
+        kappa: condition number, ``>= 1`` (e.g. :attr:`RangeCondition.kappa`).
+        tol: relative error reduction, in ``(0, 1)``.
+
+    Returns:
+        An :class:`IterationBounds`.
+
+    Raises:
+        ValueError: ``kappa < 1`` or ``tol`` outside ``(0, 1)``.
+
+    >>> b = iterations_predicted(1e4, tol=1e-6)
+    >>> b.cg, b.gd
+    (726, 69078)
+    >>> iterations_predicted(1e8, tol=1e-6).cg    # kappa ~ 1/rcut: CG needs ~7e4 iterations
+    72544
+    """
+    if not kappa >= 1.0 or math.isinf(kappa):
+        raise ValueError(f"kappa must be a finite number >= 1, got {kappa}")
+    if not 0.0 < tol < 1.0:
+        raise ValueError(f"tol must be in (0, 1), got {tol}")
+    return IterationBounds(float(kappa), float(tol), cg=math.ceil(math.sqrt(kappa) / 2.0 * math.log(2.0 / tol)),
+                           gd=math.ceil(kappa / 2.0 * math.log(1.0 / tol)))
+
+
+# --- preconditioned operators -----------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class OperatorConditioning:
+    r"""Conditioning of one (preconditioned) operator.
+
+    Attributes:
+        name: a label (``"L-BFGS H_k H"``, ``"gamma H"``, ...).
+        eigenvalues: its eigenvalues, ascending, float64, CPU.
+        range: :class:`RangeCondition` of ``eigenvalues``.
+        lo, hi: the cluster interval.
+        share: :func:`cluster_share` in ``[lo, hi]``.
+        iterations: :func:`iterations_predicted` from ``range.kappa`` (meaningful when the operator is
+            positive definite on its range; see ``range.n_negative``).
+    """
+
+    name: str
+    eigenvalues: Tensor
+    range: RangeCondition
+    lo: float
+    hi: float
+    share: float
+    iterations: IterationBounds
+
+
+def operator_conditioning(eigenvalues: Tensor | Sequence[float] | Eigen, name: str = "", *, rcut: float = RCUT,
+                          lo: float = 0.5, hi: float = 2.0, tol: float = 1e-6) -> OperatorConditioning:
+    """Bundle :func:`range_condition`, :func:`cluster_share` and :func:`iterations_predicted` for one spectrum.
+
+    >>> oc = operator_conditioning(torch.tensor([0.5, 1.0, 1.0, 8.0]), "toy")
+    >>> oc.range.kappa, oc.share, oc.iterations.cg
+    (16.0, 0.75, 30)
+    """
+    ev = _eigenvalues(eigenvalues)
+    rc = range_condition(ev, rcut)
+    return OperatorConditioning(name, ev, rc, float(lo), float(hi), cluster_share(ev, lo, hi),
+                                iterations_predicted(rc.kappa, tol))
+
+
+@dataclass(frozen=True, eq=False)
+class LBFGSConditioning:
+    r"""The L-BFGS-preconditioned Hessian against the scalar baseline (see :func:`lbfgs_preconditioned`).
+
+    Attributes:
+        hessian: the unpreconditioned :math:`H` (``P`` eigenvalues).
+        lbfgs: :math:`H_k H` (``P`` eigenvalues: those of :math:`\tilde H^\top H \tilde H` without its ``m``
+            structural zeros).
+        baseline: :math:`\gamma H`, L-BFGS's initial matrix :math:`H_0 = \gamma I` alone.
+        gamma: :math:`s^\top y / y^\top y` of the newest pair.
+        m: number of stored pairs (= structural zeros removed).
+    """
+
+    hessian: OperatorConditioning
+    lbfgs: OperatorConditioning
+    baseline: OperatorConditioning
+    gamma: float
+    m: int
+
+
+def _dense_factor(pairs: LBFGSPairs) -> Tensor:
+    """The ``P x (P+m)`` matrix :math:`\\tilde H` of :class:`~pinnkit.curvature.LBFGSFactor` (float64)."""
+    p64 = LBFGSPairs(pairs.s.detach().to(torch.float64).cpu(), pairs.y.detach().to(torch.float64).cpu(),
+                     float(pairs.gamma))
+    return LBFGSFactor(p64).matrix()
+
+
+def lbfgs_preconditioned(H: Tensor, pairs: LBFGSPairs, *, rcut: float = RCUT, lo: float = 0.5, hi: float = 2.0,
+                         tol: float = 1e-6, force: bool = False) -> LBFGSConditioning:
+    r"""Dense spectra of the Hessian, of L-BFGS's preconditioned Hessian, and of the scalar baseline.
+
+    L-BFGS's inverse-Hessian approximation factors as :math:`H_k = \tilde H\tilde H^\top`, :math:`\tilde H`
+    of size :math:`P \times (P+m)` (:class:`~pinnkit.curvature.LBFGSFactor`; Rathore et al. Alg. 2-3). The matrix
+    :math:`\tilde H^\top H\,\tilde H` is :math:`(P+m)\times(P+m)` but has rank at most :math:`P`: its ``m``
+    **structural zeros** are the null space of :math:`\tilde H` and say nothing about the loss. Its other
+    eigenvalues are those of :math:`H_k H`. With the thin SVD :math:`\tilde H = U\Sigma V^\top` (``P`` singular
+    values, all positive when every :math:`s_i^\top y_i > 0`) they are the eigenvalues of the ``P x P`` symmetric
+    matrix :math:`\Sigma U^\top H U \Sigma`, which is what is computed (the structural zeros never appear, so no
+    threshold decides which zeros to drop).
+
+    The baseline is :math:`\gamma H` with :math:`\gamma = s^\top y/y^\top y` of the newest pair, L-BFGS's initial
+    matrix :math:`H_0 = \gamma I` (Nocedal & Wright eq. 7.20). Its ``kappa`` equals the Hessian's (a scalar cannot
+    change a condition number) but its cluster share can differ: comparing ``lbfgs`` with ``baseline`` isolates
+    what the stored pairs contribute.
+
+    Args:
+        H: the dense symmetric Hessian ``(P, P)`` (e.g. :func:`pinnkit.curvature.hessian`); any dtype/device.
+        pairs: the L-BFGS pairs (:func:`pinnkit.curvature.lbfgs_pairs`), ``s`` and ``y`` of shape ``(m, P)``.
+        rcut: relative cutoff of :func:`range_condition`, applied to each spectrum.
+        lo, hi: cluster interval of :func:`cluster_share`.
+        tol: error reduction for :func:`iterations_predicted`.
+        force: allow ``P > DENSE_LIMIT``.
+
+    Returns:
+        A :class:`LBFGSConditioning` with ``hessian``, ``lbfgs`` and ``baseline`` entries.
+
+    Raises:
+        ValueError: shapes disagree, ``H`` is not symmetric, ``P`` above :data:`DENSE_LIMIT` without ``force``, or a
+            pair with :math:`s^\top y \le 0`.
+
+    A quadratic :math:`\tfrac12\theta^\top A\theta` with ``P`` exact pairs :math:`y_i = A s_i` along independent
+    steps gives :math:`H_k = A^{-1}`, so every preconditioned eigenvalue is 1:
+
+    >>> A = torch.diag(torch.tensor([1.0, 10.0, 100.0], dtype=torch.float64))
+    >>> S = torch.eye(3, dtype=torch.float64)
+    >>> r = lbfgs_preconditioned(A, LBFGSPairs(S, S @ A, gamma=0.01))
+    >>> [round(float(x), 8) for x in r.lbfgs.eigenvalues], r.lbfgs.share, r.baseline.range.kappa
+    ([1.0, 1.0, 1.0], 1.0, 100.0)
+    """
+    if H.ndim != 2 or H.shape[0] != H.shape[1]:
+        raise ValueError(f"H must be a square matrix (P, P), got {tuple(H.shape)}")
+    P = H.shape[0]
+    if pairs.s.ndim != 2 or pairs.s.shape[1] != P or pairs.y.shape != pairs.s.shape:
+        raise ValueError(f"the pairs must have s, y of shape (m, {P}); got s {tuple(pairs.s.shape)}, "
+                         f"y {tuple(pairs.y.shape)}")
+    if P > DENSE_LIMIT and not force:
+        raise ValueError(f"P = {P} is above DENSE_LIMIT = {DENSE_LIMIT}: the dense factor has {P}x{P + len(pairs.s)}"
+                         f" entries and the SVD costs O(P^3); use pinnkit.curvature.preconditioned_spectrum (SLQ) "
+                         "or pass force=True")
+    H64 = H.detach().to(torch.float64).cpu()
+    asym = float((H64 - H64.T).abs().max())
+    if asym > 1e-6 * float(H64.abs().max()):
+        raise ValueError(f"H is not symmetric (max |H - H^T| = {asym:.2g}); pass a Hessian or symmetrise it")
+    H64 = 0.5 * (H64 + H64.T)
+    Ht = _dense_factor(pairs)
+    U, sig, _ = torch.linalg.svd(Ht, full_matrices=False)      # U (P, P), sig (P,)
+    B = sig[:, None] * (U.T @ H64 @ U) * sig[None, :]
+    ev_h = torch.linalg.eigvalsh(H64)
+    ev_k = torch.linalg.eigvalsh(0.5 * (B + B.T))
+    gamma = float(pairs.gamma)
+    kw = dict(rcut=rcut, lo=lo, hi=hi, tol=tol)
+    return LBFGSConditioning(hessian=operator_conditioning(ev_h, "H", **kw),
+                             lbfgs=operator_conditioning(ev_k, "H_k H (L-BFGS)", **kw),
+                             baseline=operator_conditioning(gamma * ev_h, "gamma H (scalar)", **kw),
+                             gamma=gamma, m=int(pairs.s.shape[0]))
+
+
+def term_conditions(terms_fn: Callable[[Tensor], Mapping[str, Tensor]], theta: Tensor, *, rcut: float = RCUT,
+                    include_total: bool = True, mode: str = "auto") -> dict[str, RangeCondition]:
+    r""":func:`range_condition` of the dense Hessian of each loss term (and of their sum), ``P <= DENSE_LIMIT``.
+
+    A term that averages ``n`` squared residuals has a Gauss–Newton part :math:`\tfrac2n J^\top J` of rank at most
+    ``n``; with ``n < P`` (an initial condition on 64 points, ``P`` = 337 parameters) the rest of its spectrum is the
+    small second-order part :math:`\tfrac2n\sum_i r_i\nabla^2 r_i`, so compare ``rank`` and ``effective_rank`` as
+    well as ``kappa``.
+
+    Args:
+        terms_fn: ``theta -> dict`` of scalar terms (``PINN.terms``).
+        theta: the point, a flat vector.
+        rcut: relative cutoff of :func:`range_condition`.
+        include_total: also return ``"total"``, the Hessian of the summed loss.
+        mode: HVP mode of :func:`pinnkit.curvature.hessian`.
+
+    Returns:
+        ``{name: RangeCondition}`` in the order of the terms, then ``"total"``.
+    """
+    names = list(terms_fn(theta.detach()).keys())
+    mats = {n: hessian(lambda th, n=n: terms_fn(th)[n], theta, mode=mode) for n in names}
+    if include_total:
+        mats["total"] = sum(mats.values())
+    return {n: range_condition(torch.linalg.eigvalsh(M.to(torch.float64)), rcut) for n, M in mats.items()}
+
+
+# --- per-term dense matrices and a sorted-eigenvalue plot (chapter 4) ----------------------------------------
+def term_hessians(terms_fn: Callable[[Tensor], Mapping[str, Tensor]], theta: Tensor, *, include_total: bool = True,
+                  mode: str = "auto") -> dict[str, Tensor]:
+    r"""Dense Hessian :math:`\nabla^2 L_k(\theta)` of each loss term (float64, CPU), and of their sum.
+
+    The matrices behind :func:`term_conditions`, for when the eigenvalues themselves are needed (plots, a
+    preconditioner): ``torch.linalg.eigvalsh(term_hessians(...)["residual"])``.
+
+    Args:
+        terms_fn: ``theta -> dict`` of scalar terms (``PINN.terms``).
+        theta: the point, a flat vector with at most :data:`DENSE_LIMIT` entries.
+        include_total: also return ``"total"``, the Hessian of the summed loss.
+        mode: HVP mode of :func:`pinnkit.curvature.hessian`.
+
+    Returns:
+        ``{name: (P, P) Tensor}`` in the order of the terms, then ``"total"``.
+
+    Raises:
+        ValueError: ``theta`` has more than :data:`DENSE_LIMIT` entries (use SLQ).
+
+    >>> f = lambda th: {"a": th[0] ** 2, "b": 3 * th[1] ** 2}
+    >>> {k: torch.diagonal(M).tolist() for k, M in term_hessians(f, torch.zeros(2)).items()}
+    {'a': [2.0, 0.0], 'b': [0.0, 6.0], 'total': [2.0, 6.0]}
+    """
+    if theta.numel() > DENSE_LIMIT:
+        raise ValueError(f"P = {theta.numel()} is above DENSE_LIMIT = {DENSE_LIMIT}; use "
+                         "pinnkit.curvature.term_densities (SLQ) instead")
+    names = list(terms_fn(theta.detach()).keys())
+    mats = {n: hessian(lambda th, n=n: terms_fn(th)[n], theta, mode=mode).to(torch.float64).cpu() for n in names}
+    if include_total:
+        mats["total"] = sum(mats.values())
+    return mats
+
+
+def term_gauss_newton(residuals_fn: Callable[[Tensor], Mapping[str, Tensor]], theta: Tensor, *,
+                      include_total: bool = True) -> dict[str, Tensor]:
+    r"""Dense Gauss–Newton matrix of each mean-square term :math:`L_k = \frac1{N_k}\|r_k\|^2` (float64, CPU).
+
+    :math:`\nabla^2 L_k = G_k + \frac{2}{N_k}\sum_i r_{k,i}\nabla^2 r_{k,i}` with :math:`G_k = \frac{2}{N_k}
+    J_k^\top J_k`, :math:`J_k = \partial r_k/\partial\theta` of size :math:`N_k \times P`. So
+    :math:`\operatorname{rank} G_k \le \min(N_k, P)`: a term with fewer residual points than parameters (an initial
+    condition on 64 points, ``P`` = 501) has a rank-deficient Gauss–Newton part, and the rest of its Hessian is the
+    second-order part, which vanishes as the residuals do.
+
+    Args:
+        residuals_fn: ``theta -> dict`` of residual vectors (``PINN.residuals``); term ``k`` is ``mean(r_k ** 2)``.
+        theta: the point, a flat vector with at most :data:`DENSE_LIMIT` entries.
+        include_total: also return ``"total"``, the sum of the :math:`G_k`.
+
+    Returns:
+        ``{name: (P, P) Tensor}``, then ``"total"``.
+
+    Raises:
+        ValueError: ``theta`` has more than :data:`DENSE_LIMIT` entries.
+
+    >>> r = lambda th: {"a": torch.stack([th[0] + th[1], th[0] - th[1]]), "b": th[:1] * 3}
+    >>> G = term_gauss_newton(r, torch.zeros(2, dtype=torch.float64))
+    >>> G["a"].tolist(), G["b"].tolist()           # 2/2 * J^T J and 2/1 * [3, 0]^T [3, 0]
+    ([[2.0, 0.0], [0.0, 2.0]], [[18.0, 0.0], [0.0, 0.0]])
+    """
+    if theta.numel() > DENSE_LIMIT:
+        raise ValueError(f"P = {theta.numel()} is above DENSE_LIMIT = {DENSE_LIMIT}; use matrix-free products "
+                         "(pinnkit.curvature.gauss_newton_operator) instead")
+    jac = torch.func.jacrev(lambda th: dict(residuals_fn(th)))(theta.detach())
+    mats = {}
+    for n, J in jac.items():
+        J = J.reshape(-1, theta.numel()).to(torch.float64).cpu()
+        mats[n] = (2.0 / J.shape[0]) * (J.T @ J)
+    if include_total:
+        mats["total"] = sum(mats.values())
+    return mats
+
+
+def plot_sorted_eigenvalues(spectra: Mapping[str, Tensor | Sequence[float] | Eigen], ax=None, *,
+                            normalize: bool = True, rcut: float | None = None,
+                            band: tuple[float, float] | None = None, title: str | None = None):
+    r"""Eigenvalues sorted by magnitude, :math:`|\lambda|_{(1)} \ge |\lambda|_{(2)} \ge \dots`, against their index,
+    on a log axis; negative eigenvalues as open circles.
+
+    With ``normalize`` each curve is divided by its own :math:`\max|\lambda|` (a scale-invariant picture: the index
+    where a curve crosses ``rcut`` is the numerical rank of :func:`range_condition`, and a curve without a gap says
+    that :math:`\kappa` is set by the cutoff). ``rcut`` draws that line; ``band = (lo, hi)`` shades an interval
+    (e.g. ``(0.5, 2)`` for a preconditioned operator, then use ``normalize=False``). Returns the axes.
+    """
+    import matplotlib.pyplot as plt
+    ax = ax if ax is not None else plt.subplots(figsize=(6, 3.5))[1]
+    tiny = torch.finfo(torch.float64).tiny
+    for name, ev in spectra.items():
+        ev = _eigenvalues(ev)
+        order = ev.abs().argsort(descending=True)
+        ev = ev[order]
+        mag = ev.abs() / (float(ev.abs().max()) if normalize else 1.0)
+        idx = torch.arange(1, ev.numel() + 1)
+        (line,) = ax.plot(idx.numpy(), mag.clamp_min(tiny).numpy(), "-", lw=1.2, label=name)
+        neg = ev < 0
+        if bool(neg.any()):
+            ax.plot(idx[neg].numpy(), mag[neg].clamp_min(tiny).numpy(), "o", mfc="none", ms=3,
+                    color=line.get_color())
+    if rcut is not None and normalize:
+        ax.axhline(rcut, color="0.4", ls=":", lw=1, label=f"cutoff {rcut:.0e}")
+    if band is not None:
+        ax.axhspan(band[0], band[1], color="C2", alpha=0.15, lw=0, label=f"[{band[0]:g}, {band[1]:g}]")
+    ax.set_yscale("log")
+    ax.set_xscale("log")
+    ax.set_xlabel("index i (eigenvalues sorted by |λ|, log scale)")
+    ax.set_ylabel("|λ_i| / max|λ|" if normalize else "|λ_i|")
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize=8)
+    return ax
+
+
+__all__ += ["term_hessians", "term_gauss_newton", "plot_sorted_eigenvalues"]

@@ -1,0 +1,488 @@
+r"""Experiments at the papers' own settings: a run is a config and a record.
+
+An :class:`Experiment` is a small serialisable config (problem and its parameters, widths, collocation sizes,
+optimizer chain with its options, seed, dtype, device, budget). :func:`run` trains it with :func:`pinnkit.train`
+and appends a :class:`Record` to a :class:`Store` — an SQLite file (stdlib ``sqlite3``) under ``results/``:
+the final and periodic loss per term, L2RE, wall time per iteration, and the provenance (pinnkit version, git
+commit, torch version, device). Records are append-only and written in one transaction when a run finishes, so a
+run that is interrupted half way never corrupts the finished ones.
+
+Long runs are **resumable**: every ``checkpoint_every`` seconds ``theta``, the optimizer state and the history so
+far are saved under ``results/checkpoints/`` (not in git); running the same experiment again resumes from there
+and gives the same result as an uninterrupted run.
+
+A config file (TOML) names a list of experiments and, optionally, a grid that multiplies them::
+
+    [base]                          # fields shared by every experiment of the file
+    widths = [50, 50, 50]
+    [grid]                          # every combination is one experiment
+    seed = [123, 234]
+    [[experiment]]
+    name = "convection/adam"
+    problem = "convection"
+    params = { beta = 40.0 }
+    method = "adam"
+    steps = 41000
+
+From the shell::
+
+    python -m pinnkit.experiments run configs/rathore_table1.toml            # sequential
+    python -m pinnkit.experiments run configs/rathore_table1.toml --ray      # one Ray task per run
+    python -m pinnkit.experiments show
+
+>>> e = Experiment(name="demo", problem="convection", params={"beta": 1.0}, widths=(8,), n_res=64, n_ic=16,
+...                n_bc=8, method="adam", steps=5, options={"lr": 1e-2})
+>>> Experiment.from_dict(e.to_dict()) == e
+True
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import itertools
+import json
+import math
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import torch
+
+__all__ = ["Experiment", "Record", "Store", "load_config", "run", "sweep", "main", "DEFAULT_STORE"]
+
+#: the default results store, relative to the working directory
+DEFAULT_STORE = Path("results") / "pinnkit.sqlite"
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One training run, fully described by plain values (so it can be stored, hashed and sent to a worker).
+
+    Attributes:
+        name: a label, e.g. ``"table1/convection/adam+lbfgs"``.
+        problem: a name from :func:`pinnkit.problems.make`; ``params`` its coefficients (``{"beta": 40.0}``).
+        widths, n_res, n_ic, n_bc, sampling, activation: the network and the collocation points.
+        method, steps, switch, options, phase_options: passed to :func:`pinnkit.train`.
+        seed: initialisation and sampling seed; dtype ``"float32"``/``"float64"``; device ``"cpu"``,
+            ``"cuda"`` or ``"auto"``.
+        log_every: history interval in steps; analysis: post-training measurements (``"hessian_extremes"``:
+            the largest eigenvalue, the smallest-magnitude one and their ratio, from the dense Hessian);
+            log: quantities logged along training (``"intra_alignment"``: the alignment score of the per-term
+            gradients, Wang et al.).
+        threads: torch CPU threads for this run.
+    """
+
+    name: str
+    problem: str
+    params: Mapping[str, float] = field(default_factory=dict)
+    widths: tuple[int, ...] = (50, 50, 50)
+    n_res: int = 10_000
+    n_ic: int = 257
+    n_bc: int = 101
+    sampling: str = "grid"
+    activation: str = "tanh"
+    method: str = "adam"
+    steps: int = 1000
+    switch: int | tuple[int, ...] | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+    phase_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    seed: int = 0
+    dtype: str = "float32"
+    device: str = "cpu"
+    log_every: int = 100
+    analysis: tuple[str, ...] = ()
+    log: tuple[str, ...] = ()
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ValueError(f"{self.name}: dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
+        if self.device not in ("cpu", "cuda", "auto"):
+            raise ValueError(f"{self.name}: device must be 'cpu', 'cuda' or 'auto', got {self.device!r}")
+        unknown = set(self.analysis) - set(ANALYSES)
+        if unknown:
+            raise ValueError(f"{self.name}: unknown analysis {sorted(unknown)}; valid: {sorted(ANALYSES)}")
+        unknown = set(self.log) - set(LOGGERS)
+        if unknown:
+            raise ValueError(f"{self.name}: unknown log {sorted(unknown)}; valid: {sorted(LOGGERS)}")
+        for name in ("widths", "analysis", "log"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        if isinstance(self.switch, list):
+            object.__setattr__(self, "switch", tuple(self.switch))
+        object.__setattr__(self, "params", dict(self.params))
+        object.__setattr__(self, "options", dict(self.options))
+        object.__setattr__(self, "phase_options", {k: dict(v) for k, v in self.phase_options.items()})
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able values."""
+        d = dataclasses.asdict(self)
+        d["widths"], d["analysis"], d["log"] = list(self.widths), list(self.analysis), list(self.log)
+        if isinstance(self.switch, tuple):
+            d["switch"] = list(self.switch)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Experiment":
+        """The inverse of :meth:`to_dict`; unknown keys raise a ``TypeError`` that names the valid ones."""
+        valid = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - valid
+        if unknown:
+            raise TypeError(f"unknown experiment field(s) {sorted(unknown)}; valid: {sorted(valid)}")
+        return cls(**d)
+
+    @property
+    def key(self) -> str:
+        """A content hash: equal configs have equal keys (checkpoints and records are found by it)."""
+        text = json.dumps(self.to_dict(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Record:
+    """What a finished run leaves in the store."""
+
+    id: int
+    key: str
+    name: str
+    config: Experiment
+    loss: float
+    terms: Mapping[str, float]
+    l2re: float
+    iterations: int
+    seconds: float
+    seconds_per_iteration: float
+    status: str
+    history: Mapping[str, Any]
+    analysis: Mapping[str, float]
+    pinnkit_version: str
+    git_commit: str
+    torch_version: str
+    device: str
+    created: str
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL, name TEXT NOT NULL, config TEXT NOT NULL,
+    loss REAL, terms TEXT, l2re REAL, iterations INTEGER, seconds REAL, seconds_per_iteration REAL,
+    status TEXT, history TEXT, analysis TEXT,
+    pinnkit_version TEXT, git_commit TEXT, torch_version TEXT, device TEXT, created TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS records_key ON records (key);
+CREATE INDEX IF NOT EXISTS records_name ON records (name);
+"""
+
+
+class Store:
+    """An append-only SQLite store of :class:`Record`\\ s (one file; safe to copy, diff-friendly when small)."""
+
+    def __init__(self, path: str | Path = DEFAULT_STORE):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.executescript(_SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.path, timeout=60)
+
+    def append(self, row: Mapping[str, Any]) -> int:
+        """Insert one finished run in a single transaction and return its id."""
+        cols = ["key", "name", "config", "loss", "terms", "l2re", "iterations", "seconds", "seconds_per_iteration",
+                "status", "history", "analysis", "pinnkit_version", "git_commit", "torch_version", "device",
+                "created"]
+        values = [json.dumps(row[c]) if isinstance(row[c], (dict, list)) else row[c] for c in cols]
+        with self._connect() as db:  # commits on success, rolls back on error
+            cur = db.execute(f"INSERT INTO records ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                             values)
+            return int(cur.lastrowid or 0)
+
+    def records(self, name: str | None = None, key: str | None = None) -> list[Record]:
+        """The stored records, oldest first; ``name`` may use SQL ``LIKE`` wildcards (``"table1/%"``)."""
+        sql, args = "SELECT * FROM records", []
+        where = []
+        if name is not None:
+            where.append("name LIKE ?")
+            args.append(name)
+        if key is not None:
+            where.append("key = ?")
+            args.append(key)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        with self._connect() as db:
+            db.row_factory = sqlite3.Row
+            rows = db.execute(sql + " ORDER BY id", args).fetchall()
+        out = []
+        for r in rows:
+            d = dict(r)
+            for c in ("terms", "history", "analysis"):
+                d[c] = json.loads(d[c]) if d[c] else {}
+            d["config"] = Experiment.from_dict(json.loads(d["config"]))
+            out.append(Record(**d))
+        return out
+
+    def latest(self, experiment: Experiment) -> Record | None:
+        """The newest record of exactly this config, or ``None``."""
+        found = self.records(key=experiment.key)
+        return found[-1] if found else None
+
+
+# --- config files ------------------------------------------------------------------------------------------
+def load_config(path: str | Path) -> list[Experiment]:
+    """The experiments of a TOML config file: each ``[[experiment]]`` over ``[base]``, times the ``[grid]``.
+
+    Grid values are lists; every combination becomes one experiment, its name suffixed with the grid values
+    (``"convection/adam/seed=123"``).
+    """
+    import tomllib
+
+    with open(path, "rb") as fh:
+        cfg = tomllib.load(fh)
+    unknown = set(cfg) - {"base", "grid", "experiment", "description"}
+    if unknown:
+        raise ValueError(f"{path}: unknown top-level table(s) {sorted(unknown)}; valid: base, grid, experiment")
+    base, grid, entries = cfg.get("base", {}), cfg.get("grid", {}), cfg.get("experiment", [])
+    if not entries:
+        raise ValueError(f"{path}: no [[experiment]] entries")
+    for k, v in grid.items():
+        if not isinstance(v, list) or not v:
+            raise ValueError(f"{path}: grid.{k} must be a non-empty list, got {v!r}")
+    keys = sorted(grid)
+    out = []
+    for entry in entries:
+        for combo in itertools.product(*(grid[k] for k in keys)) if keys else [()]:
+            d = {**base, **entry, **dict(zip(keys, combo))}
+            suffix = "/".join(f"{k}={_short(v)}" for k, v in zip(keys, combo))
+            if suffix:
+                d["name"] = f"{d['name']}/{suffix}"
+            out.append(Experiment.from_dict(d))
+    return out
+
+
+def _short(v: Any) -> str:
+    return "x".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
+
+
+# --- running -------------------------------------------------------------------------------------------------
+def _hessian_extremes(pinn: Any, theta: torch.Tensor) -> dict[str, float]:
+    """Rathore et al.'s Fig. 10 quantity: lambda_max / (smallest-magnitude eigenvalue), from the dense Hessian."""
+    from .curvature import hessian
+
+    lam = torch.linalg.eigvalsh(hessian(pinn.loss, theta.to(torch.float64)))
+    small = lam.abs().min()
+    return {"lambda_max": float(lam.max()), "lambda_min": float(lam.min()), "min_abs_lambda": float(small),
+            "ratio_max_over_min_abs": float(lam.max().abs() / small), "n_params": float(lam.numel())}
+
+
+def _intra_alignment(pinn: Any) -> Callable[[torch.Tensor, torch.Tensor], float]:
+    """Wang et al.'s intra-step alignment score of the per-term gradients, as a ``train(log=...)`` callback."""
+    from .alignment import alignment_score, term_gradients
+
+    return lambda theta, grad: alignment_score(term_gradients(pinn.terms, theta))
+
+
+ANALYSES = {"hessian_extremes": _hessian_extremes}
+LOGGERS = {"intra_alignment": _intra_alignment}
+
+
+def _provenance() -> dict[str, str]:
+    from . import __version__
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).resolve().parent, timeout=10).stdout.strip() or "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, cwd=Path(__file__).resolve().parent, timeout=10).stdout.strip()
+        commit += "+dirty" if dirty else ""
+    except (OSError, subprocess.SubprocessError):
+        commit = "unknown"
+    return {"pinnkit_version": __version__, "git_commit": commit, "torch_version": torch.__version__}
+
+
+def build(experiment: Experiment) -> Any:
+    """The :class:`~pinnkit.PINN` of an experiment (on its device and dtype)."""
+    from .pinn import PINN
+    from .problems import make
+
+    device = experiment.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return PINN(make(experiment.problem, **experiment.params), widths=list(experiment.widths),
+                n_res=experiment.n_res, n_ic=experiment.n_ic, n_bc=experiment.n_bc, seed=experiment.seed,
+                activation=experiment.activation, sampling=experiment.sampling, dtype=DTYPES[experiment.dtype],
+                device=device)
+
+
+def checkpoint_path(experiment: Experiment, directory: str | Path) -> Path:
+    """Where the checkpoint of ``experiment`` lives (one file per config key)."""
+    return Path(directory) / f"{experiment.key}.pt"
+
+
+def run(experiment: Experiment, store: Store | str | Path | None = DEFAULT_STORE, *,
+        checkpoints: str | Path | None = None, checkpoint_every: float = 300.0, stop_after: int | None = None,
+        quiet: bool = True) -> Record | None:
+    """Train ``experiment`` (resuming from its checkpoint if one exists) and append its record to ``store``.
+
+    Args:
+        experiment: the config.
+        store: a :class:`Store` or a path to one (``None``: do not store, return the record only).
+        checkpoints: checkpoint directory (default: ``checkpoints/`` beside the store file).
+        checkpoint_every: seconds between checkpoints.
+        stop_after: stop (with a checkpoint) after this many steps *of this call* — a deliberate interruption,
+            used by the tests to show that a resumed run equals an uninterrupted one.
+        quiet: hide the progress bar.
+
+    Returns:
+        The new :class:`Record`, or ``None`` when ``stop_after`` interrupted the run.
+    """
+    from .train import TrainState, train
+
+    if isinstance(store, (str, Path)):
+        store = Store(store)
+    if checkpoints is None:
+        checkpoints = (store.path.parent if store is not None else Path("results")) / "checkpoints"
+    ckpt = checkpoint_path(experiment, checkpoints)
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(experiment.threads)
+    pinn = build(experiment)
+    state = TrainState.load(ckpt, map_location=pinn.device) if ckpt.exists() else None
+
+    def save(s: TrainState) -> None:
+        tmp = ckpt.with_suffix(".tmp")
+        s.save(tmp)
+        os.replace(tmp, ckpt)  # atomic: a crash mid-write never leaves a broken checkpoint
+
+    result = train(pinn, experiment.method, experiment.steps, switch=experiment.switch,
+                   log_every=experiment.log_every, quiet=quiet, desc=experiment.name, resume=state,
+                   checkpoint=save, checkpoint_every=checkpoint_every, stop_after=stop_after,
+                   phase_options=experiment.phase_options, log={k: LOGGERS[k](pinn) for k in experiment.log},
+                   **experiment.options)
+    if result.status == "interrupted":
+        return None
+    h = result.history
+    analysis = {}
+    for name in experiment.analysis:
+        analysis.update(ANALYSES[name](pinn, result.theta))
+    iterations = h.iteration[-1]
+    row = {
+        "key": experiment.key, "name": experiment.name, "config": experiment.to_dict(),
+        "loss": h.loss[-1], "terms": {k: v[-1] for k, v in h.terms.items()},
+        "l2re": h.l2re[-1] if h.l2re else math.nan, "iterations": iterations, "seconds": h.time[-1],
+        "seconds_per_iteration": h.time[-1] / max(iterations, 1), "status": result.status,
+        "history": {"step": h.step, "iteration": h.iteration, "phase": h.phase, "loss": h.loss, "terms": h.terms,
+                    "l2re": h.l2re, "grad_norm": h.grad_norm, "time": h.time, "extra": h.extra},
+        "analysis": analysis, "device": str(pinn.device),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **_provenance(),
+    }
+    if store is None:
+        return Record(id=0, **{**row, "config": experiment})
+    new_id = store.append(row)
+    ckpt.unlink(missing_ok=True)
+    return store.records(key=experiment.key)[-1] if new_id else None
+
+
+def _run_remote(config: dict[str, Any], store: str, checkpoints: str | None, threads: int | None) -> str:
+    """A Ray task: run one experiment (given as a dict) in a worker process and return its name."""
+    e = Experiment.from_dict(config)
+    if threads is not None:
+        e = dataclasses.replace(e, threads=threads)
+    run(e, store, checkpoints=checkpoints)
+    return e.name
+
+
+def sweep(experiments: Iterable[Experiment], store: str | Path = DEFAULT_STORE, *, use_ray: bool = False,
+          ray_address: str | None = None, threads_per_task: int = 1, gpus_per_task: float = 0.0,
+          skip_done: bool = True, checkpoints: str | Path | None = None) -> list[str]:
+    """Run many experiments into one store: sequentially, or as Ray tasks (one per experiment).
+
+    Args:
+        experiments: the configs (e.g. :func:`load_config`).
+        store: the SQLite store every run appends to (SQLite serialises concurrent writers).
+        use_ray: run on Ray (``pip install pinnkit[sweep]``); ``ray_address`` joins a running cluster
+            (``"auto"`` or ``"ray://host:10001"``), else a local Ray instance is started.
+        threads_per_task / gpus_per_task: the resources of each task (CPU threads; a GPU share).
+        skip_done: skip configs that already have a record in the store.
+
+    Returns:
+        The names of the experiments that ran.
+    """
+    store_path = Path(store)
+    todo = list(experiments)
+    if skip_done:
+        done = Store(store_path)
+        todo = [e for e in todo if done.latest(e) is None]
+    if not use_ray:
+        for e in todo:
+            run(e, store_path, checkpoints=checkpoints)
+        return [e.name for e in todo]
+    try:
+        import ray
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError("the Ray sweep needs Ray: pip install 'pinnkit[sweep]'") from err
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=ray_address, include_dashboard=False, log_to_driver=False,
+                 **({} if ray_address else {"num_cpus": max(os.cpu_count() or 1, threads_per_task)}))
+    try:
+        task = ray.remote(num_cpus=threads_per_task, num_gpus=gpus_per_task)(_run_remote)
+        refs = [task.remote(e.to_dict(), str(store_path.resolve()),
+                            None if checkpoints is None else str(Path(checkpoints).resolve()), threads_per_task)
+                for e in todo]
+        return list(ray.get(refs))
+    finally:
+        if started:
+            ray.shutdown()
+
+
+# --- command line ------------------------------------------------------------------------------------------
+def _table(records: Sequence[Record]) -> str:
+    lines = [f"{'name':48s} {'loss':>9s} {'L2RE':>9s} {'iters':>7s} {'s/it':>8s} {'device':>6s} commit"]
+    for r in records:
+        lines.append(f"{r.name[:48]:48s} {r.loss:9.2e} {r.l2re:9.2e} {r.iterations:7d} "
+                     f"{r.seconds_per_iteration:8.4f} {r.device:>6s} {r.git_commit}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m pinnkit.experiments {run,show} ...``."""
+    parser = argparse.ArgumentParser(prog="python -m pinnkit.experiments", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_run = sub.add_parser("run", help="run the experiments of config files (resumes interrupted ones)")
+    p_run.add_argument("configs", nargs="+")
+    p_run.add_argument("--store", default=str(DEFAULT_STORE))
+    p_run.add_argument("--only", default=None, help="run only experiments whose name contains this text")
+    p_run.add_argument("--ray", action="store_true", help="one Ray task per experiment (local instance)")
+    p_run.add_argument("--ray-address", default=None, help="join a Ray cluster (implies --ray)")
+    p_run.add_argument("--threads", type=int, default=1, help="CPU threads per run / Ray task")
+    p_run.add_argument("--gpus", type=float, default=0.0, help="GPUs per Ray task")
+    p_run.add_argument("--again", action="store_true", help="run configs that already have a record too")
+    p_show = sub.add_parser("show", help="print the records of a store")
+    p_show.add_argument("--store", default=str(DEFAULT_STORE))
+    p_show.add_argument("--name", default=None, help="SQL LIKE pattern, e.g. 'table1/%%'")
+    args = parser.parse_args(argv)
+    if args.command == "show":
+        print(_table(Store(args.store).records(name=args.name)))
+        return 0
+    experiments = [e for path in args.configs for e in load_config(path)]
+    if args.only:
+        experiments = [e for e in experiments if args.only in e.name]
+    experiments = [dataclasses.replace(e, threads=args.threads) for e in experiments]
+    ran = sweep(experiments, args.store, use_ray=args.ray or args.ray_address is not None,
+                ray_address=args.ray_address, threads_per_task=args.threads, gpus_per_task=args.gpus,
+                skip_done=not args.again)
+    print(f"ran {len(ran)} experiment(s) into {args.store}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,256 @@
+"""pinnkit.conditioning against closed forms: diagonal spectra, conjugate L-BFGS pairs on a quadratic (where
+H_k is known exactly), the dense (P+m)x(P+m) preconditioned matrix, and CG / gradient descent actually run."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from pinnkit import conditioning as K
+from pinnkit import curvature as C
+
+F64 = torch.float64
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def spd(P: int, kappa: float, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A = Q diag(lam) Q^T with log-spaced lam in [1, kappa]; returns A, lam, Q."""
+    g = torch.Generator().manual_seed(seed)
+    lam = torch.logspace(0, math.log10(kappa), P, dtype=F64)
+    Q, _ = torch.linalg.qr(torch.randn(P, P, generator=g, dtype=F64))
+    A = (Q * lam) @ Q.T
+    return 0.5 * (A + A.T), lam, Q
+
+
+# --- range_condition ---------------------------------------------------------------------------------------
+def test_range_condition_closed_form():
+    ev = torch.tensor([-3.0, -1e-12, 0.0, 1e-10, 0.02, 0.5, 10.0], dtype=F64)
+    rc = K.range_condition(ev, rcut=1e-6)              # cutoff 1e-5: the three tiny values are "zero"
+    assert rc.cutoff == pytest.approx(1e-5)
+    assert (rc.rank, rc.n_negative, rc.n) == (4, 1, 7)
+    assert rc.smallest == pytest.approx(0.02) and rc.kappa == pytest.approx(10.0 / 0.02)
+    assert (rc.lmax, rc.lmin, rc.norm) == (10.0, -3.0, 10.0)
+    # a larger cutoff drops 0.02: kappa on the range depends on the stated cutoff
+    assert K.range_condition(ev, rcut=0.01).kappa == pytest.approx(10.0 / 0.5)
+    # the norm is max |lambda|: a dominant negative eigenvalue counts
+    assert K.range_condition([-8.0, 1.0, 2.0]).kappa == pytest.approx(8.0)
+
+
+def test_range_condition_is_scale_invariant_and_lmax_is_not():
+    _, lam, _ = spd(40, 1e5)
+    ev = torch.cat([lam, -lam[:3] * 1e-3, torch.zeros(5, dtype=F64)])
+    a, b = K.range_condition(ev), K.range_condition(1234.5 * ev)
+    for field in ("kappa", "rank", "n_negative", "effective_rank", "stable_rank", "intrinsic_dim"):
+        assert getattr(a, field) == pytest.approx(getattr(b, field), rel=1e-12), field
+    assert b.lmax == pytest.approx(1234.5 * a.lmax)
+
+
+def test_effective_ranks_closed_forms():
+    ev = torch.tensor([4.0, 4.0, 4.0, 4.0, 0.0, 0.0], dtype=F64)   # 4 equal eigenvalues and 2 zeros
+    rc = K.range_condition(ev)
+    assert rc.effective_rank == pytest.approx(4.0) and rc.stable_rank == pytest.approx(4.0)
+    assert rc.intrinsic_dim == pytest.approx(4.0) and rc.rank == 4 and rc.rank_fraction == pytest.approx(4 / 6)
+    ev = torch.tensor([1.0, 0.5, 0.5], dtype=F64)              # p = (1/2, 1/4, 1/4): H = 1.5 ln 2
+    rc = K.range_condition(ev)
+    assert rc.effective_rank == pytest.approx(2 ** 1.5)
+    assert rc.stable_rank == pytest.approx(1.5) and rc.intrinsic_dim == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("bad", [[], [0.0, 0.0], [1.0, float("nan")]])
+def test_range_condition_rejects(bad):
+    with pytest.raises(ValueError):
+        K.range_condition(torch.tensor(bad, dtype=F64))
+    with pytest.raises(ValueError, match="rcut"):
+        K.range_condition([1.0, 2.0], rcut=0.0)
+
+
+def test_cluster_share():
+    ev = torch.tensor([0.49, 0.5, 1.0, 2.0, 2.01, -1.0, 0.0, 1.5], dtype=F64)
+    assert K.cluster_share(ev) == pytest.approx(4 / 8)
+    assert K.cluster_share(ev, 0.1, 10.0) == pytest.approx(6 / 8)
+    with pytest.raises(ValueError):
+        K.cluster_share(ev, lo=2.0, hi=1.0)
+
+
+# --- iterations_predicted: the bounds hold when CG and GD are actually run ----------------------------------
+def _cg(A, b, iters):
+    x, r = torch.zeros_like(b), b.clone()
+    p, rr = r.clone(), r @ r
+    for _ in range(iters):
+        Ap = A @ p
+        a = rr / (p @ Ap)
+        x, r = x + a * p, r - a * Ap
+        rr, rr_old = r @ r, rr
+        p = r + rr / rr_old * p
+    return x
+
+
+@pytest.mark.parametrize("kappa", [10.0, 1e3])
+def test_iteration_bounds_are_upper_bounds(kappa):
+    A, lam, _ = spd(60, kappa, seed=1)
+    tol = 1e-6
+    it = K.iterations_predicted(kappa, tol)
+    assert it.cg == math.ceil(math.sqrt(kappa) / 2 * math.log(2 / tol))
+    assert it.gd == math.ceil(kappa / 2 * math.log(1 / tol))
+    x_star = torch.randn(60, generator=torch.Generator().manual_seed(2), dtype=F64)
+    b = A @ x_star
+    anorm = lambda e: float(torch.sqrt(e @ A @ e))           # noqa: E731
+    e_cg = _cg(A, b, it.cg) - x_star
+    assert anorm(e_cg) <= tol * anorm(x_star)               # Chebyshev bound in the A-norm
+    step, x = 2.0 / float(lam.min() + lam.max()), torch.zeros(60, dtype=F64)
+    for _ in range(it.gd):
+        x = x - step * (A @ x - b)
+    assert float((x - x_star).norm()) <= tol * float(x_star.norm())
+    # and GD is far from converged after the CG count: the gap is what conditioning costs
+    x = torch.zeros(60, dtype=F64)
+    for _ in range(it.cg):
+        x = x - step * (A @ x - b)
+    assert kappa < 100 or float((x - x_star).norm()) > 1e3 * tol * float(x_star.norm())
+
+
+def test_iterations_predicted_rejects():
+    for bad in (0.5, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="kappa"):
+            K.iterations_predicted(bad)
+    with pytest.raises(ValueError, match="tol"):
+        K.iterations_predicted(10.0, tol=1.0)
+
+
+# --- lbfgs_preconditioned ----------------------------------------------------------------------------------
+def test_lbfgs_with_conjugate_pairs_closed_form():
+    """Pairs along m eigenvectors q_i of A (y_i = A q_i) give H_k = gamma (I - QQ^T) + sum q_i q_i^T / lam_i, so
+    H_k A has m eigenvalues exactly 1 and the others gamma * lam_j; gamma = 1 / lam of the newest pair."""
+    P, m = 30, 8
+    A, lam, Q = spd(P, 1e4, seed=3)
+    idx = torch.tensor([29, 27, 25, 20, 15, 10, 5, 12])     # oldest first; the newest is lam[12]
+    S = Q[:, idx].T.contiguous()
+    pairs = C.LBFGSPairs(S, S @ A, gamma=float(1.0 / lam[12]))
+    r = K.lbfgs_preconditioned(A, pairs)
+    rest = torch.ones(P, dtype=torch.bool)
+    rest[idx] = False
+    expected = torch.cat([torch.ones(m, dtype=F64), lam[rest] / lam[12]]).sort().values
+    torch.testing.assert_close(r.lbfgs.eigenvalues, expected, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(r.baseline.eigenvalues, lam / lam[12], rtol=1e-9, atol=1e-12)
+    assert r.m == m and r.gamma == pytest.approx(1 / float(lam[12]))
+    assert r.baseline.range.kappa == pytest.approx(r.hessian.range.kappa)    # a scalar cannot change kappa
+    assert r.lbfgs.range.kappa == pytest.approx(float(expected.max() / expected.min()))
+    assert r.lbfgs.share == pytest.approx(K.cluster_share(expected))
+    assert r.lbfgs.share > r.baseline.share
+
+
+def test_lbfgs_matches_dense_factor_product_with_structural_zeros():
+    """Against the (P+m)x(P+m) matrix H~^T A H~ built from LBFGSFactor: it has m (near-)zeros more, the rest
+    agree. Pairs from torch's own L-BFGS on a quadratic."""
+    P = 25
+    A, _, _ = spd(P, 50.0, seed=4)
+    b = torch.randn(P, generator=torch.Generator().manual_seed(5), dtype=F64)
+    x = torch.zeros(P, dtype=F64, requires_grad=True)
+    opt = torch.optim.LBFGS([x], lr=1.0, max_iter=12, history_size=6)
+
+    def closure():
+        opt.zero_grad()
+        loss = 0.5 * x @ A @ x - b @ x
+        loss.backward()
+        return loss
+    opt.step(closure)
+    pairs = C.lbfgs_pairs(opt)
+    assert pairs.s.shape[0] == 6
+    fac = C.LBFGSFactor(pairs)
+    Ht = fac.apply(torch.eye(P + fac.m, dtype=F64)).T
+    dense = torch.linalg.eigvalsh(Ht.T @ A @ Ht)
+    keep = dense.abs().argsort()[fac.m:]                    # drop the m eigenvalues nearest 0
+    assert float(dense.abs().sort().values[fac.m - 1]) < 1e-10 * float(dense.abs().max())
+    r = K.lbfgs_preconditioned(A, pairs)
+    torch.testing.assert_close(r.lbfgs.eigenvalues, dense[keep].sort().values, rtol=1e-8, atol=1e-10)
+    # H_k H has the spectrum of the two-loop recursion applied to A's columns
+    HkA = torch.stack([C.lbfgs_two_loop(pairs, A[:, j]) for j in range(P)], 1)
+    torch.testing.assert_close(r.lbfgs.eigenvalues, torch.linalg.eigvals(HkA).real.sort().values,
+                               rtol=1e-8, atol=1e-10)
+
+
+def test_lbfgs_preconditioned_guards(monkeypatch):
+    A, _, Q = spd(6, 10.0)
+    pairs = C.LBFGSPairs(Q[:, :2].T.contiguous(), (A @ Q[:, :2]).T.contiguous(), gamma=0.1)
+    with pytest.raises(ValueError, match="shape"):
+        K.lbfgs_preconditioned(A[:5, :5], pairs)
+    with pytest.raises(ValueError, match="symmetric"):
+        K.lbfgs_preconditioned(A + torch.triu(torch.ones(6, 6, dtype=F64), 1), pairs)
+    monkeypatch.setattr(K, "DENSE_LIMIT", 5)
+    with pytest.raises(ValueError, match="DENSE_LIMIT"):
+        K.lbfgs_preconditioned(A, pairs)
+    assert K.lbfgs_preconditioned(A, pairs, force=True).m == 2
+
+
+# --- term_conditions ---------------------------------------------------------------------------------------
+def test_term_conditions_rank_of_few_points():
+    """A mean of n squared linear residuals over P > n parameters has a Hessian of rank n: (2/n) X^T X."""
+    P, n = 12, 3
+    g = torch.Generator().manual_seed(6)
+    X, Z = torch.randn(n, P, generator=g, dtype=F64), torch.randn(40, P, generator=g, dtype=F64)
+
+    def terms(th):
+        return {"few": ((X @ th - 1.0) ** 2).mean(), "many": ((Z @ th) ** 2).mean()}
+    out = K.term_conditions(terms, torch.zeros(P, dtype=F64), rcut=1e-10)
+    assert list(out) == ["few", "many", "total"]
+    assert out["few"].rank == n and out["many"].rank == P and out["total"].rank == P
+    sv = torch.linalg.svdvals(X)
+    assert out["few"].kappa == pytest.approx(float(sv[0] / sv[-1]) ** 2, rel=1e-8)
+    assert out["few"].norm == pytest.approx(2.0 / n * float(sv[0]) ** 2, rel=1e-10)
+
+
+# --- term_hessians, term_gauss_newton, plot_sorted_eigenvalues (chapter 4) -----------------------------------
+def test_term_hessians_and_gauss_newton_of_linear_residuals():
+    """Linear residuals r_k = A_k theta - b_k: Hessian == Gauss-Newton == (2/N_k) A_k^T A_k, rank <= N_k."""
+    P = 9
+    g = torch.Generator().manual_seed(7)
+    A = {"res": torch.randn(20, P, generator=g, dtype=F64), "ic": torch.randn(3, P, generator=g, dtype=F64)}
+
+    def residuals(th):
+        return {k: M @ th - 1.0 for k, M in A.items()}
+
+    def terms(th):
+        return {k: (r ** 2).mean() for k, r in residuals(th).items()}
+    th = torch.randn(P, generator=g, dtype=F64)
+    H, G = K.term_hessians(terms, th), K.term_gauss_newton(residuals, th)
+    assert list(H) == list(G) == ["res", "ic", "total"]
+    for k, M in A.items():
+        exact = 2.0 / M.shape[0] * M.T @ M
+        assert torch.allclose(H[k], exact, atol=1e-12) and torch.allclose(G[k], exact, atol=1e-12)
+    assert torch.allclose(H["total"], H["res"] + H["ic"]) and torch.allclose(G["total"], G["res"] + G["ic"])
+    assert K.range_condition(torch.linalg.eigvalsh(G["ic"]), rcut=1e-10).rank == 3
+    assert "total" not in K.term_hessians(terms, th, include_total=False)
+
+
+def test_term_gauss_newton_matches_stacked_residual_and_bounds_rank():
+    """On a PINN the per-term G_k sum to gauss_newton(residual_vector); rank G_k <= N_k; at theta0 H != G."""
+    import pinnkit as pk
+    pinn = pk.PINN("convection", widths=[6, 6], n_res=30, n_ic=5, n_bc=4, seed=0, dtype=F64)
+    th = pinn.theta0
+    G = K.term_gauss_newton(pinn.residuals, th)
+    assert torch.allclose(G["total"], C.gauss_newton(pinn.residual_vector, th).to(F64), atol=1e-10)
+    for k, N in (("residual", 30), ("initial", 5), ("boundary", 4)):
+        assert K.range_condition(torch.linalg.eigvalsh(G[k]), rcut=1e-10).rank <= N
+    H = K.term_hessians(pinn.terms, th)
+    assert float((H["initial"] - G["initial"]).abs().max()) > 1e-6   # the second-order part is not zero here
+
+
+def test_plot_sorted_eigenvalues_and_dense_limit():
+    import matplotlib
+    matplotlib.use("Agg")
+    ax = K.plot_sorted_eigenvalues({"a": torch.tensor([4.0, -1.0, 1e-3], dtype=F64)}, rcut=1e-2, band=(0.5, 2.0))
+    xs, ys = ax.lines[0].get_data()
+    assert list(xs) == [1, 2, 3] and ys.tolist() == pytest.approx([1.0, 0.25, 2.5e-4])
+    assert ax.lines[1].get_data()[0].tolist() == [2]                 # the negative eigenvalue, open circle
+    big = torch.zeros(K.DENSE_LIMIT + 1, dtype=F64)
+    with pytest.raises(ValueError, match="DENSE_LIMIT"):
+        K.term_hessians(lambda th: {"a": (th ** 2).sum()}, big)
+    with pytest.raises(ValueError, match="DENSE_LIMIT"):
+        K.term_gauss_newton(lambda th: {"a": th}, big)
