@@ -1,7 +1,10 @@
 # make book  - set up .venv and build the rendered book (executes every chapter) into _build/html
 # make test  - set up .venv and run all tests: unit tests, doctests, nbval over every notebook, then
 #              browser-test (the book built from the stored outputs, in headless Chromium) and colab-test
-#              (the widget notebooks under ipywidgets 7.x, as in Colab, in a second venv .venv-colab)
+#              (the widget notebooks under ipywidgets 7.x, as in Colab, in a second venv .venv-colab).
+#              It runs on the CPU (PINNKIT_DEVICE=cpu) even on a GPU machine: the stored outputs are CPU numbers.
+# make gpu-check - on a CUDA machine, a short paper-size smoke test of each chapter's main computation on the GPU
+#              (tests/gpu; skipped without a GPU)
 # On a GPU machine:  make TORCH="torch --index-url https://download.pytorch.org/whl/cu124" book
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -20,7 +23,7 @@ COLAB_NB ?= $(shell grep -l -E '(import|from) ipywidgets' notebooks/[0-9][0-9]_*
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT      := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
 
-.PHONY: book test env notebooks clean mathjax browser-deps browser-test colab-env colab-test
+.PHONY: book test gpu-check env notebooks clean mathjax browser-deps browser-test colab-env colab-test
 
 env: $(VENV)/.installed
 
@@ -37,9 +40,13 @@ book: env mathjax
 	@echo "book: _build/html/index.html"
 
 test: env
-	PINNKIT_PRESET=classroom PINNKIT_PROGRESS=0 $(PY) -m pytest -q -p no:cacheprovider tests pinnkit --doctest-modules \
+	PINNKIT_PRESET=classroom PINNKIT_DEVICE=cpu PINNKIT_PROGRESS=0 $(PY) -m pytest -q -p no:cacheprovider tests pinnkit --doctest-modules \
 		notebooks --nbval --nbval-current-env --nbval-sanitize-with tools/nbval_sanitize.cfg
 	$(MAKE) --no-print-directory browser-test colab-test
+
+# each chapter's main computation for a few steps at paper sizes on CUDA (skipped, not failed, without a GPU)
+gpu-check: env
+	PINNKIT_PRESET=paper PINNKIT_PROGRESS=0 $(PY) -m pytest -q -p no:cacheprovider -rs tests/gpu
 
 # MathJax 3 for the offline book, from the npm registry (npm pack checks the tarball's integrity)
 mathjax: $(MJ)/.$(MATHJAX)
@@ -86,7 +93,7 @@ colab-test: colab-env
 	$(COLAB)/bin/python -c "import ipywidgets as w; assert w.__version__.startswith('7.'), w.__version__; print('ipywidgets', w.__version__)"
 	@if [ -z "$(strip $(COLAB_NB))" ]; then echo "colab-test: no notebook uses ipywidgets yet"; else \
 		echo "PINNKIT_PRESET=classroom $(COLAB)/bin/python -m pytest --nbval $(COLAB_NB)"; \
-		PINNKIT_PRESET=classroom PINNKIT_PROGRESS=0 $(COLAB)/bin/python -m pytest -q -p no:cacheprovider $(COLAB_NB) \
+		PINNKIT_PRESET=classroom PINNKIT_DEVICE=cpu PINNKIT_PROGRESS=0 $(COLAB)/bin/python -m pytest -q -p no:cacheprovider $(COLAB_NB) \
 			--nbval --nbval-current-env --nbval-sanitize-with tools/nbval_sanitize.cfg; fi
 
 # re-execute the stored notebooks in place (classroom preset, fresh kernel, top to bottom)

@@ -11,13 +11,15 @@ weights, the same points and the same dtype as the pinnkit PINN, and the two los
 anything is timed. Measured side by side, interleaved (the load of a shared machine drifts), median of the repeats:
 
 * loss + gradient: ``pk.objective.value_and_grad(pinn.terms, theta)`` (``torch.func``) vs ``loss.backward()``;
-  also the former pinnkit implementation (one forward-mode ``jvp`` pass per input derivative) for comparison;
+  also the former pinnkit implementation (one forward-mode ``jvp`` pass per input derivative, gradient by
+  ``torch.func.grad_and_value``) for comparison, in all three measurements;
 * one Adam step: pinnkit's ``adam`` stepper vs ``torch.optim.Adam`` on the module;
 * one L-BFGS step (lr 1, 20 inner iterations, history 100, strong Wolfe), from the same start: pinnkit's
   ``lbfgs`` stepper vs ``torch.optim.LBFGS`` on the module; the loss evaluations per step are printed, and the
   ratio is given per evaluation too (line searches may take a different number of evaluations).
 
-Goal (issue 13 item 7): pinnkit / reference <= 1.2 for loss + gradient.
+On the CPU the clock is the process CPU time with one thread by default: on a machine shared with other jobs,
+wall time mostly measures the others. Goal (issue 13 item 7): pinnkit / reference <= 1.2 for loss + gradient.
 """
 from __future__ import annotations
 
@@ -59,6 +61,38 @@ def forward_mode_terms(pinn: pk.PINN) -> Callable[[torch.Tensor], dict[str, torc
     return terms
 
 
+def former_value_and_grad(terms: Callable[[torch.Tensor], dict[str, torch.Tensor]],
+                          theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The former gradient path: ``torch.func.grad_and_value`` of the summed terms (now used only inside transforms)."""
+    g, loss = torch.func.grad_and_value(lambda th: sum(terms(th).values()))(theta.detach())
+    return loss.detach(), g.detach()
+
+
+class FormerStepper:
+    """pinnkit's torch-optimizer stepper as it was: a leaf copy of theta fed gradients by the former path."""
+
+    def __init__(self, terms: Callable[[torch.Tensor], dict[str, torch.Tensor]], theta: torch.Tensor,
+                 make_opt: Callable[[list[torch.Tensor]], torch.optim.Optimizer], closure: bool,
+                 counter: dict[str, int] | None = None):
+        self.terms, self.closure, self.counter = terms, closure, counter
+        self.param = theta.detach().clone().requires_grad_(True)
+        self.opt = make_opt([self.param])
+
+    def _closure(self) -> torch.Tensor:
+        if self.counter is not None:
+            self.counter["former"] += 1
+        loss, g = former_value_and_grad(self.terms, self.param)
+        self.param.grad = g
+        return loss
+
+    def step(self) -> None:
+        if self.closure:
+            self.opt.step(self._closure)
+        else:
+            self._closure()
+            self.opt.step()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n-res", type=int, default=10_000)
@@ -69,10 +103,15 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--clock", choices=["cpu", "wall"], default=None,
+                    help="cpu: process CPU time (default on CPU: robust on a shared, loaded machine); wall: "
+                         "wall time (default on CUDA)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype)
+    clock_name = args.clock or ("wall" if device.type == "cuda" else "cpu")
+    clock = time.perf_counter if clock_name == "wall" else time.process_time
 
     pinn = pk.PINN(pk.problems.Convection(args.beta), widths=args.widths, n_res=args.n_res, n_ic=257, n_bc=101,
                    seed=0, dtype=dtype, device=device)
@@ -103,18 +142,18 @@ def main() -> None:
         reference_loss(net, pts, args.beta).backward()
 
     fns = {"reference (autograd.grad)": ref_lg,
-           "pinnkit (torch.func)": lambda: pk.objective.value_and_grad(pinn.terms, theta),
-           "former pinnkit (jvp per derivative)": lambda: pk.objective.value_and_grad(old_terms, theta)}
+           "pinnkit (objective.value_and_grad)": lambda: pk.objective.value_and_grad(pinn.terms, theta),
+           "former pinnkit (jvp per derivative)": lambda: former_value_and_grad(old_terms, theta)}
     times: dict[str, list[float]] = {k: [] for k in fns}
     for f in fns.values():
         f()
     for _ in range(args.repeat):
         for k, f in fns.items():
             sync()
-            t0 = time.perf_counter()
+            t0 = clock()
             f()
             sync()
-            times[k].append(time.perf_counter() - t0)
+            times[k].append(clock() - t0)
     med = {k: statistics.median(v) for k, v in times.items()}
 
     # --- one Adam step ---------------------------------------------------------------------------------------
@@ -127,20 +166,22 @@ def main() -> None:
         reference_loss(net_adam, pts, args.beta).backward()
         opt.step()
 
-    adam_t: dict[str, list[float]] = {"ref": [], "pk": []}
+    adam_old = FormerStepper(old_terms, theta, lambda p: torch.optim.Adam(p, lr=1e-3), closure=False)
+    adam_t: dict[str, list[float]] = {"ref": [], "pk": [], "former": []}
     adam_pk.step()
     adam_ref()
+    adam_old.step()
     for _ in range(args.repeat):
-        for k, f in (("ref", adam_ref), ("pk", adam_pk.step)):
+        for k, f in (("ref", adam_ref), ("pk", adam_pk.step), ("former", adam_old.step)):
             sync()
-            t0 = time.perf_counter()
+            t0 = clock()
             f()
             sync()
-            adam_t[k].append(time.perf_counter() - t0)
+            adam_t[k].append(clock() - t0)
     adam_med = {k: statistics.median(v) for k, v in adam_t.items()}
 
     # --- one L-BFGS step from theta0 (a fresh optimizer each repeat) ------------------------------------------
-    evals = {"ref": 0, "pk": 0}
+    evals = {"ref": 0, "pk": 0, "former": 0}
 
     def counted_terms(th: torch.Tensor) -> dict[str, torch.Tensor]:
         evals["pk"] += 1
@@ -161,16 +202,21 @@ def main() -> None:
             return loss
         o.step(closure)
 
-    lb_t: dict[str, list[float]] = {"ref": [], "pk": []}
-    n_ev: dict[str, list[int]] = {"ref": [], "pk": []}
+    def lbfgs_old() -> None:
+        FormerStepper(old_terms, theta, lambda p: torch.optim.LBFGS(
+            p, lr=1.0, max_iter=20, history_size=100, line_search_fn="strong_wolfe"), closure=True,
+            counter=evals).step()
+
+    lb_t: dict[str, list[float]] = {"ref": [], "pk": [], "former": []}
+    n_ev: dict[str, list[int]] = {"ref": [], "pk": [], "former": []}
     for _ in range(args.lbfgs_repeat):
-        for k, f in (("ref", lbfgs_ref), ("pk", lbfgs_pk)):
+        for k, f in (("ref", lbfgs_ref), ("pk", lbfgs_pk), ("former", lbfgs_old)):
             evals[k] = 0
             sync()
-            t0 = time.perf_counter()
+            t0 = clock()
             f()
             sync()
-            lb_t[k].append(time.perf_counter() - t0)
+            lb_t[k].append(clock() - t0)
             n_ev[k].append(evals[k])
     lb_med = {k: statistics.median(v) for k, v in lb_t.items()}
     lb_ev = {k: statistics.median(v) for k, v in n_ev.items()}
@@ -178,7 +224,7 @@ def main() -> None:
     # --- report ----------------------------------------------------------------------------------------------
     print(f"convection beta = {args.beta:g}, widths {args.widths}, P = {pinn.n_params}, n_res = {args.n_res}, "
           f"n_ic = 257, n_bc = 101, {args.dtype}, {device}, {torch.get_num_threads()} threads; "
-          f"median of {args.repeat} repeats (L-BFGS: {args.lbfgs_repeat})")
+          f"{clock_name} clock, median of {args.repeat} repeats (L-BFGS: {args.lbfgs_repeat})")
     print(f"losses agree: |dL|/L = {rel_L:.1e}, |dg|/|g| = {rel_g:.1e}")
     ref = med["reference (autograd.grad)"]
     print(f"{'loss + gradient':40s} {'ms':>9s} {'/ reference':>12s}")
@@ -187,13 +233,15 @@ def main() -> None:
     print(f"{'Adam step':40s} {'ms':>9s} {'/ reference':>12s}")
     print(f"  {'reference (torch.optim.Adam)':38s} {1e3 * adam_med['ref']:9.2f} {1.0:12.2f}")
     print(f"  {'pinnkit adam stepper':38s} {1e3 * adam_med['pk']:9.2f} {adam_med['pk'] / adam_med['ref']:12.2f}")
+    print(f"  {'former pinnkit adam stepper':38s} {1e3 * adam_med['former']:9.2f} "
+          f"{adam_med['former'] / adam_med['ref']:12.2f}")
     print(f"{'L-BFGS step (20 inner iterations)':40s} {'ms':>9s} {'/ reference':>12s} {'evals':>6s} "
           f"{'ratio per eval':>15s}")
-    per = (lb_med["pk"] / lb_ev["pk"]) / (lb_med["ref"] / lb_ev["ref"])
     print(f"  {'reference (torch.optim.LBFGS)':38s} {1e3 * lb_med['ref']:9.1f} {1.0:12.2f} {lb_ev['ref']:6.0f}")
-    print(f"  {'pinnkit lbfgs stepper':38s} {1e3 * lb_med['pk']:9.1f} {lb_med['pk'] / lb_med['ref']:12.2f} "
-          f"{lb_ev['pk']:6.0f} {per:15.2f}")
-    ratio = med["pinnkit (torch.func)"] / ref
+    for k, name in (("pk", "pinnkit lbfgs stepper"), ("former", "former pinnkit lbfgs stepper")):
+        per = (lb_med[k] / lb_ev[k]) / (lb_med["ref"] / lb_ev["ref"])
+        print(f"  {name:38s} {1e3 * lb_med[k]:9.1f} {lb_med[k] / lb_med['ref']:12.2f} {lb_ev[k]:6.0f} {per:15.2f}")
+    ratio = med["pinnkit (objective.value_and_grad)"] / ref
     print(f"loss + gradient ratio pinnkit / reference = {ratio:.2f} (goal <= 1.2): {'OK' if ratio <= 1.2 else 'MISSED'}")
 
 

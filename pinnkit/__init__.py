@@ -2,15 +2,15 @@
 
 Every tool takes a loss as a function of one flat parameter vector ``theta``; per-term losses are a dict.
 """
-# train first: it imports the optimizers of newton, nncg and soap for its registry (STEPPERS)
-from .train import STEPPERS, History, TrainingDiverged, TrainResult, train  # noqa: I001
+# train imports the optimizers of newton, nncg and soap for its registry (STEPPERS)
+from .train import STEPPERS, History, TrainingDiverged, TrainResult, TrainState, train  # noqa: I001
 
-from . import (alignment, conditioning, curvature, features, landscape, linesearch, nets, newton, nncg, objective, plots, presets,
-               problems, regression, report, soap, stationary)
+from . import (alignment, conditioning, curvature, features, landscape, linesearch, nets, newton, nncg, objective,
+               plots, presets, problems, regression, report, soap, stationary)
 from .pinn import PINN
 from .presets import Preset, setup
 
 __version__ = "0.1.0"
-__all__ = ["PINN", "Preset", "setup", "train", "History", "TrainResult", "TrainingDiverged", "STEPPERS", "alignment",
-           "conditioning", "curvature", "features", "landscape", "linesearch", "nets", "newton", "nncg", "objective", "plots",
-           "presets", "problems", "regression", "report", "soap", "stationary"]
+__all__ = ["PINN", "Preset", "setup", "train", "History", "TrainResult", "TrainState", "TrainingDiverged", "STEPPERS",
+           "alignment", "conditioning", "curvature", "features", "landscape", "linesearch", "nets", "newton", "nncg",
+           "objective", "plots", "presets", "problems", "regression", "report", "soap", "stationary"]

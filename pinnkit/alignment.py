@@ -365,7 +365,8 @@ class Study:
 
 
 def study(make: Callable[[int], Any], methods: Sequence[str], lrs: Sequence[float], steps: int,
-          seeds: Sequence[int], tune_seed: int, log_every: int = 10, **options: Any) -> Study:
+          seeds: Sequence[int], tune_seed: int, log_every: int = 10, tunings: Mapping[str, Tuning] | None = None,
+          **options: Any) -> Study:
     """For each method: :func:`tune` the lr on ``tune_seed``, then :func:`track` it on every seed in ``seeds``.
 
     Args:
@@ -376,8 +377,9 @@ def study(make: Callable[[int], Any], methods: Sequence[str], lrs: Sequence[floa
         seeds: evaluation seeds (at least 3 for a claim).
         tune_seed: the seed used only for tuning.
         log_every: steps between log points of :func:`track`.
+        tunings: results of :func:`tune` to reuse (methods missing from it are tuned here).
     """
-    tunings = {m: tune(make, m, lrs, steps, tune_seed, **options) for m in methods}
+    tunings = {m: (tunings or {}).get(m) or tune(make, m, lrs, steps, tune_seed, **options) for m in methods}
     traces = {m: tuple(track(make(s), m, steps, lr=tunings[m].best, log_every=log_every, seed=s, **options)
                        for s in seeds) for m in methods}
     return Study(tunings=tunings, traces=traces)

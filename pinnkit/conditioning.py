@@ -21,6 +21,8 @@ it by 10 and changes nothing about how hard the loss is to minimise. Everything 
   structural zeros of :math:`\tilde H^\top \nabla^2 L\, \tilde H` removed, next to the scalar baseline
   :math:`\gamma \nabla^2 L` (L-BFGS's own initial matrix :math:`H_0 = \gamma I`), so that what the stored pairs
   add is separated from what a well-chosen scalar step size gives.
+* :func:`term_conditions`, :func:`term_conditioning` — per loss term: the Hessian's, and the Gauss–Newton
+  matrix's (rank at most the number of points), conditioning.
 * :func:`iterations_predicted` — what a condition number means: iterations of CG and of gradient descent to
   reduce the error by ``tol`` (worst-case bounds).
 
@@ -388,7 +390,7 @@ def term_conditions(terms_fn: Callable[[Tensor], Mapping[str, Tensor]], theta: T
 
 # --- per-term dense matrices and a sorted-eigenvalue plot (chapter 4) ----------------------------------------
 def term_hessians(terms_fn: Callable[[Tensor], Mapping[str, Tensor]], theta: Tensor, *, include_total: bool = True,
-                  mode: str = "auto") -> dict[str, Tensor]:
+                  mode: str = "auto", force: bool = False) -> dict[str, Tensor]:
     r"""Dense Hessian :math:`\nabla^2 L_k(\theta)` of each loss term (float64, CPU), and of their sum.
 
     The matrices behind :func:`term_conditions`, for when the eigenvalues themselves are needed (plots, a
@@ -399,29 +401,31 @@ def term_hessians(terms_fn: Callable[[Tensor], Mapping[str, Tensor]], theta: Ten
         theta: the point, a flat vector with at most :data:`DENSE_LIMIT` entries.
         include_total: also return ``"total"``, the Hessian of the summed loss.
         mode: HVP mode of :func:`pinnkit.curvature.hessian`.
+        force: allow ``P > DENSE_LIMIT`` (``P`` HVPs per term and ``8 P^2`` bytes per matrix).
 
     Returns:
         ``{name: (P, P) Tensor}`` in the order of the terms, then ``"total"``.
 
     Raises:
-        ValueError: ``theta`` has more than :data:`DENSE_LIMIT` entries (use SLQ).
+        ValueError: ``theta`` has more than :data:`DENSE_LIMIT` entries and ``force`` is false (use SLQ).
 
     >>> f = lambda th: {"a": th[0] ** 2, "b": 3 * th[1] ** 2}
     >>> {k: torch.diagonal(M).tolist() for k, M in term_hessians(f, torch.zeros(2)).items()}
     {'a': [2.0, 0.0], 'b': [0.0, 6.0], 'total': [2.0, 6.0]}
     """
-    if theta.numel() > DENSE_LIMIT:
+    if theta.numel() > DENSE_LIMIT and not force:
         raise ValueError(f"P = {theta.numel()} is above DENSE_LIMIT = {DENSE_LIMIT}; use "
-                         "pinnkit.curvature.term_densities (SLQ) instead")
+                         "pinnkit.curvature.term_densities (SLQ) instead, or pass force=True")
     names = list(terms_fn(theta.detach()).keys())
-    mats = {n: hessian(lambda th, n=n: terms_fn(th)[n], theta, mode=mode).to(torch.float64).cpu() for n in names}
+    mats = {n: hessian(lambda th, n=n: terms_fn(th)[n], theta, mode=mode, force=force).to(torch.float64).cpu()
+            for n in names}
     if include_total:
         mats["total"] = sum(mats.values())
     return mats
 
 
 def term_gauss_newton(residuals_fn: Callable[[Tensor], Mapping[str, Tensor]], theta: Tensor, *,
-                      include_total: bool = True) -> dict[str, Tensor]:
+                      include_total: bool = True, force: bool = False) -> dict[str, Tensor]:
     r"""Dense Gauss–Newton matrix of each mean-square term :math:`L_k = \frac1{N_k}\|r_k\|^2` (float64, CPU).
 
     :math:`\nabla^2 L_k = G_k + \frac{2}{N_k}\sum_i r_{k,i}\nabla^2 r_{k,i}` with :math:`G_k = \frac{2}{N_k}
@@ -434,21 +438,22 @@ def term_gauss_newton(residuals_fn: Callable[[Tensor], Mapping[str, Tensor]], th
         residuals_fn: ``theta -> dict`` of residual vectors (``PINN.residuals``); term ``k`` is ``mean(r_k ** 2)``.
         theta: the point, a flat vector with at most :data:`DENSE_LIMIT` entries.
         include_total: also return ``"total"``, the sum of the :math:`G_k`.
+        force: allow ``P > DENSE_LIMIT``.
 
     Returns:
         ``{name: (P, P) Tensor}``, then ``"total"``.
 
     Raises:
-        ValueError: ``theta`` has more than :data:`DENSE_LIMIT` entries.
+        ValueError: ``theta`` has more than :data:`DENSE_LIMIT` entries and ``force`` is false.
 
     >>> r = lambda th: {"a": torch.stack([th[0] + th[1], th[0] - th[1]]), "b": th[:1] * 3}
     >>> G = term_gauss_newton(r, torch.zeros(2, dtype=torch.float64))
     >>> G["a"].tolist(), G["b"].tolist()           # 2/2 * J^T J and 2/1 * [3, 0]^T [3, 0]
     ([[2.0, 0.0], [0.0, 2.0]], [[18.0, 0.0], [0.0, 0.0]])
     """
-    if theta.numel() > DENSE_LIMIT:
+    if theta.numel() > DENSE_LIMIT and not force:
         raise ValueError(f"P = {theta.numel()} is above DENSE_LIMIT = {DENSE_LIMIT}; use matrix-free products "
-                         "(pinnkit.curvature.gauss_newton_operator) instead")
+                         "(pinnkit.curvature.gauss_newton_operator) instead, or pass force=True")
     jac = torch.func.jacrev(lambda th: dict(residuals_fn(th)))(theta.detach())
     mats = {}
     for n, J in jac.items():
@@ -457,6 +462,73 @@ def term_gauss_newton(residuals_fn: Callable[[Tensor], Mapping[str, Tensor]], th
     if include_total:
         mats["total"] = sum(mats.values())
     return mats
+
+
+@dataclass(frozen=True, eq=False)
+class TermConditioning:
+    r"""Scale-invariant conditioning of one mean-square loss term :math:`L_k = \frac1{N_k}\|r_k\|^2`
+    (see :func:`term_conditioning`).
+
+    Attributes:
+        name: the term (``"residual"``, ``"initial"``, ``"boundary"``, ``"total"``).
+        n_residuals: :math:`N_k`, the number of residuals (the rank bound of the Gauss–Newton part).
+        eigenvalues: all eigenvalues of :math:`\nabla^2 L_k`, ascending (float64, CPU).
+        hessian: :func:`range_condition` of :math:`\nabla^2 L_k`.
+        gauss_newton: :func:`range_condition` of :math:`G_k = \frac2{N_k}J_k^\top J_k` (same ``rcut``).
+        second_order: :math:`\|\nabla^2 L_k - G_k\|_2 / \|\nabla^2 L_k\|_2`, the relative size of the part
+            :math:`\frac2{N_k}\sum_i r_{k,i}\nabla^2 r_{k,i}` that the residuals multiply.
+    """
+
+    name: str
+    n_residuals: int
+    eigenvalues: Tensor
+    hessian: RangeCondition
+    gauss_newton: RangeCondition
+    second_order: float
+
+
+def term_conditioning(residuals_fn: Callable[[Tensor], Mapping[str, Tensor]], theta: Tensor, *, rcut: float = RCUT,
+                      force: bool = False, mode: str = "auto") -> dict[str, TermConditioning]:
+    r"""Per-term (and total) Hessian and Gauss–Newton conditioning of a mean-square loss, densely.
+
+    Term ``k`` is :math:`L_k(\theta) = \operatorname{mean}(r_k(\theta)^2)` (as ``PINN.terms`` builds it from
+    ``PINN.residuals``); ``"total"`` is their sum. For each: the eigenvalues of :math:`\nabla^2 L_k`, their
+    :func:`range_condition`, that of the Gauss–Newton part :math:`G_k` (rank :math:`\le N_k`), and the relative
+    size of the second-order part. Costs ``P`` HVPs per term, one Jacobian and ``O(P^3)`` per eigensolve.
+
+    Args:
+        residuals_fn: ``theta -> dict`` of residual vectors (``PINN.residuals``).
+        theta: the point, a flat vector.
+        rcut: relative cutoff of :func:`range_condition`; state it with any ``kappa`` or ``rank`` reported.
+        force: allow ``P > DENSE_LIMIT``.
+        mode: HVP mode of :func:`pinnkit.curvature.hessian`.
+
+    Returns:
+        ``{name: TermConditioning}`` in the order of the terms, then ``"total"``.
+
+    Raises:
+        ValueError: ``P > DENSE_LIMIT`` without ``force``, or ``rcut`` outside ``(0, 1)``.
+
+    >>> r = lambda th: {"a": torch.stack([th[0], 2 * th[1]]) - 1, "b": th[:1] * 0 + th[0] ** 2 - 1}
+    >>> tc = term_conditioning(r, torch.ones(2, dtype=torch.float64))  # residuals zero: H == G = diag(1,4), diag(8,0)
+    >>> {k: (v.n_residuals, v.hessian.rank, round(v.hessian.kappa, 6), v.second_order) for k, v in tc.items()}
+    {'a': (2, 2, 4.0, 0.0), 'b': (1, 1, 1.0, 0.0), 'total': (3, 2, 2.25, 0.0)}
+    """
+    def terms_fn(th: Tensor) -> dict[str, Tensor]:
+        return {k: (r ** 2).mean() for k, r in residuals_fn(th).items()}
+    sizes = {k: int(r.numel()) for k, r in residuals_fn(theta.detach()).items()}
+    sizes["total"] = sum(sizes.values())
+    H = term_hessians(terms_fn, theta, mode=mode, force=force)
+    G = term_gauss_newton(residuals_fn, theta, force=force)
+    out = {}
+    for k, Hk in H.items():
+        ev = torch.linalg.eigvalsh(Hk)
+        norm = float(ev.abs().max())
+        diff = float(torch.linalg.matrix_norm(Hk - G[k], 2))
+        out[k] = TermConditioning(k, sizes[k], ev, range_condition(ev, rcut),
+                                  range_condition(torch.linalg.eigvalsh(G[k]), rcut),
+                                  diff / norm if norm > 0 else math.nan)
+    return out
 
 
 def plot_sorted_eigenvalues(spectra: Mapping[str, Tensor | Sequence[float] | Eigen], ax=None, *,
@@ -498,4 +570,6 @@ def plot_sorted_eigenvalues(spectra: Mapping[str, Tensor | Sequence[float] | Eig
     return ax
 
 
-__all__ += ["term_hessians", "term_gauss_newton", "plot_sorted_eigenvalues"]
+__all__ += ["term_hessians", "term_gauss_newton", "TermConditioning", "term_conditioning",
+            "plot_sorted_eigenvalues"]
+

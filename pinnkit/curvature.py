@@ -635,6 +635,21 @@ class SpectralDensity:
         """Trapezoid integral of ``density`` over ``grid`` (1 up to grid resolution)."""
         return float(torch.trapezoid(self.density, self.grid))
 
+    def drawn_mass(self, lo: float, hi: float) -> float:
+        """Area of the *smoothed* curve over ``[lo, hi]`` (what a plot shows there), against :meth:`mass`, the weight
+        of the eigenvalues actually there: the difference is what the kernel moved across ``lo`` and ``hi``."""
+        keep = (self.grid >= lo) & (self.grid <= hi)
+        return float(torch.trapezoid(self.density[keep], self.grid[keep])) if int(keep.sum()) > 1 else 0.0
+
+    def distance(self, other: "SpectralDensity") -> float:
+        r"""L1 distance :math:`\int|\phi - \phi_{\rm other}|` between two smoothed curves (on the union of grids;
+        0 for equal curves, 2 for curves without overlap)."""
+        import numpy as np
+        g = torch.cat([self.grid, other.grid]).unique().numpy()
+        a = np.interp(g, self.grid.numpy(), self.density.numpy(), left=0.0, right=0.0)
+        b = np.interp(g, other.grid.numpy(), other.density.numpy(), left=0.0, right=0.0)
+        return float(np.trapezoid(np.abs(a - b), g)) if hasattr(np, "trapezoid") else float(np.trapz(np.abs(a - b), g))
+
     def plot(self, ax: Any = None, label: str | None = None, floor: float = 1e-10, **kwargs: Any) -> Any:
         """Plot as Rathore et al.: symlog eigenvalue axis (linear within ±1), log density (values below ``floor``
         times the peak are left blank). Returns the matplotlib axes."""

@@ -54,7 +54,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 
-__all__ = ["Experiment", "Record", "Store", "load_config", "run", "sweep", "main", "DEFAULT_STORE"]
+__all__ = ["Experiment", "Record", "Store", "load_config", "run", "sweep", "report", "main", "DEFAULT_STORE"]
 
 #: the default results store, relative to the working directory
 DEFAULT_STORE = Path("results") / "pinnkit.sqlite"
@@ -444,6 +444,35 @@ def sweep(experiments: Iterable[Experiment], store: str | Path = DEFAULT_STORE, 
             ray.shutdown()
 
 
+# --- reading the store -------------------------------------------------------------------------------------
+def _fmt(x: float) -> str:
+    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.2e}"
+
+
+def report(records: Sequence[Record]) -> str:
+    """A markdown table of ``records`` (one row per run, with its width, seed, device and commit), followed by
+    the Fig. 10 growth fit when Fig. 10 records are present. ``book/reproduction.md`` embeds this text and
+    ``tests/test_reproduction.py`` checks that it still matches the store."""
+    lines = ["| run | width | seed | device | commit | iterations | loss | L2RE | s/iteration |"
+             " lambda_max / min abs(lambda) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(records, key=lambda r: (r.name, r.id)):
+        c = r.config
+        ratio = r.analysis.get("ratio_max_over_min_abs")
+        lines.append(f"| {r.name} | {'x'.join(map(str, c.widths))} | {c.seed} | {r.device} | {r.git_commit} | "
+                     f"{r.iterations} | `{_fmt(r.loss)}` | `{_fmt(r.l2re)}` | {r.seconds_per_iteration:.3g} | "
+                     f"{'—' if ratio is None else '`' + _fmt(ratio) + '`'} |")
+    fig10 = [r for r in records if r.name.startswith("fig10/") and "ratio_max_over_min_abs" in r.analysis]
+    if len({r.config.n_res for r in fig10}) >= 2:
+        from .features import fit_power_law
+
+        fit = fit_power_law([r.config.n_res for r in fig10], [r.analysis["ratio_max_over_min_abs"] for r in fig10])
+        lines.append("")
+        lines.append(f"Fig. 10 at the authors' setting ({len(fig10)} runs, n_res "
+                     f"{min(r.config.n_res for r in fig10)}..{max(r.config.n_res for r in fig10)}): "
+                     f"`lambda_max / min abs(lambda) ~ n_res^{fit.slope:.2f}`")
+    return "\n".join(lines)
+
+
 # --- command line ------------------------------------------------------------------------------------------
 def _table(records: Sequence[Record]) -> str:
     lines = [f"{'name':48s} {'loss':>9s} {'L2RE':>9s} {'iters':>7s} {'s/it':>8s} {'device':>6s} commit"]
@@ -469,9 +498,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_show = sub.add_parser("show", help="print the records of a store")
     p_show.add_argument("--store", default=str(DEFAULT_STORE))
     p_show.add_argument("--name", default=None, help="SQL LIKE pattern, e.g. 'table1/%%'")
+    p_show.add_argument("--markdown", action="store_true", help="the table book/reproduction.md embeds")
     args = parser.parse_args(argv)
     if args.command == "show":
-        print(_table(Store(args.store).records(name=args.name)))
+        records = Store(args.store).records(name=args.name)
+        print(report(records) if args.markdown else _table(records))
         return 0
     experiments = [e for path in args.configs for e in load_config(path)]
     if args.only:

@@ -415,22 +415,28 @@ def fig10_sweep(n_res: Sequence[int], *, adam_steps: int, lbfgs_steps: int, lr: 
 
 @dataclass(frozen=True)
 class ResidualControl:
-    """The residual term's Hessian at one fixed ``theta`` as ``n_res`` grows (:func:`residual_control`).
+    r"""The residual term's Hessian at one fixed ``theta`` as ``n_res`` grows (:func:`residual_control`).
 
     Attributes:
         n_res: residual points.
-        lmax, min_abs, ratio: as in :class:`Fig10Point`, for the residual term alone.
-        distance: :math:`\\|H_n - H_{N}\\|_F / \\|H_{N}\\|_F` against the largest ``n_res`` ``N``.
+        lmax: the largest eigenvalue of the residual term's Hessian.
+        min_abs: the smallest :math:`|\lambda|` above ``rcut * max|lambda|``.
+        ratio: ``max|lambda| / min_abs``, the condition number on the range (:func:`range_condition`): the
+            residual term does not depend on the output bias (the operator annihilates constants), so its
+            Hessian has an exact zero eigenvalue and no finite :func:`magnitude_ratio`.
+        rank: eigenvalues above the cutoff.
+        distance: :math:`\|H_n - H_{N}\|_F / \|H_{N}\|_F` against the largest ``n_res`` ``N``.
     """
 
     n_res: int
     lmax: float
     min_abs: float
     ratio: float
+    rank: int
     distance: float
 
 
-def residual_control(n_res: Sequence[int], *, seed: int, beta: float = 1.0, width: int = 32,
+def residual_control(n_res: Sequence[int], *, seed: int, beta: float = 1.0, width: int = 32, rcut: float = 1e-12,
                      dtype: torch.dtype = torch.float64, device: str | torch.device | None = None
                      ) -> list[ResidualControl]:
     r"""The control for :func:`fig10_sweep`: the Hessian of the residual term alone,
@@ -449,7 +455,7 @@ def residual_control(n_res: Sequence[int], *, seed: int, beta: float = 1.0, widt
     ref = Hs[-1]
     out = []
     for n, H in zip(n_res, Hs):
-        ev = torch.linalg.eigvalsh(H)
-        out.append(ResidualControl(int(n), float(ev[-1]), float(ev.abs().min()), magnitude_ratio(ev),
+        rc = range_condition(torch.linalg.eigvalsh(H), rcut=rcut)
+        out.append(ResidualControl(int(n), rc.lmax, rc.smallest, rc.kappa, rc.rank,
                                    float(torch.linalg.matrix_norm(H - ref) / torch.linalg.matrix_norm(ref))))
     return out

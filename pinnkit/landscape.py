@@ -8,7 +8,7 @@ evaluated on a grid of :math:`(\alpha, \beta)`: in chunks of grid points with :f
 Python call per point. What a slice shows depends entirely on the directions:
 
 * :func:`random_directions` — seeded Gaussian directions, **filter-normalized** (Li et al. 2018: every row of a
-  weight matrix, and every bias vector as a whole, rescaled to the norm of the matching block of ``theta``),
+  weight matrix rescaled to the norm of the matching row of ``theta``; here every bias vector as a whole too),
   layer-normalized (every parameter tensor as a whole), globally normalized, or not at all;
 * :func:`hessian_directions` — unit Hessian eigenvectors, the sharpest (or most negative) curvature there is;
 * :func:`interpolate` — the line from the initialization to the trained solution (Goodfellow et al. 2015).
@@ -19,8 +19,8 @@ On a quadratic :math:`L = \tfrac12 (\theta - \theta^*)^\top A (\theta - \theta^*
 >>> A = torch.diag(torch.tensor([1.0, 4.0, 9.0], dtype=torch.float64))
 >>> f = lambda th: 0.5 * th @ A @ th
 >>> d = hessian_directions(f, torch.zeros(3, dtype=torch.float64), k=2)
->>> d.eigenvalues
-(9.0, 4.0)
+>>> d.eigenvalues, tuple(d.vectors.shape)          # eigenvectors as columns (P, k), like torch.linalg.eigh
+((9.0, 4.0), (3, 2))
 >>> s = slice_2d(f, torch.zeros(3, dtype=torch.float64), d, span=1.0, n=3)
 >>> s.loss[2, 2].item()                      # alpha = beta = 1: (9 + 4) / 2
 6.5
@@ -29,19 +29,23 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
+import matplotlib.pyplot as plt
+import numpy as np
 import torch
+from matplotlib import colors
 from torch import Tensor
 
-Loss = Callable[[Tensor], Any]          # theta -> scalar Tensor, or -> dict[str, Tensor] (terms, summed)
+from . import curvature
+from .objective import Loss, total
 
 NORMALIZATIONS = ("filter", "layer", "global", "none")
 WHICH = ("largest", "smallest", "both")
 
 __all__ = [
-    "NORMALIZATIONS", "WHICH", "Directions", "from_eigenpairs", "Slice1D", "Slice2D", "normalize", "random_directions", "hessian_directions",
-    "interpolate", "evaluate", "slice_1d", "slice_2d", "plane_curvature", "ritz_terms", "plot_slice_1d",
+    "NORMALIZATIONS", "WHICH", "Directions", "from_eigenpairs", "Slice1D", "Slice2D", "normalize", "random_directions",
+    "hessian_directions", "interpolate", "Evaluation", "evaluate", "slice_1d", "slice_2d", "plane_curvature", "ritz_terms", "plot_slice_1d",
     "plot_slice_2d", "EXPLORER_DIRECTIONS", "explorer",
 ]
 
@@ -49,10 +53,13 @@ __all__ = [
 # --- directions ----------------------------------------------------------------------------------------------
 @dataclass(frozen=True, eq=False)
 class Directions:
-    """Directions in parameter space: ``vectors[i]`` is the i-th direction (shape ``(k, P)``).
+    """``k`` directions in parameter space, stored as the COLUMNS of ``vectors`` (shape ``(P, k)``, the library
+    convention, as :func:`torch.linalg.eigh` and :class:`pinnkit.curvature.Eigen`): ``vectors[:, i]`` (also
+    ``d[i]``, and iteration) is the i-th direction.
 
-    ``kind`` is ``"random"``, ``"hessian"`` or ``"interpolation"``; ``normalization`` how random directions were
-    scaled (``"unit"`` for eigenvectors); ``eigenvalues`` the Hessian eigenvalue of each eigenvector."""
+    ``kind`` is ``"random"``, ``"hessian"``, ``"interpolation"`` or ``"custom"``; ``normalization`` how random
+    directions were scaled (``"unit"`` for eigenvectors); ``eigenvalues`` the Hessian eigenvalue of each
+    eigenvector."""
 
     vectors: Tensor
     kind: str
@@ -60,11 +67,21 @@ class Directions:
     labels: tuple[str, ...]
     eigenvalues: tuple[float, ...] | None = None
 
+    def __post_init__(self) -> None:
+        if self.vectors.ndim != 2 or self.vectors.shape[1] != len(self.labels):
+            raise ValueError(f"vectors must be columns (P, k) with one label per column; got shape "
+                             f"{tuple(self.vectors.shape)} and {len(self.labels)} labels")
+
     def __len__(self) -> int:
-        return self.vectors.shape[0]
+        return self.vectors.shape[1]
 
     def __getitem__(self, i: int) -> Tensor:
-        return self.vectors[i]
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"direction {i} out of range for {len(self)} directions")
+        return self.vectors[:, i]
+
+    def __iter__(self) -> Iterator[Tensor]:
+        return (self.vectors[:, i] for i in range(len(self)))
 
     def to(self, like: Tensor) -> "Directions":
         """The same directions with ``like``'s dtype and device."""
@@ -99,7 +116,9 @@ def normalize(d: Tensor, theta: Tensor, blocks: Any = None, how: str = "filter")
     * ``"layer"``: each parameter block (weight matrix, bias vector) as a whole, :math:`\|d_b\| = \|\theta_b\|`;
     * ``"global"``: :math:`\|d\| = \|\theta\|`;  ``"none"``: ``d`` unchanged.
 
-    Biases stay in the direction (Li et al.'s code zeroes 1-D blocks; we do not). A filter whose parameters are
+    Biases stay in the direction and are normalized as one filter per bias vector. (Li et al.'s code treats
+    1-D parameters apart: with ``ignore='biasbn'`` it zeroes their direction entries, so the slice never moves
+    them; otherwise it copies the parameter values themselves into the direction.) A filter whose parameters are
     all zero (e.g. zero-initialised biases) would get a zero direction and silently drop out of the slice, so it
     is scaled as if its entries had the root-mean-square size of all of ``theta``:
     :math:`\|d_{b,i}\| = \|\theta\|\sqrt{n_{b,i}/P}`.
@@ -147,7 +166,7 @@ def random_directions(theta: Tensor, k: int = 2, *, blocks: Any = None, normaliz
     vecs = torch.stack([normalize(r, theta, blocks, normalization) for r in raw])
     names = "δη" if k == 2 else [f"d{i + 1}" for i in range(k)]
     labels = tuple(f"{names[i]} (random, {normalization} norm.)" for i in range(k))
-    return Directions(vecs, "random", normalization, labels)
+    return Directions(vecs.T.contiguous(), "random", normalization, labels)
 
 
 def hessian_directions(f: Loss, theta: Tensor, k: int = 2, *, which: str = "largest",
@@ -159,7 +178,6 @@ def hessian_directions(f: Loss, theta: Tensor, k: int = 2, *, which: str = "larg
     ``method="dense"`` forms the Hessian and calls ``eigh`` (exact; small nets); ``"lanczos"`` uses
     :func:`pinnkit.curvature.top_eigenpairs` / ``bottom_eigenpairs``; ``"auto"`` picks dense up to
     :data:`pinnkit.curvature.DENSE_LIMIT` parameters."""
-    from . import curvature
     if which not in WHICH:
         raise ValueError(f"which must be one of {', '.join(WHICH)}, got {which!r}")
     if method not in ("auto", "dense", "lanczos"):
@@ -168,23 +186,20 @@ def hessian_directions(f: Loss, theta: Tensor, k: int = 2, *, which: str = "larg
     if method == "auto":
         method = "dense" if theta.numel() <= curvature.DENSE_LIMIT else "lanczos"
     if method == "dense":
-        H = curvature.hessian(_total(f), theta).to(torch.float64)
+        H = curvature.hessian(total(f), theta).to(torch.float64)
         values, vectors = torch.linalg.eigh(H)                 # ascending, columns
         return from_eigenpairs(values, vectors, k, which=which).to(theta)
     if which == "both":
         top = hessian_directions(f, theta, k, which="largest", method="lanczos")
         bottom = hessian_directions(f, theta, k, which="smallest", method="lanczos")
-        return Directions(torch.cat([top.vectors, bottom.vectors]), "hessian", "unit", top.labels + bottom.labels,
-                          top.eigenvalues + bottom.eigenvalues)
-    name = "top_eigenpairs" if which == "largest" else "bottom_eigenpairs"
-    if not hasattr(curvature, name):
-        raise ValueError(f"pinnkit.curvature.{name} is not available; use method='dense' (P <= "
-                         f"{curvature.DENSE_LIMIT})")
-    eig = getattr(curvature, name)(_total(f), theta, k)
+        return Directions(torch.cat([top.vectors, bottom.vectors], dim=1), "hessian", "unit",
+                          top.labels + bottom.labels, (top.eigenvalues or ()) + (bottom.eigenvalues or ()))
+    extreme = curvature.top_eigenpairs if which == "largest" else curvature.bottom_eigenpairs
+    eig = extreme(total(f), theta, k)
     vals = tuple(float(v) for v in eig.values)
     first = 1 if which == "largest" else theta.numel()
     labels = tuple(f"v{first + i if which == 'largest' else first - i} (λ={v:.2g})" for i, v in enumerate(vals))
-    return Directions(eig.vectors.T.to(theta.device, theta.dtype).contiguous(), "hessian", "unit", labels, vals)
+    return Directions(eig.vectors.to(theta.device, theta.dtype).contiguous(), "hessian", "unit", labels, vals)
 
 
 def from_eigenpairs(values: Tensor, vectors: Tensor, k: int = 2, *, which: str = "largest") -> Directions:
@@ -203,29 +218,43 @@ def from_eigenpairs(values: Tensor, vectors: Tensor, k: int = 2, *, which: str =
     idx = {"largest": top, "smallest": bottom, "both": top + bottom}[which]
     vals = tuple(float(values[i]) for i in idx)
     labels = tuple(f"v{P - i} (λ={v:.2g})" for i, v in zip(idx, vals))     # v1 = largest eigenvalue
-    return Directions(vectors[:, idx].T.contiguous(), "hessian", "unit", labels, vals)
+    return Directions(vectors[:, idx].contiguous(), "hessian", "unit", labels, vals)
 
 
 # --- evaluation ----------------------------------------------------------------------------------------------
-def _total(f: Loss) -> Callable[[Tensor], Tensor]:
-    def total(theta: Tensor) -> Tensor:
-        out = f(theta)
-        return sum(out.values()) if isinstance(out, Mapping) else out
-    return total
+@dataclass(frozen=True, eq=False)
+class Evaluation:
+    """Losses at ``n`` points of parameter space (CPU tensors): ``loss`` ``(n,)`` = the sum of ``terms``
+    (``{name: (n,)}``; empty for a scalar loss)."""
+
+    loss: Tensor
+    terms: dict[str, Tensor]
 
 
 def evaluate(f: Loss, theta: Tensor, coeffs: Tensor, directions: Tensor, *, chunk: int = 64,
-             batched: bool = True) -> tuple[Tensor, dict[str, Tensor]]:
-    r"""The loss at :math:`\theta + \sum_j c_{ij} d_j` for every row ``c_i`` of ``coeffs`` (``(n, k)``,
-    directions ``(k, P)``): ``(total (n,), {term: (n,)})`` on the CPU; terms are empty for a scalar ``f``.
+             batched: bool = True) -> Evaluation:
+    r"""The loss at :math:`\theta + \sum_j c_{ij} d_j` for every row ``c_i`` of ``coeffs``.
 
-    ``batched=True`` evaluates ``chunk`` points per call of ``torch.func.vmap(f)``; ``batched=False`` loops
-    (one call per point; the reference the batched path is tested against)."""
-    if coeffs.ndim != 2 or directions.ndim != 2 or coeffs.shape[1] != directions.shape[0]:
-        raise ValueError(f"coeffs (n, k) and directions (k, P) do not match: {tuple(coeffs.shape)}, "
+    Args:
+        f: a loss or terms function of theta.
+        theta: the centre, ``(P,)``.
+        coeffs: ``(n, k)``, one row of coefficients per point.
+        directions: ``(P, k)``, the directions as columns (``Directions.vectors``).
+        chunk: points per call of ``torch.func.vmap(f)`` when ``batched``.
+        batched: ``False`` loops, one call per point (the reference the batched path is tested against).
+
+    Returns:
+        An :class:`Evaluation` (``loss`` ``(n,)`` and per-term values) on the CPU.
+
+    Raises:
+        ValueError: if the shapes do not match.
+        RuntimeError: if ``f`` cannot be vmapped (pass ``batched=False``).
+    """
+    if coeffs.ndim != 2 or directions.ndim != 2 or coeffs.shape[1] != directions.shape[1]:
+        raise ValueError(f"coeffs (n, k) and directions (P, k) (columns) do not match: {tuple(coeffs.shape)}, "
                          f"{tuple(directions.shape)}")
-    if directions.shape[1] != theta.numel():
-        raise ValueError(f"directions have {directions.shape[1]} entries but theta has {theta.numel()}")
+    if directions.shape[0] != theta.numel():
+        raise ValueError(f"directions have {directions.shape[0]} entries but theta has {theta.numel()}")
     if not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
     theta, D = theta.detach(), directions.detach().to(theta.device, theta.dtype)
@@ -239,7 +268,7 @@ def evaluate(f: Loss, theta: Tensor, coeffs: Tensor, directions: Tensor, *, chun
     pieces: list[dict[str, Tensor]] = []
     with torch.no_grad():
         for i in range(0, coeffs.shape[0], chunk):
-            thetas = theta + coeffs[i:i + chunk] @ D
+            thetas = theta + coeffs[i:i + chunk] @ D.T
             if batched:
                 try:
                     out = fn(thetas)
@@ -251,8 +280,8 @@ def evaluate(f: Loss, theta: Tensor, coeffs: Tensor, directions: Tensor, *, chun
                 rows = [terms(th) for th in thetas]
                 pieces.append({k: torch.stack([r[k].reshape(()) for r in rows]) for k in rows[0]})
     out = {k: torch.cat([p[k] for p in pieces]).detach().cpu() for k in pieces[0]}
-    total = sum(out.values())
-    return total, ({} if "" in out else out)
+    loss = out[""] if "" in out else torch.stack(list(out.values())).sum(0)   # term values summed point by point
+    return Evaluation(loss, {} if "" in out else out)
 
 
 @dataclass(frozen=True, eq=False)
@@ -299,13 +328,30 @@ class Slice1D:
             raise ValueError("the grid must contain alpha = 0 as an interior point: use an odd n and a symmetric span")
         return i
 
+    def reweighted(self, weights: Mapping[str, float]) -> "Slice1D":
+        r"""The same line with the loss :math:`\sum_k w_k \ell_k(\alpha)` re-weighted from the stored terms
+        (terms missing from ``weights`` keep weight 1; the terms themselves are rescaled too).
+
+        >>> s = Slice1D(torch.zeros(2), torch.tensor([3.0, 5.0]), {"a": torch.tensor([1.0, 1.0]),
+        ...             "b": torch.tensor([2.0, 4.0])}, "α", 1.0)
+        >>> s.reweighted({"b": 0.5}).loss
+        tensor([2., 3.])
+        """
+        unknown = set(weights) - set(self.terms)
+        if unknown:
+            raise ValueError(f"unknown terms {sorted(unknown)}; valid: {', '.join(self.terms) or '(none)'}")
+        terms = {k: v * float(weights.get(k, 1.0)) for k, v in self.terms.items()}
+        return Slice1D(self.alphas, torch.stack(list(terms.values())).sum(0), terms, self.label, self.norm,
+                       self.eigenvalue, dict(self.marks))
+
     def at(self, alpha: float) -> float:
         """The loss at the grid point nearest to ``alpha``."""
         return float(self.loss[int(torch.argmin((self.alphas - alpha).abs()))])
 
-    def barrier(self, lo: float = 0.0, hi: float = 1.0) -> float:
+    def barrier(self, lo: float = 0.0, hi: float = 1.0, term: str | None = None) -> float:
         r"""The largest climb met walking from ``lo`` to ``hi``: :math:`\max_{\alpha_i \le \alpha_j}
         (\ell(\alpha_j) - \ell(\alpha_i))` over grid points in ``[lo, hi]``; 0 when the loss never increases.
+        ``term`` measures one loss term's climb instead of the loss's.
 
         >>> s = Slice1D(torch.linspace(0, 1, 5), torch.tensor([4.0, 2.0, 3.0, 1.0, 0.0]), {}, "α", 1.0)
         >>> s.barrier()
@@ -314,7 +360,9 @@ class Slice1D:
         sel = (self.alphas >= lo - 1e-12) & (self.alphas <= hi + 1e-12)
         if int(sel.sum()) < 2:
             raise ValueError(f"fewer than two grid points in [{lo}, {hi}]; widen the range or raise n")
-        ell = self.loss[sel].to(torch.float64)
+        if term is not None and term not in self.terms:
+            raise ValueError(f"unknown term {term!r}; valid: {', '.join(self.terms) or '(none: scalar loss)'}")
+        ell = (self.terms[term] if term else self.loss)[sel].to(torch.float64)
         return float((ell - torch.cummin(ell, dim=0).values).max())
 
     def plot(self, ax: Any = None, terms: bool = True, log: bool | None = None, title: str | None = None,
@@ -354,9 +402,10 @@ class Slice2D:
         return torch.stack([torch.stack([faa, fab]), torch.stack([fab, fbb])])
 
     def plot(self, ax: Any = None, kind: str = "contour", term: str | None = None, log: bool | None = None,
-             title: str | None = None) -> Any:
+             title: str | None = None, relative: bool = False, vrange: tuple[float, float] | None = None) -> Any:
         """Contour (``kind="contour"``) or surface (``"surface"``) plot; see :func:`plot_slice_2d`."""
-        return plot_slice_2d(self, ax=ax, kind=kind, term=term, log=log, title=title)
+        return plot_slice_2d(self, ax=ax, kind=kind, term=term, log=log, title=title, relative=relative,
+                             vrange=vrange)
 
 
 def _grid(span: float | tuple[float, float], n: int) -> Tensor:
@@ -377,12 +426,12 @@ def slice_1d(f: Loss, theta: Tensor, direction: Tensor | Directions, *, span: fl
     if isinstance(direction, Directions):
         eig = direction.eigenvalues[0] if direction.eigenvalues else None
         label = label or direction.labels[0]
-        direction = direction.vectors[0]
+        direction = direction[0]
     if direction.shape != theta.shape:
         raise ValueError(f"direction must have the shape of theta {tuple(theta.shape)}, got {tuple(direction.shape)}")
     alphas = _grid(span, n)
-    total, terms = evaluate(f, theta, alphas[:, None], direction[None], chunk=chunk, batched=batched)
-    return Slice1D(alphas, total, terms, label or "α", float(torch.linalg.vector_norm(direction)), eig)
+    ev = evaluate(f, theta, alphas[:, None], direction[:, None], chunk=chunk, batched=batched)
+    return Slice1D(alphas, ev.loss, ev.terms, label or "α", float(torch.linalg.vector_norm(direction)), eig)
 
 
 def interpolate(f: Loss, theta_init: Tensor, theta_final: Tensor, *, span: tuple[float, float] = (-0.25, 1.25),
@@ -401,19 +450,19 @@ def slice_2d(f: Loss, theta: Tensor, directions: Directions | Sequence[Tensor], 
     if not isinstance(directions, Directions):
         if len(directions) != 2:
             raise ValueError(f"slice_2d needs two directions, got {len(directions)}")
-        directions = Directions(torch.stack([d.detach() for d in directions]), "custom", "none", ("δ", "η"))
+        directions = Directions(torch.stack([d.detach() for d in directions], dim=1), "custom", "none", ("δ", "η"))
     if len(directions) < 2:
         raise ValueError("slice_2d needs two directions: random_directions(theta, k=2) or hessian_directions(f, theta, k=2)")
-    D = directions.vectors[:2]
-    if D.shape[1] != theta.numel():
-        raise ValueError(f"directions have {D.shape[1]} entries but theta has {theta.numel()}")
+    D = directions.vectors[:, :2]
+    if D.shape[0] != theta.numel():
+        raise ValueError(f"directions have {D.shape[0]} entries but theta has {theta.numel()}")
     a = _grid(span, n)
     A, B = torch.meshgrid(a, a, indexing="ij")
     coeffs = torch.stack([A.reshape(-1), B.reshape(-1)], dim=1)
-    total, terms = evaluate(f, theta, coeffs, D, chunk=chunk, batched=batched)
+    ev = evaluate(f, theta, coeffs, D, chunk=chunk, batched=batched)
     two = Directions(D, directions.kind, directions.normalization, directions.labels[:2],
                      directions.eigenvalues[:2] if directions.eigenvalues else None)
-    return Slice2D(a, a.clone(), total.reshape(n, n), {k: v.reshape(n, n) for k, v in terms.items()}, two)
+    return Slice2D(a, a.clone(), ev.loss.reshape(n, n), {k: v.reshape(n, n) for k, v in ev.terms.items()}, two)
 
 
 def plane_curvature(f: Loss, theta: Tensor, d1: Tensor, d2: Tensor) -> Tensor:
@@ -421,9 +470,8 @@ def plane_curvature(f: Loss, theta: Tensor, d1: Tensor, d2: Tensor) -> Tensor:
     :math:`\mathrm{eig}(Q^\top H Q)` with :math:`Q` an orthonormal basis of the plane. They are the extreme
     curvatures :math:`v^\top H v/\|v\|^2` that any line in a 2-D slice can show; by Cauchy interlacing they lie in
     :math:`[\lambda_{\min}(H), \lambda_{\max}(H)]`."""
-    from .curvature import hvp_batch
     Q, _ = torch.linalg.qr(torch.stack([d1.detach(), d2.detach()], dim=1).to(theta.dtype))
-    HQ = hvp_batch(_total(f), theta.detach(), Q.T.contiguous())
+    HQ = curvature.hvp_batch(total(f), theta.detach(), Q.T.contiguous())
     M = (Q.T @ HQ.T).to(torch.float64)
     return torch.linalg.eigvalsh(0.5 * (M + M.T))
 
@@ -449,7 +497,6 @@ def plot_slice_1d(s: Slice1D, ax: Any = None, terms: bool = True, log: bool | No
                   title: str | None = None, label: str = "loss") -> Any:
     """The loss (and, with ``terms``, each term) along a 1-D slice; log scale when the loss is positive.
     Several slices can share ``ax`` (pass ``terms=False`` and a ``label`` each)."""
-    import matplotlib.pyplot as plt
     ax = ax or plt.subplots(figsize=(5, 3.5))[1]
     a = s.alphas.numpy()
     ax.plot(a, s.loss.numpy(), "-", lw=2, label=label, **({"color": "k"} if terms and len(s.terms) > 1 else {}))
@@ -471,17 +518,42 @@ def plot_slice_1d(s: Slice1D, ax: Any = None, terms: bool = True, log: bool | No
 
 
 def plot_slice_2d(s: Slice2D, ax: Any = None, kind: str = "contour", term: str | None = None, log: bool | None = None,
-                  title: str | None = None, levels: int = 25) -> Any:
+                  title: str | None = None, levels: int = 25, relative: bool = False,
+                  vrange: tuple[float, float] | None = None) -> Any:
     """Filled contours (log-spaced levels when the loss is positive) or a 3-D surface of a 2-D slice; the axes are
-    labelled with the directions (and their Hessian eigenvalues), the centre is marked."""
-    import matplotlib.pyplot as plt
-    import numpy as np
-    from matplotlib import colors
+    labelled with the directions (and their Hessian eigenvalues), the centre is marked.
+
+    Args:
+        s: the slice.
+        ax: axes to draw into (a new figure if ``None``).
+        kind: ``"contour"`` or ``"surface"``.
+        term: plot one loss term instead of the loss.
+        log: log colour scale (default: when the plotted values are positive).
+        title: axes title.
+        levels: number of contour levels.
+        relative: plot :math:`L - L(\text{centre})` (the rise above the centre, e.g. above a trained
+            :math:`\theta^*`), which makes losses of different offsets (a Deep Ritz energy is negative) comparable
+            on one log scale; values at or below ``vrange[0]`` (default: the smallest positive rise) are shown
+            at that floor.
+        vrange: ``(low, high)`` of the colour scale, shared between panels that must be compared; values outside
+            get the end colours.
+
+    Returns:
+        The axes.
+    """
     if kind not in ("contour", "surface"):
         raise ValueError(f"kind must be 'contour' or 'surface', got {kind!r}")
     if term is not None and term not in s.terms:
         raise ValueError(f"unknown term {term!r}; valid: {', '.join(s.terms) or '(none: scalar loss)'}")
-    Z = (s.terms[term] if term else s.loss).numpy()
+    Z = (s.terms[term] if term else s.loss).to(torch.float64).numpy()
+    label = term or "loss"
+    if relative:
+        i, j = int(torch.argmin(s.alphas.abs())), int(torch.argmin(s.betas.abs()))
+        Z = Z - Z[i, j]
+        positive = Z[Z > 0]
+        floor = vrange[0] if vrange else (float(positive.min()) if positive.size else 1.0)
+        Z = np.maximum(Z, floor)
+        label = f"{label} − {label} at the centre"
     use_log = _use_log(torch.as_tensor(Z), log)
     A, B = np.meshgrid(s.alphas.numpy(), s.betas.numpy(), indexing="ij")
     xl, yl = s.directions.labels[:2]
@@ -489,15 +561,16 @@ def plot_slice_2d(s: Slice2D, ax: Any = None, kind: str = "contour", term: str |
         if ax is None:
             ax = plt.figure(figsize=(5, 4)).add_subplot(projection="3d")
         ax.plot_surface(A, B, np.log10(Z) if use_log else Z, cmap="viridis", linewidth=0, antialiased=True)
-        ax.set_zlabel(("log10 " if use_log else "") + (term or "loss"))
+        ax.set_zlabel(("log10 " if use_log else "") + label)
     else:
         ax = ax or plt.subplots(figsize=(5, 4))[1]
+        lo, hi = vrange if vrange else (float(Z.min()), float(Z.max()))
         if use_log:
-            lv = np.logspace(np.log10(Z.min()), np.log10(Z.max()), levels)
-            cs = ax.contourf(A, B, Z, levels=lv, norm=colors.LogNorm(), cmap="viridis")
+            lv = np.logspace(np.log10(lo), np.log10(hi), levels)
+            cs = ax.contourf(A, B, Z, levels=lv, norm=colors.LogNorm(), cmap="viridis", extend="both")
         else:
-            cs = ax.contourf(A, B, Z, levels=levels, cmap="viridis")
-        ax.figure.colorbar(cs, ax=ax, label=term or "loss", format="%.1e" if use_log else None)
+            cs = ax.contourf(A, B, Z, levels=np.linspace(lo, hi, levels), cmap="viridis", extend="both")
+        ax.figure.colorbar(cs, ax=ax, label=label, format="%.0e" if use_log else None)
         ax.plot([0], [0], "r+", ms=10)
     ax.set_xlabel(f"α along {xl}")
     ax.set_ylabel(f"β along {yl}")
@@ -519,7 +592,6 @@ def explorer(losses: Mapping[str, tuple[Loss, Tensor]], blocks: Any = None, *, n
     cache: dict[tuple[str, str], Directions] = dict(known or {})
 
     def show(loss: str, directions: str, span: float, ax: Any = None) -> None:
-        import matplotlib.pyplot as plt
         if loss not in losses:
             raise ValueError(f"unknown loss {loss!r}; valid: {', '.join(losses)}")
         if directions not in EXPLORER_DIRECTIONS:

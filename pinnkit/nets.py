@@ -7,12 +7,14 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-ACTIVATIONS = {"tanh": nn.Tanh, "sin": None, "gelu": nn.GELU, "softplus": nn.Softplus}
-
-
 class Sin(nn.Module):
+    """The activation :math:`\\sin(x)`."""
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sin(x)
+
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "sin": Sin, "gelu": nn.GELU, "softplus": nn.Softplus}
 
 
 def size(x: Any, name: str = "size", minimum: int = 1) -> int:
@@ -65,5 +67,5 @@ def mlp(n_in: int, widths: Sequence[int], n_out: int = 1, activation: str = "tan
         nn.init.zeros_(lin.bias)
         layers.append(lin)
         if i < len(sizes) - 2:
-            layers.append(Sin() if activation == "sin" else ACTIVATIONS[activation]())
+            layers.append(ACTIVATIONS[activation]())
     return nn.Sequential(*layers)

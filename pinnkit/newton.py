@@ -188,6 +188,13 @@ class NewtonStepper:
     def theta(self) -> Tensor:
         return self._theta
 
+    def state_dict(self) -> dict[str, Any]:
+        """The adaptive damping :math:`\\mu` (LM, gradient-norm) for :class:`pinnkit.train.TrainState`."""
+        return {"mu": self.mu}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.mu = float(state["mu"])
+
     def step(self) -> None:
         theta = self._theta
         if self.variant in ("gauss_newton", "levenberg_marquardt"):

@@ -387,8 +387,9 @@ class Poisson1D(Problem):
     input_names = ("x",)
     eval_shape = (1001,)
 
-    def __init__(self, k: int = 1):
+    def __init__(self, k: int = 1, ritz_penalty: float = 100.0):
         self.k = int(k)
+        self.ritz_penalty = float(ritz_penalty)
 
     def forcing(self, x: Tensor) -> Tensor:
         return (self.k * math.pi) ** 2 * torch.sin(self.k * math.pi * x)

@@ -108,7 +108,8 @@ class SOAP(torch.optim.Optimizer):
 
     def _refresh_qr(self, state: dict[str, Any]) -> list[Tensor | None]:
         """One power iteration + QR per factor; columns sorted by estimated eigenvalue, ``exp_avg_sq`` permuted."""
-        exp_avg_sq, new = state["exp_avg_sq"], []
+        exp_avg_sq = state["exp_avg_sq"]
+        new: list[Tensor | None] = []
         for ind, (m, o) in enumerate(zip(state["GG"], state["Q"])):
             if m is None:
                 new.append(None)
@@ -186,10 +187,10 @@ class SOAP(torch.optim.Optimizer):
 
 
 class SOAPStepper:
-    """SOAP on the flat ``theta``: one leaf tensor per parameter block (``pinn.blocks``), gradients by ``torch.func``."""
+    """SOAP on the flat ``theta``: one leaf tensor per parameter block (``pinn.blocks``), gradients by autograd."""
 
-    def __init__(self, terms_fn: Loss, theta: Tensor, blocks: Sequence[Any], **soap_options: Any):
-        _check_blocks(blocks, theta)
+    def __init__(self, terms_fn: Loss, theta: Tensor, blocks: Sequence[Any] | None, **soap_options: Any):
+        blocks = _check_blocks(blocks, theta)
         self.terms_fn = terms_fn
         self.blocks = tuple(blocks)
         th = theta.detach()
@@ -206,8 +207,15 @@ class SOAPStepper:
             p.grad = g[b.start:b.stop].reshape(p.shape)
         self.opt.step()
 
+    def state_dict(self) -> dict[str, Any]:
+        """SOAP's state (moments, Kronecker factors, eigenbases) for :class:`pinnkit.train.TrainState`."""
+        return {"opt": self.opt.state_dict()}
 
-def _check_blocks(blocks: Sequence[Any] | None, theta: Tensor) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.opt.load_state_dict(state["opt"])
+
+
+def _check_blocks(blocks: Sequence[Any] | None, theta: Tensor) -> Sequence[Any]:
     if blocks is None:
         raise ValueError("SOAP needs the parameter blocks (its Kronecker factors live on the 2-D weights): "
                          "pass blocks=pinn.blocks to pk.train (or to soap_stepper)")
@@ -219,6 +227,7 @@ def _check_blocks(blocks: Sequence[Any] | None, theta: Tensor) -> None:
         pos = b.stop
     if pos != theta.numel():
         raise ValueError(f"blocks cover {pos} entries but theta has {theta.numel()}; pass this PINN's pinn.blocks")
+    return blocks
 
 
 def soap_stepper(terms_fn: Loss, theta: Tensor, lr: float = 3e-3, blocks: Sequence[Any] | None = None,

@@ -8,7 +8,7 @@
 
 ``objective`` is a :class:`~pinnkit.PINN` (its ``terms``, ``theta0``, ``blocks`` and ``l2re`` are used) or any
 function ``theta -> dict[str, Tensor]`` (or scalar Tensor) together with ``theta0=``.
-Gradients come from :func:`torch.func.grad_and_value`; ``theta`` is never modified in place.
+Gradients come from :func:`pinnkit.objective.value_and_grad`; ``theta`` is never modified in place.
 
 Methods are chains of phases joined by ``+`` (``"adam+lbfgs"``, case-insensitive); ``switch`` gives the step
 counts of all phases but the last. A phase is a *stepper* registered in :data:`STEPPERS`: a factory
@@ -19,19 +19,24 @@ phase declares is a ``TypeError`` that lists the valid ones. New optimizers plug
 :data:`STEPPERS`.
 
 Every run ends with a ``status``: ``"converged"`` (gradient norm at most ``grad_tol``), ``"max_steps"``,
-``"diverged"`` (``on_diverge="stop"``) or ``"stalled"`` (a Newton-family step found no acceptable step).
+``"diverged"`` (``on_diverge="stop"``), ``"stalled"`` (a Newton-family step found no acceptable step) or
+``"interrupted"`` (``stop_after``; continue with ``resume=`` a :class:`TrainState`). Step times are wall-clock
+seconds of ``step()`` alone, with ``torch.cuda.synchronize`` before each clock reading on a GPU.
+
+Imports: this module imports the optimizers of :mod:`~pinnkit.newton`, :mod:`~pinnkit.nncg` and
+:mod:`~pinnkit.soap` for its registry; those import only :mod:`~pinnkit.objective` (and curvature, linesearch),
+never this module, so there is no import cycle (``newton.run`` defers its import of :func:`train`).
 """
 from __future__ import annotations
 
-# objective first: pinnkit.nncg imports TermsFn from this module, so it must be bound before the steppers load
-from .objective import TermsFn, as_terms, resolve, value_and_grad  # noqa: F401,I001 (re-exported)
-
+import dataclasses
 import inspect
 import math
 import operator
 import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Literal, Mapping, Protocol, Sequence
 
 import torch
@@ -40,10 +45,11 @@ from tqdm.auto import tqdm
 
 from .newton import METHODS as _NEWTON_METHODS
 from .nncg import nncg_stepper
+from .objective import TermsFn, as_terms, resolve, value_and_grad  # noqa: F401 (re-exported)
 from .soap import soap_stepper
 
-__all__ = ["train", "TrainResult", "History", "TrainingDiverged", "STEPPERS", "Stepper", "TorchStepper", "adam",
-           "lbfgs", "valid_options", "TermsFn", "value_and_grad", "resolve", "as_terms"]
+__all__ = ["train", "TrainResult", "TrainState", "History", "TrainingDiverged", "STEPPERS", "Stepper", "TorchStepper",
+           "adam", "lbfgs", "stepper_factory", "valid_options", "TermsFn", "value_and_grad", "resolve", "as_terms"]
 
 #: divergence is judged relative to ``max(|initial loss|, DIVERGE_FLOOR)``
 DIVERGE_FLOOR = 1e-30
@@ -58,7 +64,7 @@ class History:
     """What was logged: entry ``i`` describes theta after ``step[i]`` optimizer steps."""
 
     step: list[int] = field(default_factory=list)
-    iteration: list[int] = field(default_factory=list)  # steps counted as in Rathore et al.: L-BFGS step = 20
+    iteration: list[int] = field(default_factory=list)  # as Rathore et al. count: an L-BFGS step = lbfgs_iter
     phase: list[str] = field(default_factory=list)
     loss: list[float] = field(default_factory=list)
     terms: dict[str, list[float]] = field(default_factory=dict)
@@ -68,13 +74,14 @@ class History:
     extra: dict[str, list[Any]] = field(default_factory=dict)  # from ``log=`` callbacks (e.g. alignment)
 
 
-Status = Literal["converged", "max_steps", "diverged", "stalled"]
+Status = Literal["converged", "max_steps", "diverged", "stalled", "interrupted"]
 
 
 @dataclass(frozen=True)
 class TrainResult:
     """A training run: the last logged iterate ``theta``, its step count ``steps``, the :class:`History` and why
-    the run ended (``status``: ``"converged"``, ``"max_steps"``, ``"diverged"`` or ``"stalled"``).
+    the run ended (``status``: ``"converged"``, ``"max_steps"``, ``"diverged"``, ``"stalled"``, or
+    ``"interrupted"`` by ``stop_after``; then ``theta`` is the current iterate, continue with ``resume=``).
 
     ``loss``, ``grad_norm`` and ``l2re`` are those of ``theta`` (the last history entry); ``final_loss`` and
     ``final_grad_norm`` are the same numbers under the names :func:`pinnkit.newton.run` used. ``stepper`` is the
@@ -139,10 +146,54 @@ class TrainResult:
         return self._per(self.history.iteration, phase)
 
 
+@dataclass(frozen=True)
+class TrainState:
+    """A checkpoint of :func:`train`: enough to continue the run exactly where it stopped.
+
+    ``phase`` is the index of the current phase of the chain and ``done`` the steps it has made; ``stepper`` is
+    that phase's ``state_dict()`` (``None`` for a stepper without one: it then restarts from ``theta``);
+    ``first`` is the first logged loss (the divergence reference). The ``log=`` callbacks' own state is not kept.
+    """
+
+    method: str
+    steps: int
+    switch: tuple[int, ...]
+    k: int
+    iteration: int
+    phase: int
+    done: int
+    theta: Tensor
+    stepper: dict[str, Any] | None
+    history: History
+    elapsed: float
+    first: float | None
+
+    def save(self, path: str | Path) -> None:
+        """Write the state with :func:`torch.save` (plain containers and tensors only)."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d["history"] = dataclasses.asdict(self.history)
+        torch.save(d, path)
+
+    @classmethod
+    def load(cls, path: str | Path, map_location: Any = None) -> "TrainState":
+        """Read a state written by :meth:`save` (``map_location`` as for :func:`torch.load`)."""
+        d = torch.load(path, map_location=map_location, weights_only=True)
+        d["history"] = History(**d["history"])
+        d["switch"] = tuple(d["switch"])
+        return cls(**d)
+
+
 # --- steppers ------------------------------------------------------------------------------------------
 class Stepper(Protocol):
-    theta: Tensor
-    iterations_per_step: int  # how Rathore et al. count one step (L-BFGS: its inner iterations); default 1
+    """What :func:`train` needs from an optimizer: ``step()`` and the current iterate ``theta``.
+
+    Optional: ``iterations_per_step`` (how Rathore et al. count one step; L-BFGS: its inner iterations; default
+    1), ``stalled`` (True after a step that found no acceptable point: the run stops), ``state_dict()`` /
+    ``load_state_dict()`` (for :class:`TrainState` checkpoints).
+    """
+
+    @property
+    def theta(self) -> Tensor: ...
 
     def step(self) -> None: ...
 
@@ -168,11 +219,18 @@ class TorchStepper:
         return loss
 
     def step(self) -> None:
-        if self.closure:
-            self.opt.step(self._closure)
+        if self.closure:  # torch types the closure as returning float; L-BFGS calls float() on our Tensor
+            self.opt.step(self._closure)  # type: ignore[arg-type]
         else:
             self._closure()
             self.opt.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        """The optimizer's state (for :class:`TrainState`; ``theta`` is saved separately)."""
+        return {"opt": self.opt.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.opt.load_state_dict(state["opt"])
 
 
 def adam(terms_fn: TermsFn, theta: Tensor, lr: float = 1e-3) -> TorchStepper:
@@ -213,6 +271,18 @@ STEPPERS: dict[str, Callable[..., Stepper]] = {"adam": adam, "lbfgs": lbfgs, "so
 
 
 # --- options -------------------------------------------------------------------------------------------
+def stepper_factory(name: str) -> Callable[..., Stepper]:
+    """The factory registered as ``name`` in :data:`STEPPERS` (case-insensitive).
+
+    Raises:
+        ValueError: unknown name (the message lists the valid ones).
+    """
+    names = _names(name)
+    if len(names) != 1:
+        raise ValueError(f"{name!r} is a chain; stepper_factory takes one optimizer name")
+    return STEPPERS[names[0]]
+
+
 def valid_options(name: str) -> tuple[str, ...] | None:
     """The keyword options of the stepper ``name`` (``None`` when its factory takes ``**kwargs``).
 
@@ -309,7 +379,11 @@ def _phases(method: str, names: list[str], steps: int, switch: int | Sequence[in
     try:
         counts = [_count(switch, "switch", 1)]
     except ValueError:
-        counts = [_count(c, "switch", 1) for c in switch] if isinstance(switch, Sequence) else []
+        try:
+            items = list(switch)  # type: ignore[arg-type]
+        except TypeError:
+            items = []
+        counts = [_count(c, "switch", 1) for c in items]
     if len(counts) != len(names) - 1 or sum(counts) >= steps:
         raise ValueError(f"{method} needs switch= the step counts of its first {len(names) - 1} phase(s), "
                          f"positive and summing to less than steps={steps}; got switch={switch}")
@@ -335,7 +409,9 @@ def train(objective: Any, method: str = "adam", steps: int = 1000, *, theta0: Te
           on_diverge: Literal["raise", "stop"] = "raise", diverge: float = 1e6,
           l2re: Callable[[Tensor], float] | None = None, log_every: int | None = None,
           log: dict[str, Callable[[Tensor, Tensor], Any]] | None = None, quiet: bool | None = None,
-          desc: str | None = None, **options: Any) -> TrainResult:
+          desc: str | None = None, resume: TrainState | None = None,
+          checkpoint: Callable[[TrainState], None] | None = None, checkpoint_every: float | None = None,
+          stop_after: int | None = None, **options: Any) -> TrainResult:
     """Optimise ``objective`` from ``theta0`` with ``method`` and return the last iterate and its :class:`History`.
 
     Args:
@@ -360,6 +436,11 @@ def train(objective: Any, method: str = "adam", steps: int = 1000, *, theta0: Te
         log: extra quantities ``name -> f(theta, grad)`` logged into ``history.extra``.
         quiet: hide the progress bar (default: ``$PINNKIT_PROGRESS == "0"``).
         desc: progress-bar label (default ``method``).
+        resume: a :class:`TrainState` of this run (same method, steps, switch) to continue from.
+        checkpoint: called with a :class:`TrainState` every ``checkpoint_every`` seconds and when ``stop_after``
+            interrupts the run (e.g. ``lambda s: s.save(path)``).
+        checkpoint_every: seconds between checkpoints (default: only at interruptions).
+        stop_after: interrupt after this many steps of this call (``status="interrupted"``).
         **options: passed to every phase whose factory declares them: ``lr`` (Adam 1e-3, SOAP 3e-3),
             ``lbfgs_iter`` (20), ``history_size`` (100), NNCG's ``mu``/``rank``/..., Newton's ``residual``/
             ``damping``/... (see :func:`valid_options`).
@@ -368,7 +449,8 @@ def train(objective: Any, method: str = "adam", steps: int = 1000, *, theta0: Te
         A :class:`TrainResult` with ``theta``, ``history``, ``steps`` (those of ``theta``) and ``status``.
 
     Raises:
-        ValueError: unknown method, bad ``steps``/``switch``/``log_every``/``on_diverge``, or a non-positive ``lr``.
+        ValueError: unknown method, bad ``steps``/``switch``/``log_every``/``on_diverge``, a non-positive ``lr``,
+            or a ``resume`` state of another run.
         TypeError: an option that no phase of ``method`` accepts (the message lists the valid ones).
         TrainingDiverged: the loss became NaN/inf or diverged and ``on_diverge="raise"``; always when the loss is
             not finite at ``theta0``.
@@ -383,6 +465,9 @@ def train(objective: Any, method: str = "adam", steps: int = 1000, *, theta0: Te
     if not diverge > 0:
         raise ValueError(f"diverge must be positive, got {diverge}")
     log_every = max(1, steps // 100) if log_every is None else _count(log_every, "log_every", 1)
+    stop_after = None if stop_after is None else _count(stop_after, "stop_after", 1)
+    if checkpoint_every is not None and not checkpoint_every > 0:
+        raise ValueError(f"checkpoint_every must be a positive number of seconds, got {checkpoint_every}")
     terms_fn, theta0 = resolve(objective, theta0)
     if blocks is None:
         blocks = getattr(objective, "blocks", None)
@@ -391,14 +476,24 @@ def train(objective: Any, method: str = "adam", steps: int = 1000, *, theta0: Te
         l2re = objective.l2re
     if quiet is None:
         quiet = os.environ.get("PINNKIT_PROGRESS", "1") == "0"
+    counts = tuple(n for _, n in phases[:-1])
 
     hist = History()
     theta = theta0.detach().clone()
-    good = theta                      # the last logged (finite) iterate
-    elapsed, k, it = 0.0, 0, 0
+    elapsed, k, it, start_phase, start_done = 0.0, 0, 0, 0, 0
     first: float | None = None
+    resume_stepper: dict[str, Any] | None = None
+    if resume is not None:
+        if (resume.method.lower(), resume.steps, resume.switch) != (method.lower(), steps, counts):
+            raise ValueError(f"resume= is a state of train({resume.method!r}, steps={resume.steps}, "
+                             f"switch={resume.switch}), not of train({method!r}, steps={steps}, switch={counts})")
+        hist = History(**dataclasses.asdict(resume.history))   # a private copy of the lists
+        theta = resume.theta.detach().clone().to(theta0.device, theta0.dtype)
+        elapsed, k, it, first = resume.elapsed, resume.k, resume.iteration, resume.first
+        start_phase, start_done, resume_stepper = resume.phase, resume.done, resume.stepper
+    good = theta                      # the last logged (finite) iterate
     status: Status = "max_steps"
-    last_opts: Mapping[str, Any] = routed[0]   # options of the phase that made the latest step
+    last_opts: Mapping[str, Any] = routed[start_phase]   # options of the phase that made the latest step
 
     def diverged(what: str) -> bool:
         """Raise, or (on_diverge="stop") return True; at step 0 always raise: theta0 itself is bad."""
@@ -445,12 +540,25 @@ def train(objective: Any, method: str = "adam", steps: int = 1000, *, theta0: Te
             return True
         return False
 
+    def state(phase: int, done: int) -> TrainState:
+        sd = stepper.state_dict() if hasattr(stepper, "state_dict") else None
+        return TrainState(method=method, steps=steps, switch=counts, k=k, iteration=it, phase=phase, done=done,
+                          theta=theta.detach().clone(), stepper=sd, history=History(**dataclasses.asdict(hist)),
+                          elapsed=elapsed, first=first)
+
     stepper: Any = None
     done = False
-    with tqdm(total=steps, desc=desc or method, disable=quiet, leave=False) as bar:
-        for (phase, n), opts in zip(phases, routed):
-            stepper = STEPPERS[phase](terms_fn, theta, **opts)
-            for _ in range(n):
+    k_start, last_save = k, time.monotonic()
+    with tqdm(total=steps, initial=k, desc=desc or method, disable=quiet, leave=False) as bar:
+        for p in range(start_phase, len(phases)):
+            phase, n = phases[p]
+            stepper = STEPPERS[phase](terms_fn, theta, **routed[p])
+            made = 0
+            if p == start_phase and resume is not None:
+                made = start_done
+                if resume_stepper is not None and hasattr(stepper, "load_state_dict"):
+                    stepper.load_state_dict(resume_stepper)
+            while made < n:
                 if k % log_every == 0 and record(phase):
                     done = True
                     break
@@ -460,8 +568,9 @@ def train(objective: Any, method: str = "adam", steps: int = 1000, *, theta0: Te
                 _synchronize(theta)
                 elapsed += time.perf_counter() - t0
                 theta = stepper.theta
-                last_opts = opts
+                last_opts = routed[p]
                 k += 1
+                made += 1
                 it += getattr(stepper, "iterations_per_step", 1)
                 bar.update(1)
                 if getattr(stepper, "stalled", False):   # no acceptable step: log it and stop
@@ -473,6 +582,15 @@ def train(objective: Any, method: str = "adam", steps: int = 1000, *, theta0: Te
                         "the parameters became non-finite"):
                     status, done = "diverged", True
                     break
+                if stop_after is not None and k - k_start >= stop_after and k < steps:
+                    if checkpoint is not None:
+                        checkpoint(state(p, made))
+                    return TrainResult(theta=theta.detach().clone(), history=hist, method=method, steps=k,
+                                       stepper=stepper, status="interrupted")
+                if checkpoint is not None and checkpoint_every is not None and \
+                        time.monotonic() - last_save >= checkpoint_every:
+                    checkpoint(state(p, made))
+                    last_save = time.monotonic()
             if done:
                 break
         if not done:

@@ -210,6 +210,9 @@ def test_tune_picks_the_lowest_final_loss_and_study_runs_every_seed():
     assert [tr.seed for tr in st.traces["adam"]] == [0, 1, 2]
     sp = st.summary("adam")
     assert len(sp.loss) == 3 and "[" in str(sp)
+    fixed = al.Tuning(method="adam", lrs=(1e-3,), losses=(0.0,), best=1e-3)   # reused, not re-tuned
+    again = al.study(make, ("adam",), (1e-2,), 2, seeds=(0,), tune_seed=9, log_every=1, tunings={"adam": fixed})
+    assert again.tunings["adam"] is fixed and again.traces["adam"][0].lr == 1e-3
 
 
 def test_saddle_free_uses_absolute_eigenvalues():

@@ -254,3 +254,19 @@ def test_plot_sorted_eigenvalues_and_dense_limit():
         K.term_hessians(lambda th: {"a": (th ** 2).sum()}, big)
     with pytest.raises(ValueError, match="DENSE_LIMIT"):
         K.term_gauss_newton(lambda th: {"a": th}, big)
+
+
+def test_term_conditioning_on_a_pinn():
+    """Per-term report: N_k, GN rank <= N_k, eigenvalues of the term Hessian, and H == G + second-order part."""
+    import pinnkit as pk
+    pinn = pk.PINN("reaction", widths=[6, 6], n_res=30, n_ic=5, n_bc=4, seed=1, dtype=F64)
+    th = pinn.theta0
+    tc = K.term_conditioning(pinn.residuals, th, rcut=1e-8)
+    assert list(tc) == ["residual", "initial", "boundary", "total"]
+    assert [tc[k].n_residuals for k in tc] == [30, 5, 4, 39]
+    for k, v in tc.items():
+        assert v.gauss_newton.rank <= min(v.n_residuals, th.numel()) and v.gauss_newton.n_negative == 0
+        assert v.eigenvalues.shape == (th.numel(),) and 0.0 < v.second_order < 10.0
+    ev = torch.linalg.eigvalsh(C.hessian(pinn.loss, th).to(F64))
+    assert torch.allclose(tc["total"].eigenvalues, ev, atol=1e-10)
+    assert tc["total"].hessian.kappa == pytest.approx(K.range_condition(ev, rcut=1e-8).kappa, rel=1e-6)

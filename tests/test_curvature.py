@@ -335,17 +335,18 @@ def test_slq_density_matches_the_exact_smoothed_density():
     sd = C.spectral_density(f, th, n_probes=20, steps=60)
     l1 = []
     for sigma in (sd.sigma, 1.0, 5.0):
-        est = sd.with_sigma(sigma)
-        exact = C.SpectralDensity.from_eigenvalues(lam, sigma=sigma)
-        d_est = torch.from_numpy(__import__("numpy").interp(exact.grid.numpy(), est.grid.numpy(),
-                                                            est.density.numpy()))
-        l1.append(float(torch.trapezoid((d_est - exact.density).abs(), exact.grid)))
+        l1.append(sd.with_sigma(sigma).distance(C.SpectralDensity.from_eigenvalues(lam, sigma=sigma)))
     assert l1[0] > 0.3 and l1[1] < 0.15 and l1[2] < 0.06, l1
     again = sd.with_sigma(5.0)
     ref = C.spectral_density(f, th, n_probes=20, steps=60, sigma=5.0)
     assert again.sigma == pytest.approx(5.0) and torch.allclose(again.density, ref.density, atol=1e-12)
+    assert sd.distance(sd) == 0.0
     with pytest.raises(ValueError, match="sigma"):
         sd.with_sigma(0.0)
+    # drawn mass vs eigenvalue mass: a wide kernel moves area out of the [1, 2] cluster (P/3 eigenvalues)
+    wide = sd.with_sigma(2.0)
+    assert sd.mass(1, 2) == pytest.approx(wide.mass(1, 2)) and wide.drawn_mass(1, 2) < 0.5 * wide.mass(1, 2)
+    assert sd.with_sigma(0.02).drawn_mass(0.9, 2.1) == pytest.approx(sd.mass(0.9, 2.1), abs=0.02)
 
 
 def test_term_densities_share_probes_and_sigma():

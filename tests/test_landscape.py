@@ -37,7 +37,10 @@ def test_eigenvector_slice_is_the_analytic_paraboloid():
     f, A, lam, Q, c = quadratic()
     d = L.hessian_directions(f, c, k=2)
     assert d.eigenvalues == pytest.approx([7.0, 3.0], abs=1e-10)
-    assert torch.allclose(d.vectors @ d.vectors.T, torch.eye(2, dtype=F64), atol=1e-12)
+    assert d.vectors.shape == (6, 2)                                  # columns (P, k), like torch.linalg.eigh
+    assert torch.allclose(d.vectors.T @ d.vectors, torch.eye(2, dtype=F64), atol=1e-12)
+    assert torch.allclose(A @ d[0], 7.0 * d[0], atol=1e-10) and torch.equal(d[1], d.vectors[:, 1])
+    assert [v.shape for v in d] == [(6,), (6,)] and len(d) == 2
     s = L.slice_2d(f, c, d, span=1.5, n=7)
     a, b = torch.meshgrid(s.alphas, s.betas, indexing="ij")
     assert torch.allclose(s.loss, 0.5 * (7.0 * a ** 2 + 3.0 * b ** 2), atol=1e-11)
@@ -60,7 +63,7 @@ def test_most_negative_direction_and_plane_curvature():
     r = L.random_directions(c, 2, seed=3)
     pc = L.plane_curvature(f, c, r[0], r[1])
     assert -2.0 - 1e-9 <= float(pc[0]) <= float(pc[1]) <= 7.0 + 1e-9      # Cauchy interlacing
-    Qp, _ = torch.linalg.qr(r.vectors.T)
+    Qp, _ = torch.linalg.qr(r.vectors)
     assert torch.allclose(pc, torch.linalg.eigvalsh(Qp.T @ A @ Qp), atol=1e-10)
 
 
@@ -75,7 +78,8 @@ def test_terms_are_sliced_and_sum_to_the_loss():
 
 
 def test_filter_normalized_blocks_have_the_right_norms(pinn, theta):
-    d = L.random_directions(theta, 2, blocks=pinn.blocks, normalization="filter", seed=0).vectors
+    d = L.random_directions(theta, 2, blocks=pinn.blocks, normalization="filter", seed=0)
+    assert d.vectors.shape == (pinn.n_params, 2)
     for v in d:
         for b in pinn.blocks:
             db, tb = v[b.start:b.stop].view(b.shape), theta[b.start:b.stop].view(b.shape)
@@ -87,16 +91,16 @@ def test_filter_normalized_blocks_have_the_right_norms(pinn, theta):
 
 
 def test_layer_global_and_no_normalization(pinn, theta):
-    lay = L.random_directions(theta, 1, blocks=pinn.blocks, normalization="layer", seed=4).vectors[0]
+    lay = L.random_directions(theta, 1, blocks=pinn.blocks, normalization="layer", seed=4)[0]
     for b in pinn.blocks:
         assert lay[b.start:b.stop].norm() == pytest.approx(float(theta[b.start:b.stop].norm()), rel=1e-12)
-    glo = L.random_directions(theta, 1, blocks=pinn, normalization="global", seed=4).vectors[0]
+    glo = L.random_directions(theta, 1, blocks=pinn, normalization="global", seed=4)[0]
     assert glo.norm() == pytest.approx(float(theta.norm()), rel=1e-12)
-    raw = L.random_directions(theta, 1, normalization="none", seed=4).vectors[0]
+    raw = L.random_directions(theta, 1, normalization="none", seed=4)[0]
     expected = torch.randn(1, theta.numel(), generator=torch.Generator().manual_seed(4), dtype=F64)[0]
     assert torch.equal(raw, expected)
     # filter-normalization of a row-wise differing direction changes the direction, not only its length
-    fil = L.random_directions(theta, 1, blocks=pinn.blocks, normalization="filter", seed=4).vectors[0]
+    fil = L.random_directions(theta, 1, blocks=pinn.blocks, normalization="filter", seed=4)[0]
     assert abs(float(fil @ lay / (fil.norm() * lay.norm()))) < 0.999
 
 
@@ -104,11 +108,11 @@ def test_biases_stay_in_the_directions(pinn, theta):
     assert all(float(pinn.theta0[b.start:b.stop].abs().max()) == 0 for b in pinn.blocks if b.name.endswith("bias"))
     for th in (theta, pinn.theta0):          # trained-like and zero-bias initialization
         for how in ("filter", "layer"):
-            d = L.random_directions(th, 1, blocks=pinn.blocks, normalization=how, seed=0).vectors[0]
+            d = L.random_directions(th, 1, blocks=pinn.blocks, normalization=how, seed=0)[0]
             for b in pinn.blocks:
                 assert float(d[b.start:b.stop].abs().min()) > 0, (how, b.name)
     # zero blocks fall back to the root-mean-square size of theta (documented in normalize)
-    d = L.random_directions(pinn.theta0, 1, blocks=pinn.blocks, seed=0).vectors[0]
+    d = L.random_directions(pinn.theta0, 1, blocks=pinn.blocks, seed=0)[0]
     b = pinn.blocks[1]
     rms = pinn.theta0.norm() / math.sqrt(pinn.n_params)
     assert d[b.start:b.stop].norm() == pytest.approx(float(rms * math.sqrt(b.stop - b.start)), rel=1e-12)
@@ -135,7 +139,7 @@ def test_batched_and_looped_evaluation_agree(pinn, theta):
 def test_slice_curvature_matches_hessian_vector_products(pinn, theta):
     d = L.random_directions(theta, 2, blocks=pinn.blocks, seed=5)
     s = L.slice_2d(pinn.loss, theta, d, span=1e-3, n=3)
-    exact = d.vectors @ pk.curvature.hvp_batch(pinn.loss, theta, d.vectors).T
+    exact = d.vectors.T @ pk.curvature.hvp_batch(pinn.loss, theta, d.vectors.T).T
     assert torch.allclose(s.curvature(), exact, rtol=1e-4, atol=1e-6 * float(exact.abs().max()))
 
 
@@ -181,3 +185,49 @@ def test_plots_run():
     with pytest.raises(ValueError, match="log=False"):
         L.slice_2d(lambda th: f(th) - 1.0, c, d, n=3).plot(log=True)
     plt.close("all")
+
+
+def test_evaluate_returns_a_frozen_result_and_checks_column_shapes():
+    import dataclasses
+    f, A, lam, Q, c = quadratic()
+    terms = lambda th: {"quad": f(th), "lin": th.sum()}
+    D = L.random_directions(c, 2, seed=0).vectors
+    ev = L.evaluate(terms, c, torch.tensor([[0.0, 0.0], [1.0, -1.0]], dtype=F64), D)
+    assert isinstance(ev, L.Evaluation) and ev.loss.shape == (2,) and set(ev.terms) == {"quad", "lin"}
+    assert float(ev.loss[1]) == pytest.approx(float(f(c + D[:, 0] - D[:, 1]) + (c + D[:, 0] - D[:, 1]).sum()))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ev.loss = None
+    with pytest.raises(ValueError, match=r"directions \(P, k\)"):
+        L.evaluate(f, c, torch.zeros(2, 2, dtype=F64), D.T)
+    with pytest.raises(ValueError, match="columns"):
+        L.Directions(D.T, "custom", "none", ("a", "b"))
+    with pytest.raises(IndexError):
+        L.Directions(D, "custom", "none", ("a", "b"))[2]
+
+
+def test_relative_log_plot_on_a_shared_scale():
+    import matplotlib.pyplot as plt
+    f, A, lam, Q, c = quadratic()
+    d = L.hessian_directions(f, c, k=2)
+    s = L.slice_2d(lambda th: f(th) - 5.0, c, d, span=1.0, n=5)      # negative values: relative makes them plottable
+    ax = s.plot(relative=True, vrange=(1e-3, 10.0))
+    assert "at the centre" in ax.figure.axes[1].get_ylabel()
+    with pytest.raises(ValueError, match="log=False"):
+        s.plot(log=True)                                             # the plain loss is negative somewhere
+    plt.close("all")
+
+
+def test_reweighted_line_and_per_term_barrier():
+    alphas = torch.linspace(0, 1, 5, dtype=F64)
+    terms = {"energy": torch.tensor([4.0, 3.0, 2.0, 1.0, 0.0], dtype=F64),      # decreasing: no climb
+             "boundary": torch.tensor([1.0, 2.0, 3.0, 0.5, 0.0], dtype=F64)}    # climbs by 2
+    s = L.Slice1D(alphas, terms["energy"] + terms["boundary"], terms, "α", 1.0)
+    assert s.barrier(term="energy") == 0.0 and s.barrier(term="boundary") == 2.0
+    assert s.barrier() == 0.0                                  # 5, 5, 5, 1.5, 0: the sum never climbs
+    heavy = s.reweighted({"boundary": 10.0})
+    assert torch.allclose(heavy.loss, terms["energy"] + 10 * terms["boundary"]) and heavy.barrier() == pytest.approx(18.0)
+    assert torch.equal(heavy.terms["energy"], terms["energy"])
+    with pytest.raises(ValueError, match="valid: energy, boundary"):
+        s.reweighted({"penalty": 1.0})
+    with pytest.raises(ValueError, match="unknown term"):
+        s.barrier(term="penalty")

@@ -118,3 +118,27 @@ def test_numpy_integer_sizes():
     pinn = pk.PINN("convection", widths=[4], n_res=np.int64(16), n_ic=np.int64(4), n_bc=np.int32(3))
     assert {k: v.shape[0] for k, v in pinn.points.items()} == {"residual": 16, "initial": 4, "boundary_low": 3,
                                                                 "boundary_high": 3}
+
+
+def test_value_and_grad_fast_path_equals_torch_func():
+    """objective.value_and_grad uses plain autograd outside torch.func transforms: same numbers as torch.func.grad,
+    theta untouched, and it still works inside vmap (torch.func path)."""
+    pinn = small("wave", dtype=torch.float64)
+    th = pinn.theta0 + 0.1
+    loss, terms, g = pk.objective.value_and_grad(pinn.terms, th)
+    assert torch.allclose(g, torch.func.grad(pinn.loss)(th), rtol=1e-12, atol=1e-14)
+    assert torch.allclose(loss, pinn.loss(th)) and set(terms) == {"residual", "initial", "boundary"}
+    assert not th.requires_grad and not g.requires_grad and not loss.requires_grad
+    G = torch.func.vmap(lambda t: pk.objective.value_and_grad(pinn.terms, t)[2])(torch.stack([th, th + 0.01]))
+    assert torch.allclose(G[0], g, rtol=1e-12, atol=1e-14)
+    _, _, g0 = pk.objective.value_and_grad(lambda t: torch.tensor(1.0, dtype=torch.float64), th)
+    assert torch.equal(g0, torch.zeros_like(th))
+
+
+def test_dense_hessian_through_reverse_mode_input_derivatives():
+    """pinnkit.curvature's reverse-mode HVPs (double backward through the torch.func.vjp input derivatives) agree
+    with torch.func.hessian."""
+    pinn = small("wave", dtype=torch.float64)
+    th = pinn.theta0 + 0.1
+    H = pk.curvature.hessian(pinn.loss, th, mode="reverse")
+    assert torch.allclose(H, torch.func.hessian(pinn.loss)(th), rtol=1e-9, atol=1e-10 * float(H.abs().max()))

@@ -59,10 +59,11 @@ def test_choose_and_unknown(monkeypatch):
         pk.setup()
 
 
-def test_setup_threads(capsys):
+def test_setup_threads(capsys, monkeypatch):
+    monkeypatch.delenv("PINNKIT_DEVICE", raising=False)
     before = torch.get_num_threads()
     try:
-        p = pk.setup("classroom", threads=1)
+        pk.setup("classroom", threads=1)
         assert torch.get_num_threads() == 1 and "classroom" in capsys.readouterr().out
         with pytest.raises(ValueError, match="positive"):
             pk.setup("classroom", threads=-2)

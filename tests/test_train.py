@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import pinnkit as pk
+from pinnkit.train import TrainState
 
 
 @pytest.fixture(scope="module")
@@ -139,3 +140,32 @@ def test_bad_inputs(pinn):
     with pytest.raises(ValueError, match="on_diverge"):
         pk.train(pinn, "adam", steps=3, on_diverge="ignore")
     assert pk.train(pinn, "adam", steps=0, quiet=True).history.step == [0]
+
+
+def test_an_interrupted_run_resumes_to_the_same_result(tmp_path):
+    pinn = pk.PINN("convection", widths=[4], n_res=16, n_ic=4, n_bc=4, dtype=torch.float64)
+    kw = dict(steps=9, switch=4, phase_options={"adam": {"lr": 1e-2}}, quiet=True, log_every=2)
+    whole = pk.train(pinn, "adam+soap", **kw)
+    path = tmp_path / "state.pt"
+    saved = []
+    part = pk.train(pinn, "adam+soap", stop_after=3, checkpoint=lambda s: (s.save(path), saved.append(s)), **kw)
+    assert part.status == "interrupted" and part.steps == 3 and saved[-1].k == 3
+    part = pk.train(pinn, "adam+soap", resume=TrainState.load(path), stop_after=3,
+                    checkpoint=lambda s: s.save(path), **kw)                         # stops inside SOAP
+    assert part.status == "interrupted" and part.steps == 6
+    resumed = pk.train(pinn, "adam+soap", resume=TrainState.load(path), **kw)
+    assert resumed.status == "max_steps" and resumed.history.step == whole.history.step
+    assert resumed.history.loss == whole.history.loss and torch.equal(resumed.theta, whole.theta)
+    with pytest.raises(ValueError, match="resume= is a state of"):
+        pk.train(pinn, "adam+soap", resume=saved[-1], **{**kw, "steps": 10})
+
+
+def test_the_clock_waits_for_the_gpu(monkeypatch):
+    import types
+
+    from pinnkit.train import _synchronize
+    calls = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: calls.append(device))
+    _synchronize(torch.zeros(1))                                               # CPU tensor: nothing to wait for
+    _synchronize(types.SimpleNamespace(is_cuda=True, device="cuda:1"))
+    assert calls == ["cuda:1"]

@@ -1,16 +1,49 @@
-"""Checks for the exercises of chapter 3 (why differential operators make the loss ill-conditioned)."""
+"""Checks for the exercises of chapter 3 (differential operators and the conditioning of the PINN loss)."""
 from __future__ import annotations
+
+import math
 
 from . import close, verdict
 
 
+def _missing(answer: object) -> bool:
+    if answer is None:
+        print("Replace None with your answer, then run the cell again.")
+        return True
+    return False
+
+
+def check_annihilating_beta(answer: float | None, wx: float = 1.5, wt: float = -2.0) -> bool:
+    """Exercise 1: the ``beta`` with ``2 wt + beta wx / pi = 0`` (rescaled weights of a convection feature on
+    ``(0, 2 pi) x (0, 1)``)."""
+    if _missing(answer):
+        return False
+    return verdict(close(answer, -2 * math.pi * wt / wx, rtol=0.02),
+                   "Undo the rescaling to [-1, 1] (x: factor 1/pi, t: factor 2), then solve w_t + beta w_x = 0.")
+
+
+def check_order_slope(answer: float | None, order: int = 3) -> bool:
+    """Exercise 2: the measured slope of ``kappa ~ K^p`` for the ``order``-th derivative on Fourier features."""
+    if _missing(answer):
+        return False
+    return verdict(abs(float(answer) - 2 * order) < 0.3,
+                   "Each derivative multiplies feature j by j pi; the Gram matrix squares it.")
+
+
+def check_null_dimension(answer: int | None) -> bool:
+    """Exercise 3: zero eigenvalues of the residual term's Hessian for sin(j pi x) features plus a constant."""
+    if _missing(answer):
+        return False
+    return verdict(int(answer) == 1, "Which features have a zero second derivative?")
+
+
 def check_feature_curvature(answer: float, wx: float = 2.0, wt: float = 1.0, beta: float = 10.0) -> bool:
-    """Exercise 1: ``(2/N) sum (D phi)^2`` with ``D phi = (wt + beta wx) cos(.)`` and ``mean cos^2 = 1/2``."""
+    """``(2/N) sum (D phi)^2`` with ``D phi = (wt + beta wx) cos(.)`` and ``mean cos^2 = 1/2``."""
     expected = (wt + beta * wx) ** 2
     return verdict(close(answer, expected, rtol=0.02),
                    "D phi = (w_t + beta w_x) cos(w.X + b); square it, average cos^2 to 1/2, and multiply by 2.")
 
 
 def check_slope(answer: float) -> bool:
-    """Exercise 2: the least-squares log-log slope through (1, 5), (10, 50), (100, 5000)."""
+    """The least-squares log-log slope through (1, 5), (10, 50), (100, 5000)."""
     return verdict(close(answer, 1.5, rtol=0.01), "Fit log y = p log x + log C by least squares (F.fit_power_law).")

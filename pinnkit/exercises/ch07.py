@@ -23,9 +23,10 @@ def check_trivial_fraction(answer: float | None) -> bool:
                                                        "divide by the number of parameters (481).")
 
 
-def check_rtol_threshold(answer: float | None, norm_r: float = 3.3e-4, lam_max: float = 85.0) -> bool:
+def check_rtol_threshold(answer: float | None, norm_r: float, lam_max: float) -> bool:
     """H = G + R with G positive semi-definite, so lambda_min(H) >= -||R||. Negative eigenvalues count only when
-    they exceed eig_rtol * lambda_max in size, so for eig_rtol above ||R|| / lambda_max ~ 3.9e-6 the index is 0."""
+    they exceed eig_rtol * lambda_max in size, so for eig_rtol above ||R|| / lambda_max the index is 0
+    (``norm_r`` and ``lam_max`` are the values printed in the chapter)."""
     if _missing(answer):
         return False
     return verdict(close(answer, norm_r / lam_max, rtol=0.05),

@@ -1,0 +1,103 @@
+"""Models linear in their parameters (pinnkit.features): operator matrices, null spaces, operator order, Fig. 10."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import pinnkit as pk
+from pinnkit import features as F
+from pinnkit.conditioning import range_condition
+
+
+def _kappa(H: torch.Tensor) -> float:
+    return range_condition(torch.linalg.eigvalsh(H), rcut=1e-12).kappa
+
+
+@pytest.fixture(scope="module")
+def conv():
+    return F.random_features(pk.problems.Convection(beta=3.0), width=6, scale=2.0, n_res=80, n_ic=20, n_bc=10,
+                             activation="sin")
+
+
+def test_hessian_matches_autodiff(conv):
+    H = conv.hessian()
+    assert torch.allclose(H, pk.curvature.hessian(conv.loss, conv.theta0), atol=1e-10, rtol=1e-10)
+
+
+def test_operator_factors_scale_each_feature(conv):
+    """The residual column of feature j is (w_t + beta w_x) cos(w.X + b): the factor the operator applies."""
+    A = conv.operator_matrices()["residual"]
+    X = conv.pinn.points["residual"]
+    W = F.feature_weights(conv)
+    b = conv.hidden[conv.pinn.blocks[1].start:conv.pinn.blocks[1].stop]
+    expected = F.operator_factors(conv, 3.0) * torch.cos(X @ W.T + b)
+    assert torch.allclose(A[:, :-1], expected, atol=1e-12)
+    assert float(A[:, -1].abs().max()) == 0.0          # the constant feature is annihilated exactly
+
+
+def test_residual_term_has_the_constant_in_its_null_space(conv):
+    Hres = conv.term_hessians()["residual"]
+    e0 = torch.zeros(conv.n_params, dtype=Hres.dtype)
+    e0[-1] = 1.0
+    assert float((Hres @ e0).abs().max()) == 0.0
+    assert range_condition(torch.linalg.eigvalsh(Hres), rcut=1e-12).rank == conv.n_params - 1
+    assert range_condition(torch.linalg.eigvalsh(conv.hessian()), rcut=1e-12).rank == conv.n_params
+
+
+@pytest.mark.parametrize("order", [0, 1, 2, 3])
+def test_fourier_derivative_gram_condition_is_k_to_the_2_order(order):
+    K = 8
+    m = F.fourier_features(pk.problems.Poisson1D(), n_freq=K, n_res=64)
+    assert math.isclose(_kappa(F.derivative_gram(m, order)), K ** (2 * order), rel_tol=0.05)
+
+
+def test_derivative_gram_constant_column():
+    m = F.fourier_features(pk.problems.Poisson1D(), n_freq=4, n_res=32)
+    assert F.derivative_gram(m, 2).shape == (4, 4)
+    G = F.derivative_gram(m, 2, constant=True)
+    assert G.shape == (5, 5) and float(G[-1].abs().max()) == 0.0
+    assert torch.allclose(G, m.term_hessians()["residual"], atol=1e-9)   # -u'' = f: the residual term
+    with pytest.raises(ValueError, match="order"):
+        F.derivative_gram(m, -1)
+
+
+def test_fourier_features_refuses_bad_input():
+    with pytest.raises(ValueError, match="1-D"):
+        F.fourier_features(pk.problems.Convection(beta=1.0), n_freq=4, n_res=64)
+    with pytest.raises(ValueError, match="n_res"):
+        F.fourier_features(pk.problems.Poisson1D(), n_freq=16, n_res=20)
+
+
+def test_operator_condition_uses_the_range(conv):
+    k = F.operator_condition(conv, "residual", rcut=1e-12)
+    assert math.isfinite(k) and k > 1.0
+    assert F.operator_condition(conv, rcut=1e-12) == pytest.approx(_kappa(conv.hessian()))
+
+
+def test_magnitude_ratio_is_smallest_magnitude():
+    assert F.magnitude_ratio(torch.tensor([-3.0, 0.5, 2.0, 10.0])) == pytest.approx(20.0)
+    assert F.magnitude_ratio([-0.1, 4.0]) == pytest.approx(40.0)
+    with pytest.raises(ValueError, match="zero"):
+        F.magnitude_ratio([0.0, 1.0])
+
+
+def test_power_law_fit_range_and_rounding():
+    fit = F.fit_power_law([2, 4, 8], [12, 48, 192])
+    assert fit.slope == pytest.approx(2.0) and fit.prefactor == pytest.approx(3.0)
+    assert (fit.xmin, fit.xmax) == (2.0, 8.0)
+    assert str(F.fit_power_law([1, 2, 4], [5, 5 * (1 + 1e-9), 5]).rounded()) == "0.0"
+    with pytest.raises(ValueError):
+        F.fit_power_law([1, 2], [1, 0])
+    with pytest.raises(ValueError):
+        F.fit_power_law([1], [1])
+
+
+def test_residual_control_and_fig10_sweep_tiny():
+    control = F.residual_control([64, 128], seed=0, width=4)
+    assert control[-1].distance == 0.0 and control[0].distance > 0.0
+    assert all(c.rank == 17 - 1 for c in control)        # P = 2*4 + 4 + 4 + 1 = 17; the output bias is annihilated
+    (pt,) = F.fig10_sweep([64], adam_steps=3, lbfgs_steps=1, lr=1e-3, seed=0, width=4)
+    assert pt.n_res == 64 and math.isfinite(pt.ratio) and pt.ratio >= 1.0
+    assert pt.ratio == pytest.approx(pt.lmax / pt.min_abs)
