@@ -274,11 +274,16 @@ def _short(v: Any) -> str:
 
 
 # --- running -------------------------------------------------------------------------------------------------
-def _hessian_extremes(pinn: Any, theta: torch.Tensor) -> dict[str, float]:
-    """Rathore et al.'s Fig. 10 quantity: lambda_max / (smallest-magnitude eigenvalue), from the dense Hessian."""
+def _hessian_extremes(experiment: Experiment, pinn: Any, theta: torch.Tensor) -> dict[str, float]:
+    """Rathore et al.'s Fig. 10 quantity: lambda_max / (smallest-magnitude eigenvalue), from the dense Hessian.
+
+    The Hessian is formed in float64 at the trained ``theta`` on the run's own collocation points.
+    """
     from .curvature import hessian
 
-    lam = torch.linalg.eigvalsh(hessian(pinn.loss, theta.to(torch.float64)))
+    exact = build(dataclasses.replace(experiment, dtype="float64"))
+    exact.points = {k: v.to(torch.float64) for k, v in pinn.points.items()}
+    lam = torch.linalg.eigvalsh(hessian(exact.loss, theta.to(torch.float64)))
     small = lam.abs().min()
     return {"lambda_max": float(lam.max()), "lambda_min": float(lam.min()), "min_abs_lambda": float(small),
             "ratio_max_over_min_abs": float(lam.max().abs() / small), "n_params": float(lam.numel())}
@@ -372,7 +377,7 @@ def run(experiment: Experiment, store: Store | str | Path | None = DEFAULT_STORE
     h = result.history
     analysis = {}
     for name in experiment.analysis:
-        analysis.update(ANALYSES[name](pinn, result.theta))
+        analysis.update(ANALYSES[name](experiment, pinn, result.theta))
     iterations = h.iteration[-1]
     row = {
         "key": experiment.key, "name": experiment.name, "config": experiment.to_dict(),

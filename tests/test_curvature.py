@@ -490,4 +490,11 @@ def test_chapter2_exercise_checks(capsys):
     th = torch.zeros(4, dtype=F64)
     assert ch02.check_negative_count(1, f, th) and not ch02.check_negative_count(2, f, th)
     assert ch02.check_range_condition(3.0, f, th) and not ch02.check_range_condition(3e13, f, th)
+    sd = C.SpectralDensity.from_eigenvalues(torch.tensor([0.0, 0.1, 10.0], dtype=F64), sigma=1.0)
+    area = sd.drawn_mass(-1e9, -1.0)                       # the kernel's tail; no eigenvalue is there
+    assert 0.05 < area < 0.2 and sd.mass(-1e9, -1.0) == 0.0
+    assert ch02.check_kernel_tail(area, sd) and not ch02.check_kernel_tail(0.0, sd)
+    for check, args in [(ch02.check_lanczos_first_step, (None, None)), (ch02.check_negative_count, (None, f, th)),
+                        (ch02.check_kernel_tail, (None, sd)), (ch02.check_range_condition, (None, f, th))]:
+        assert check(*args) is False
     assert "Not yet" in capsys.readouterr().out

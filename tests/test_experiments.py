@@ -73,6 +73,12 @@ def test_run_writes_a_record(tmp_path):
     assert store.latest(TINY) == rec and store.records(name="tiny/%") == [rec]
 
 
+def test_float32_run_with_float64_analysis(tmp_path):
+    e = dataclasses.replace(TINY, dtype="float32", steps=3, switch=2, name="tiny/f32")
+    rec = run(e, tmp_path / "f.sqlite")
+    assert rec.analysis["n_params"] == 25 and rec.analysis["min_abs_lambda"] > 0
+
+
 def test_resumed_run_equals_uninterrupted_run(tmp_path):
     whole = run(TINY, tmp_path / "a.sqlite")
     ckpt = tmp_path / "ckpt"
