@@ -44,6 +44,7 @@ import itertools
 import json
 import math
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -460,7 +461,10 @@ def report(records: Sequence[Record]) -> str:
     ``tests/test_reproduction.py`` checks that it still matches the store."""
     lines = ["| run | width | seed | device | commit | iterations | loss | L2RE | s/iteration |"
              " lambda_max / min abs(lambda) |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in sorted(records, key=lambda r: (r.name, r.id)):
+    def natural(r: Record) -> tuple[str, int]:  # n_res=256 before n_res=1024
+        return re.sub(r"\d+", lambda m: m.group().zfill(10), r.name), r.id
+
+    for r in sorted(records, key=natural):
         c = r.config
         ratio = r.analysis.get("ratio_max_over_min_abs")
         lines.append(f"| {r.name} | {'x'.join(map(str, c.widths))} | {c.seed} | {r.device} | {r.git_commit} | "

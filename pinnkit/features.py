@@ -293,11 +293,12 @@ def fit_power_law(x: Any, y: Any, base: float = math.e) -> PowerLaw:
 
 def plot_power_law(x: Any, y: Any, fit: PowerLaw | None = None, *, xlabel: str, ylabel: str, title: str = "",
                    ax: Any = None, label: str | None = None, color: str | None = None, marker: str = "o",
-                   fit_style: str = "--", base: float | None = None) -> Any:
+                   ls: str = "-", fit_style: str = "--", base: float | None = None) -> Any:
     """``y`` against ``x`` on log-log axes, with the fitted power law drawn over its fitted range only.
 
     Args:
         fit: a :class:`PowerLaw`; drawn in the data's colour with ``fit_style`` and its slope in the legend.
+        ls: the data's line style (``"none"``: markers only, so that a fit on top of the data stays visible).
         base: the x axis's log base (e.g. 2 for ``n_res = 2^k``); default 10.
 
     Returns:
@@ -305,7 +306,7 @@ def plot_power_law(x: Any, y: Any, fit: PowerLaw | None = None, *, xlabel: str, 
     """
     import matplotlib.pyplot as plt
     ax = ax if ax is not None else plt.subplots(figsize=(5, 3.5), layout="constrained")[1]
-    (line,) = ax.loglog(x, y, marker=marker, ls="-", color=color, label=label or "measured")
+    (line,) = ax.loglog(x, y, marker=marker, ls=ls, color=color, label=label or "measured")
     if base is not None:
         ax.set_xscale("log", base=base)
     if fit is not None:

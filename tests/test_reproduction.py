@@ -16,7 +16,9 @@ from markdown_it import MarkdownIt
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORT = ROOT / "book" / "reproduction.md"
-HEADER = ["claim", "paper", "ours, classroom", "ours, GPU at paper size", "verdict", "chapter"]
+HEADER = ["claim", "paper", "ours, classroom", "ours, paper setting", "verdict", "chapter"]
+BEGIN, END = "<!-- paper-setting records: begin -->", "<!-- paper-setting records: end -->"
+STORE = ROOT / "results" / "pinnkit.sqlite"
 IGNORE = "nbval-ignore-output"
 
 
@@ -69,7 +71,10 @@ def compared_outputs(path: Path) -> str:
     return "\n".join(text)
 
 
-REPORT_TEXT = REPORT.read_text()
+FULL_TEXT = REPORT.read_text()
+# the claim tables; the generated block of paper-setting records (from the results store) is checked separately
+REPORT_TEXT = FULL_TEXT.split(BEGIN)[0] + (FULL_TEXT.split(END, 1)[1] if END in FULL_TEXT else "")
+GENERATED = FULL_TEXT.split(BEGIN, 1)[1].split(END, 1)[0].strip() if BEGIN in FULL_TEXT else ""
 TABLES = tables(REPORT_TEXT)
 ROWS = [row for _, rows in TABLES for row in rows]
 
@@ -104,6 +109,8 @@ def test_report_has_rows_for_every_paper():
 def test_quoted_numbers_appear_in_a_compared_cell_of_the_cited_chapter(row):
     (claim, _), _, (ours, quoted), _, (verdict, _), (chapter, _) = row
     assert verdict.strip() and verdict.strip() != "—", f"{claim}: no verdict"
+    assert "one seed" in verdict or "seeds" in ours + verdict or not quoted, (
+        f"{claim}: say in the verdict whether it rests on one seed or on several (and how many)")
     links = re.findall(r"\(\.\./(notebooks/[^)]+\.ipynb)\)", chapter)
     if not quoted:
         assert ours.strip() == "—", f"{claim}: the classroom column quotes no number (write — if there is none)"
@@ -115,6 +122,26 @@ def test_quoted_numbers_appear_in_a_compared_cell_of_the_cited_chapter(row):
     for q in quoted:
         assert q in text, (f"{claim}: {q!r} is not in an nbval-compared output of {', '.join(links)} "
                            f"(a number quoted from a nbval-ignore-output cell is not tested)")
+
+
+def test_paper_setting_block_is_the_store():
+    """The block of paper-setting records is exactly what `python -m pinnkit.experiments show --markdown` prints
+    for the committed store, so the report cannot drift from the records."""
+    from pinnkit.experiments import Store, report
+
+    assert BEGIN in FULL_TEXT and END in FULL_TEXT, "the report lacks its block of paper-setting records"
+    assert STORE.exists(), "results/pinnkit.sqlite (the committed results store) is missing"
+    assert GENERATED == report(Store(STORE).records()).strip(), (
+        "book/reproduction.md's paper-setting block differs from the store; regenerate it with "
+        "python -m pinnkit.experiments show --markdown")
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[r[0][0][:40] for r in ROWS])
+def test_paper_setting_quotes_are_in_the_store(row):
+    """A number quoted in the 'ours, paper setting' column must come from the store (the generated block)."""
+    (claim, _), _, _, (paper_col, quoted), _, _ = row
+    for q in quoted:
+        assert q in GENERATED, f"{claim}: paper-setting quote {q!r} is not in the records of results/pinnkit.sqlite"
 
 
 def test_the_parser_sees_a_stray_pipe():
