@@ -20,10 +20,13 @@ STORED   := _build/stored
 BROWSER_HTML ?=
 # the notebooks that colab-test runs under ipywidgets 7.x
 COLAB_NB ?= $(shell grep -l -E '(import|from) ipywidgets' notebooks/[0-9][0-9]_*.ipynb 2>/dev/null)
+# OpenMP threads sleep instead of spinning while they wait: on a shared or oversubscribed CPU spinning costs many
+# times the work (the outputs are identical)
+export OMP_WAIT_POLICY ?= PASSIVE
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT      := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
 
-.PHONY: book test gpu-check env notebooks clean mathjax browser-deps browser-test colab-env colab-test
+.PHONY: book test lint gpu-check env notebooks clean mathjax browser-deps browser-test colab-env colab-test
 
 env: $(VENV)/.installed
 
@@ -39,10 +42,15 @@ book: env mathjax
 	PINNKIT_PROGRESS=0 $(VENV)/bin/jupyter-book build . --config book/_config.yml --toc book/_toc.yml -W -n --keep-going
 	@echo "book: _build/html/index.html"
 
-test: env
-	PINNKIT_PRESET=classroom PINNKIT_DEVICE=cpu PINNKIT_PROGRESS=0 $(PY) -m pytest -q -p no:cacheprovider tests pinnkit --doctest-modules \
+test: env lint
+	PINNKIT_PRESET=classroom PINNKIT_DEVICE=cpu PINNKIT_PROGRESS=0 PINNKIT_REQUIRE_RAY=1 $(PY) -m pytest -q -p no:cacheprovider tests pinnkit --doctest-modules \
 		notebooks --nbval --nbval-current-env --nbval-sanitize-with tools/nbval_sanitize.cfg
 	$(MAKE) --no-print-directory browser-test colab-test
+
+# ruff (pyflakes, pycodestyle, import order, bugbear, docstrings) and mypy over the package
+lint: env
+	$(PY) -m ruff check pinnkit tests benchmarks tools
+	$(PY) -m mypy pinnkit
 
 # each chapter's main computation for a few steps at paper sizes on CUDA (skipped, not failed, without a GPU)
 gpu-check: env

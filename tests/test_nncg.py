@@ -184,8 +184,8 @@ def test_factory_forwards_every_option_and_rejects_unknown_ones():
     params = inspect.signature(nncg_stepper).parameters
     assert not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())   # no **_
     st = nncg_stepper(lambda th: {"l": (th ** 2).sum()}, torch.ones(3, dtype=DT), seed=5, alpha=0.3, beta=0.7,
-                      max_step=0.1, chunk=3, safeguard=False)
-    assert (st.alpha, st.beta, st.max_step, st.chunk, st.safeguard) == (0.3, 0.7, 0.1, 3, False)
+                      max_step=0.1, chunk=3, safeguard=True)
+    assert (st.alpha, st.beta, st.max_step, st.chunk, st.safeguard) == (0.3, 0.7, 0.1, 3, True)
     assert torch.equal(st.gen.get_state(), torch.Generator().manual_seed(5).get_state())
     st.step()
     assert st.last.t == 0.1                                      # max_step reached Armijo
@@ -209,7 +209,7 @@ def test_safeguard_falls_back_where_the_paper_mode_cannot_descend():
     """f(x) = -x^2/2 + x^4/4 at x = 0.3: f'' < 0, so the damped Newton direction g / (f'' + mu) points uphill."""
     f = lambda th: {"l": (-0.5 * th ** 2 + 0.25 * th ** 4).sum()}   # noqa: E731
     x0 = torch.tensor([0.3], dtype=DT)
-    safe = NNCGStepper(f, x0, mu=1e-3, rank=1)
+    safe = NNCGStepper(f, x0, mu=1e-3, rank=1, safeguard=True)
     safe.step()
     assert safe.last.exit == "negative_curvature" and safe.last.fallback and safe.last.t > 0
     assert safe.last.loss_after < safe.last.loss_before

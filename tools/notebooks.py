@@ -64,6 +64,8 @@ def execute(paths: list[Path], record: Path | None = None) -> None:
     os.environ["PINNKIT_PRESET"] = "classroom"
     os.environ["PINNKIT_PROGRESS"] = "0"
     os.environ.setdefault("PYTHONHASHSEED", "0")
+    os.environ.setdefault("PINNKIT_DEVICE", "cpu")
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # waiting OpenMP threads sleep: same outputs, less CPU
     rows = []
     for path in paths:
         nb = nbformat.read(path, as_version=4)
