@@ -23,6 +23,9 @@ COLAB_NB ?= $(shell grep -l -E '(import|from) ipywidgets' notebooks/[0-9][0-9]_*
 # OpenMP threads sleep instead of spinning while they wait: on a shared or oversubscribed CPU spinning costs many
 # times the work (the outputs are identical)
 export OMP_WAIT_POLICY ?= PASSIVE
+# The stored outputs are computed with one torch thread (tools/notebooks.py): the tests and the book use the same
+# count, so that reductions sum in the same order and nbval compares like with like
+export PINNKIT_THREADS ?= 1
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT      := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
 

@@ -300,7 +300,8 @@ class Eigen:
     ``values[i]`` as in :func:`torch.linalg.eigh`. ``residuals[i] = ||H v_i - values[i] v_i||`` when known
     (Lanczos: a convergence certificate; dense ``eigh``: ``None``). ``iterations``: Lanczos steps (= HVPs) spent
     (``None`` for a dense ``eigh``); ``converged``: every residual is at most ``tol * max|values|`` (Lanczos;
-    ``True`` for a dense ``eigh``)."""
+    ``True`` for a dense ``eigh``).
+    """
 
     values: Tensor
     vectors: Tensor
@@ -340,7 +341,8 @@ def hessian(f: Loss, theta: Tensor, *, chunk: int = 256, force: bool = False, mo
 
 def hessian_eigh(f: Loss, theta: Tensor, *, force: bool = False, mode: str = "auto") -> Eigen:
     """All eigenpairs of the dense Hessian, ascending, by ``eigh`` in float64 (the Hessian itself is formed in
-    ``theta``'s dtype, then promoted)."""
+    ``theta``'s dtype, then promoted).
+    """
     H = hessian(f, theta, force=force, mode=mode).to(torch.float64)
     values, vectors = torch.linalg.eigh(H)
     return Eigen(values, vectors)
@@ -392,7 +394,8 @@ def _as_matvec(matvec: Matvec | Tensor) -> Matvec:
 
 def _orthogonalize(w: Tensor, Q: Tensor) -> Tensor:
     """Remove from the rows of ``w`` (b, n) their components along the rows of each ``Q[i]`` (b, j, n): classical
-    Gram–Schmidt, repeated when a row lost more than 1/sqrt(2) of its norm ("twice is enough", Kahan–Parlett)."""
+    Gram–Schmidt, repeated when a row lost more than 1/sqrt(2) of its norm ("twice is enough", Kahan–Parlett).
+    """
     before = torch.linalg.vector_norm(w, dim=1)
     w = w - torch.bmm(torch.bmm(Q, w[:, :, None]).transpose(1, 2), Q)[:, 0]
     if bool((torch.linalg.vector_norm(w, dim=1) < 0.7071 * before).any()):
@@ -524,7 +527,8 @@ def top_eigenpairs(f: Loss, theta: Tensor, k: int = 1, steps: int | None = None,
 
     ``steps`` Lanczos steps (default ``min(P, max(4k, 80))``), i.e. about that many HVPs (``iterations``).
     ``converged``: all residuals at most ``tol`` (default :math:`\sqrt\varepsilon` of ``theta``'s dtype) times the
-    largest Ritz value in magnitude; if not, raise ``steps``."""
+    largest Ritz value in magnitude; if not, raise ``steps``.
+    """
     return _extreme(f, theta, k, steps, True, mode, seed, tol)
 
 
@@ -532,7 +536,8 @@ def bottom_eigenpairs(f: Loss, theta: Tensor, k: int = 1, steps: int | None = No
                       seed: int = 0, tol: float | None = None) -> Eigen:
     r"""The ``k`` smallest (most negative) Hessian eigenpairs by Lanczos, **ascending**: ``values[0]`` is
     :math:`\lambda_{\min}`. The small end of a PINN spectrum is clustered, so check ``converged`` / ``residuals``
-    (raise ``steps``)."""
+    (raise ``steps``).
+    """
     return _extreme(f, theta, k, steps, False, mode, seed, tol)
 
 
@@ -573,7 +578,8 @@ class SpectralDensity:
     def from_eigenvalues(cls, eigenvalues: Tensor, *, sigma2: float | None = None, sigma2_factor: float = 5e-5,
                          grid_size: int = 10_000, sigma: float | None = None) -> "SpectralDensity":
         """The exact density of known eigenvalues (each weight ``1/n``), smoothed the same way: what SLQ estimates.
-        Pass ``sigma=sd.sigma`` (or ``sigma2=sd.sigma2``) to compare with an SLQ result ``sd`` at equal smoothing."""
+        Pass ``sigma=sd.sigma`` (or ``sigma2=sd.sigma2``) to compare with an SLQ result ``sd`` at equal smoothing.
+        """
         ev = torch.as_tensor(eigenvalues).detach().reshape(1, -1).double().cpu()
         w = torch.full_like(ev, 1.0 / ev.numel())
         return _density(ev, w, ev.numel(), grid_size, _sigma2(ev, sigma, sigma2, sigma2_factor))
@@ -615,7 +621,8 @@ class SpectralDensity:
     def moment(self, k: int) -> tuple[float, float]:
         r"""SLQ estimate of :math:`\mathrm{tr}(H^k)/\dim` and its standard error (std over probes / sqrt(n)).
 
-        Exact per probe for ``k < 2m`` (Gauss quadrature), so the only error is Hutchinson's sampling error."""
+        Exact per probe for ``k < 2m`` (Gauss quadrature), so the only error is Hutchinson's sampling error.
+        """
         per = (self.weights * self.nodes ** k).sum(1)
         n = per.numel()
         se = float(per.std() / math.sqrt(n)) if n > 1 else math.nan
@@ -637,13 +644,15 @@ class SpectralDensity:
 
     def drawn_mass(self, lo: float, hi: float) -> float:
         """Area of the *smoothed* curve over ``[lo, hi]`` (what a plot shows there), against :meth:`mass`, the weight
-        of the eigenvalues actually there: the difference is what the kernel moved across ``lo`` and ``hi``."""
+        of the eigenvalues actually there: the difference is what the kernel moved across ``lo`` and ``hi``.
+        """
         keep = (self.grid >= lo) & (self.grid <= hi)
         return float(torch.trapezoid(self.density[keep], self.grid[keep])) if int(keep.sum()) > 1 else 0.0
 
     def distance(self, other: "SpectralDensity") -> float:
         r"""L1 distance :math:`\int|\phi - \phi_{\rm other}|` between two smoothed curves (on the union of grids;
-        0 for equal curves, 2 for curves without overlap)."""
+        0 for equal curves, 2 for curves without overlap).
+        """
         import numpy as np
         g = torch.cat([self.grid, other.grid]).unique().numpy()
         a = np.interp(g, self.grid.numpy(), self.density.numpy(), left=0.0, right=0.0)
@@ -652,7 +661,8 @@ class SpectralDensity:
 
     def plot(self, ax: Any = None, label: str | None = None, floor: float = 1e-10, **kwargs: Any) -> Any:
         """Plot as Rathore et al.: symlog eigenvalue axis (linear within ±1), log density (values below ``floor``
-        times the peak are left blank). Returns the matplotlib axes."""
+        times the peak are left blank). Returns the matplotlib axes.
+        """
         import matplotlib.pyplot as plt
         ax = ax if ax is not None else plt.subplots(figsize=(6, 3.5))[1]
         d = torch.where(self.density >= floor * float(self.density.max()), self.density, torch.nan)
@@ -723,7 +733,8 @@ def _density(nodes: Tensor, weights: Tensor, dim: int, grid_size: int, sigma2: f
 
 def shared_sigma(densities: Mapping[str, SpectralDensity] | Sequence[SpectralDensity]) -> float:
     r"""The largest :math:`\sigma` among ``densities``: re-smooth all with it (:meth:`SpectralDensity.with_sigma`)
-    so that curves on one axis differ by their spectra, not by their kernels."""
+    so that curves on one axis differ by their spectra, not by their kernels.
+    """
     ds = list(densities.values()) if isinstance(densities, Mapping) else list(densities)
     if not ds:
         raise ValueError("no densities given")
@@ -789,7 +800,8 @@ def spectral_density(f: Loss, theta: Tensor, n_probes: int = 10, steps: int = 10
                      probe_batch: int | None = None) -> SpectralDensity:
     r"""Hessian spectral density of ``f`` (a loss, or a terms function: summed) at ``theta`` by :func:`slq`:
     ``n_probes * steps`` HVPs through one shared gradient graph. ``sigma``: absolute kernel width (default: the
-    paper's :math:`\sigma^2 = 5\cdot10^{-5}\max(1, \lambda_{\max}-\lambda_{\min})`)."""
+    paper's :math:`\sigma^2 = 5\cdot10^{-5}\max(1, \lambda_{\max}-\lambda_{\min})`).
+    """
     op = HVPOperator(f, theta, mode)
     return slq(op, op.dim, n_probes, steps, grid_size=grid_size, sigma2_factor=sigma2_factor, sigma=sigma,
                seed=seed, probe_batch=probe_batch)
@@ -801,7 +813,8 @@ def term_densities(terms_fn: Callable[[Tensor], Mapping[str, Tensor]], theta: Te
 
     Each term gets its own kernel width unless ``sigma=`` is passed (the paper's default scales :math:`\sigma` with
     each term's own spread, so per-term curves are smoothed differently); for one axis pass ``sigma`` or re-smooth
-    with :func:`shared_sigma`."""
+    with :func:`shared_sigma`.
+    """
     names = list(terms_fn(theta.detach()).keys())
     out = {name: spectral_density(lambda th, n=name: terms_fn(th)[n], theta, **kwargs) for name in names}
     if include_total:
@@ -813,7 +826,8 @@ def term_densities(terms_fn: Callable[[Tensor], Mapping[str, Tensor]], theta: Te
 @dataclass(frozen=True, eq=False)
 class LBFGSPairs:
     r"""The curvature pairs of L-BFGS, oldest first: ``s`` (m, P) steps, ``y`` (m, P) gradient changes, and
-    ``gamma`` (torch's ``H_diag`` :math:`= s^\top y / y^\top y` of the newest pair), the initial scaling."""
+    ``gamma`` (torch's ``H_diag`` :math:`= s^\top y / y^\top y` of the newest pair), the initial scaling.
+    """
 
     s: Tensor
     y: Tensor
@@ -831,7 +845,8 @@ LBFGS_STATE_TORCH_MAJOR = (1, 2)
 
 def _torch_lbfgs_state(state: Mapping[str, Any]) -> LBFGSPairs:
     """The one place that reads torch's **private** L-BFGS state: ``old_stps`` (the steps s), ``old_dirs`` (the
-    gradient changes y) and ``H_diag`` (gamma). Guarded by the torch version and by the keys present."""
+    gradient changes y) and ``H_diag`` (gamma). Guarded by the torch version and by the keys present.
+    """
     keys = ("old_stps", "old_dirs", "H_diag")
     major = int(torch.__version__.split(".")[0])
     if not all(k in state for k in keys):
@@ -939,7 +954,8 @@ def preconditioned_operator(f: Loss, theta: Tensor, pairs: Any, *, mode: str = "
 
     It has at least ``m`` **structural zero** eigenvalues (the null space of :math:`\tilde H`, which is ``P x (P+m)``);
     its other eigenvalues are those of :math:`H_k \nabla^2 f`. ``pairs``: :class:`LBFGSPairs` or anything
-    :func:`lbfgs_pairs` accepts."""
+    :func:`lbfgs_pairs` accepts.
+    """
     pairs = lbfgs_pairs(pairs)
     op = HVPOperator(f, theta, mode)
     if pairs.s.shape[1] != op.dim:
@@ -957,7 +973,8 @@ def preconditioned_spectrum(f: Loss, theta: Tensor, pairs: Any, n_probes: int = 
 
     ``pairs``: :class:`LBFGSPairs`, or anything :func:`lbfgs_pairs` accepts (a ``TrainResult`` of
     ``"adam+lbfgs"``, a ``torch.optim.LBFGS``). The density includes the ``m`` structural zeros (a mass of at least
-    ``m / (P + m)`` at 0); :func:`pinnkit.conditioning.lbfgs_preconditioned` removes them (dense, small ``P``)."""
+    ``m / (P + m)`` at 0); :func:`pinnkit.conditioning.lbfgs_preconditioned` removes them (dense, small ``P``).
+    """
     op = preconditioned_operator(f, theta, pairs, mode=mode)
     return slq(op, op.dim, n_probes, steps, grid_size=grid_size, sigma2_factor=sigma2_factor, sigma=sigma, seed=seed)
 
@@ -1042,7 +1059,8 @@ def gauss_newton_operator(r: Callable[[Tensor], Tensor], theta: Tensor) -> Linea
 
 def gauss_newton_product(r: Callable[[Tensor], Tensor], theta: Tensor, v: Tensor) -> Tensor:
     r""":math:`G v = 2 J^\top (J v)` without forming ``J``: one ``jvp`` and one ``vjp`` (rows of a block
-    ``(k, P)`` are done together by ``vmap``). Matches :func:`gauss_newton` ``@ v``."""
+    ``(k, P)`` are done together by ``vmap``). Matches :func:`gauss_newton` ``@ v``.
+    """
     th = theta.detach()
     _, vjp_fn = torch.func.vjp(r, th)
 
@@ -1063,7 +1081,8 @@ def plot_spectra(densities: Mapping[str, SpectralDensity], ax: Any = None, title
     its kernel width σ.
 
     ``sigma``: ``None`` keeps each curve's own smoothing; a number re-smooths every curve with that width;
-    ``"shared"`` re-smooths with :func:`shared_sigma` (curves on one axis should share σ)."""
+    ``"shared"`` re-smooths with :func:`shared_sigma` (curves on one axis should share σ).
+    """
     import matplotlib.pyplot as plt
     ax = ax if ax is not None else plt.subplots(figsize=(6, 3.5))[1]
     if sigma == "shared":
@@ -1081,7 +1100,8 @@ def plot_spectra(densities: Mapping[str, SpectralDensity], ax: Any = None, title
 def plot_lanczos_convergence(matvec: Matvec | Tensor, dim: int, steps: int, *, eigenvalues: Tensor | None = None,
                              v0: Tensor | None = None, seed: int = 0, ax: Any = None) -> Any:
     """Ritz values of one Lanczos run after each step ``j = 1..steps`` (the eigenvalues of the leading ``j x j``
-    block of ``T``): the extremes converge first. ``eigenvalues`` (exact, if known) are drawn as grey lines."""
+    block of ``T``): the extremes converge first. ``eigenvalues`` (exact, if known) are drawn as grey lines.
+    """
     import matplotlib.pyplot as plt
     ax = ax if ax is not None else plt.subplots(figsize=(6, 3.5))[1]
     r = lanczos(matvec, dim, steps, v0, seed=seed)

@@ -380,7 +380,7 @@ def run(experiment: Experiment, store: Store | str | Path | None = DEFAULT_STORE
     for name in experiment.analysis:
         analysis.update(ANALYSES[name](experiment, pinn, result.theta))
     iterations = h.iteration[-1]
-    row = {
+    row: dict[str, Any] = {
         "key": experiment.key, "name": experiment.name, "config": experiment.to_dict(),
         "loss": h.loss[-1], "terms": {k: v[-1] for k, v in h.terms.items()},
         "l2re": h.l2re[-1] if h.l2re else math.nan, "iterations": iterations, "seconds": h.time[-1],
@@ -438,7 +438,7 @@ def sweep(experiments: Iterable[Experiment], store: str | Path = DEFAULT_STORE, 
     started = not ray.is_initialized()
     if started:
         ray.init(address=ray_address, include_dashboard=False, log_to_driver=False,
-                 **({} if ray_address else {"num_cpus": max(os.cpu_count() or 1, threads_per_task)}))
+                 num_cpus=None if ray_address else max(os.cpu_count() or 1, threads_per_task))
     try:
         task = ray.remote(num_cpus=threads_per_task, num_gpus=gpus_per_task)(_run_remote)
         refs = [task.remote(e.to_dict(), str(store_path.resolve()),
@@ -458,7 +458,8 @@ def _fmt(x: float) -> str:
 def report(records: Sequence[Record]) -> str:
     """A markdown table of ``records`` (one row per run, with its width, seed, device and commit), followed by
     the Fig. 10 growth fit when Fig. 10 records are present. ``book/reproduction.md`` embeds this text and
-    ``tests/test_reproduction.py`` checks that it still matches the store."""
+    ``tests/test_reproduction.py`` checks that it still matches the store.
+    """
     lines = ["| run | width | seed | device | commit | iterations | loss | L2RE | s/iteration |"
              " lambda_max / min abs(lambda) |", "|---|---|---|---|---|---|---|---|---|---|"]
     def natural(r: Record) -> tuple[str, int]:  # n_res=256 before n_res=1024

@@ -39,7 +39,8 @@ __all__ = ["LastLayer", "random_features", "fourier_features", "feature_weights"
 class LastLayer:
     """``pinn`` with every layer but the last frozen at ``theta``: a model linear in ``c`` (the last layer's weights
     and bias, ``pinn.blocks[-2:]``). Exposes the PINN interface on ``c``: ``theta0``, ``terms``, ``loss``,
-    ``residuals``, ``residual_vector``, ``l2re``."""
+    ``residuals``, ``residual_vector``, ``l2re``.
+    """
 
     def __init__(self, pinn: PINN, theta: Tensor | None = None):
         theta = pinn.theta0 if theta is None else theta.detach()
@@ -72,7 +73,8 @@ class LastLayer:
 
     def operator_matrices(self) -> dict[str, Tensor]:
         r"""Per term, :math:`A_k = \partial r_k / \partial c` (``N_k x n_params``): exact, and constant for linear
-        PDEs."""
+        PDEs.
+        """
         names = list(self.residuals(self.theta0))
         return {k: torch.func.jacfwd(lambda c, k=k: self.residuals(c)[k])(self.theta0) for k in names}
 
@@ -86,7 +88,8 @@ class LastLayer:
 
     def fit_hessian(self) -> Tensor:
         r"""Hessian of plain regression with the same features and points, :math:`\frac1N\|u_c(X) - u^*(X)\|^2`
-        over the residual points: :math:`2\Phi^\top\Phi/N` — the PINN Hessian with the operator taken out."""
+        over the residual points: :math:`2\Phi^\top\Phi/N` — the PINN Hessian with the operator taken out.
+        """
         X = self.pinn.points["residual"]
         Phi = torch.func.jacfwd(lambda c: self.pinn.u(self.full(c))(X))(self.theta0)
         return 2.0 * Phi.T @ Phi / Phi.shape[0]
@@ -98,7 +101,8 @@ def random_features(problem: Problem | str, width: int = 64, scale: float = 1.0,
     r"""Random tanh features :math:`\phi_j(X) = \tanh(w_j^\top \tilde X + b_j)` with :math:`w_j \sim \mathcal N(0,
     \mathrm{scale}^2 I)` on inputs rescaled to :math:`[-1, 1]` per column,
     :math:`b_j \sim \mathcal N(0, \mathrm{scale}^2)` (``activation="sin"`` gives random Fourier features);
-    the last layer (``width + 1`` parameters) is the model's parameter vector."""
+    the last layer (``width + 1`` parameters) is the model's parameter vector.
+    """
     pinn = PINN(problem, widths=[width], n_res=n_res, n_ic=n_ic, n_bc=n_bc, seed=seed, dtype=dtype, device=device,
                 **pinn_kw)
     gen = torch.Generator().manual_seed(seed + 1)
@@ -137,7 +141,8 @@ def feature_weights(model: LastLayer) -> Tensor:
     r"""The hidden layer's weights in the problem's own coordinates, ``(width, d)``: feature ``j`` is
     :math:`\phi_j(X) = \sigma(w_j^\top X + b_j)`. For :func:`random_features` the inputs were rescaled to
     :math:`[-1, 1]` first, so :math:`w_{j,i} = 2\tilde w_{j,i} / (\mathrm{hi}_i - \mathrm{lo}_i)`
-    (convection on :math:`(0, 2\pi)\times(0, 1)`: :math:`w_x = \tilde w_x/\pi`, :math:`w_t = 2\tilde w_t`)."""
+    (convection on :math:`(0, 2\pi)\times(0, 1)`: :math:`w_x = \tilde w_x/\pi`, :math:`w_t = 2\tilde w_t`).
+    """
     b = model.pinn.blocks[0]
     return model.hidden[b.start:b.stop].reshape(b.shape)
 
@@ -321,7 +326,8 @@ def plot_power_law(x: Any, y: Any, fit: PowerLaw | None = None, *, xlabel: str, 
 
 def plot_eigenvalues(spectra: dict[str, Any], ax: Any = None, title: str = "") -> Any:
     """Eigenvalues of several symmetric matrices, sorted in decreasing order, on a log axis (|λ|, negative ones
-    hollow). ``spectra``: label -> 1-D tensor of eigenvalues. Returns the axes."""
+    hollow). ``spectra``: label -> 1-D tensor of eigenvalues. Returns the axes.
+    """
     import matplotlib.pyplot as plt
     ax = ax if ax is not None else plt.subplots(figsize=(5.5, 3.5), layout="constrained")[1]
     for i, (label, ev) in enumerate(spectra.items()):

@@ -7,6 +7,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+
 class Sin(nn.Module):
     """The activation :math:`\\sin(x)`."""
 

@@ -31,7 +31,6 @@ tolerances, and one definition used by every chapter:
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -409,7 +408,8 @@ def survey(make_model: Callable[[int], Any], seeds: Sequence[int], methods: dict
 
 def endpoint_table(endpoints: Sequence[Endpoint]) -> str:
     """One line per endpoint (2 significant digits): loss, ‖grad‖, index, index fraction, smallest eigenvalue,
-    ‖r‖, :func:`tangent_alignment`, max|theta|, label (and the start when not ``"init"``)."""
+    ‖r‖, :func:`tangent_alignment`, max|theta|, label (and the start when not ``"init"``).
+    """
     w = max([6, *(len(e.name) for e in endpoints)])
     ws = max([0, *(len(e.start) for e in endpoints if e.start != "init")])
     head = f"{'start':<{ws}}  " if ws else ""
@@ -429,7 +429,8 @@ class Escape:
     """Leaving a saddle: the loss there, after ``steps`` of ``method`` started *at* it (``stay``) and started
     ``eps`` along its most negative eigenvector (``escaped``); ``slice_drop`` is
     :math:`L(\\theta + \\epsilon v) - L(\\theta)` and ``predicted_drop`` its quadratic model
-    :math:`\\tfrac12\\lambda_{\\min}\\epsilon^2`."""
+    :math:`\\tfrac12\\lambda_{\\min}\\epsilon^2`.
+    """
 
     lam_min: float
     loss_saddle: float

@@ -248,7 +248,7 @@ def adam(terms_fn: TermsFn, theta: Tensor, lr: float = 1e-3) -> TorchStepper:
 
 
 def lbfgs(terms_fn: TermsFn, theta: Tensor, lbfgs_iter: int = 20, history_size: int = 100) -> TorchStepper:
-    """torch L-BFGS as Rathore et al.: lr 1, strong Wolfe line search.
+    """Torch L-BFGS as Rathore et al.: lr 1, strong Wolfe line search.
 
     Args:
         terms_fn: the loss (terms dict or scalar).
@@ -325,7 +325,8 @@ def _describe(names: list[str]) -> str:
 def _route(method: str, names: list[str], options: Mapping[str, Any],
            phase_options: Mapping[str, Mapping[str, Any]] | None, blocks: Any) -> list[dict[str, Any]]:
     """The keyword options of each phase: flat ``options`` to every phase that declares them, then
-    ``phase_options[name]``, then ``blocks`` to phases that declare it."""
+    ``phase_options[name]``, then ``blocks`` to phases that declare it.
+    """
     accepted = [valid_options(n) for n in names]
     unknown = [k for k in options if not any(a is None or k in a for a in accepted)]
     if unknown:

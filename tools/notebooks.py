@@ -65,6 +65,7 @@ def execute(paths: list[Path], record: Path | None = None) -> None:
     os.environ["PINNKIT_PROGRESS"] = "0"
     os.environ.setdefault("PYTHONHASHSEED", "0")
     os.environ.setdefault("PINNKIT_DEVICE", "cpu")
+    os.environ.setdefault("PINNKIT_THREADS", "1")  # the thread count the tests compare at (Makefile)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # waiting OpenMP threads sleep: same outputs, less CPU
     rows = []
     for path in paths:
