@@ -60,7 +60,8 @@ def pyhessian_style_slq(f, theta: torch.Tensor, probes: torch.Tensor, steps: int
     list of previous vectors one at a time, scalars moved to Python; eigen-decomposition of T per probe."""
     x = theta.detach().clone().requires_grad_(True)
     (gradsH,) = torch.autograd.grad(f(x), x, create_graph=True)
-    hv = lambda v: torch.autograd.grad(gradsH, x, v, retain_graph=True)[0]
+    def hv(v):
+        return torch.autograd.grad(gradsH, x, v, retain_graph=True)[0]
 
     def orthnormal(w, v_list):
         for v in v_list:
@@ -149,13 +150,14 @@ def main() -> None:
                  f"{t_batched / t_grad:.2f} grad"))
     t_loop = measure(lambda: [torch.autograd.grad(g, x, u, retain_graph=True) for u in V], 3) / k
     rows.append((f"hvp block of {k}, reverse loop (per vector)", t_loop, f"{t_loop / t_grad:.2f} grad"))
-    del g, x
     best = min(t_mode, key=t_mode.get)
 
     # dense Hessian: batched HVPs vs P separate calls (sampled)
     ns = min(args.sample, P)
     eye = torch.eye(P, dtype=dtype, device=device)
-    separate = lambda: once(lambda: [cv.hvp(f, theta, e) for e in eye[:ns]], device)[0] / ns * P
+    def separate() -> float:
+        return once(lambda: [cv.hvp(f, theta, e) for e in eye[:ns]], device)[0] / ns * P
+
     t_sep = separate()
     t_dense = once(lambda: cv.hessian(f, theta, force=True), device)[0]
     t_sep = 0.5 * (t_sep + separate())                # sampled before and after the dense Hessian

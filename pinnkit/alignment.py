@@ -32,7 +32,7 @@ import inspect
 import math
 import statistics
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, cast
 
 import torch
 from torch import Tensor
@@ -95,7 +95,8 @@ def alignment_score(vectors: Sequence[Tensor] | Mapping[str, Tensor] | Tensor) -
 
 def cosine(a: Tensor, b: Tensor) -> float:
     r"""Cosine similarity :math:`a\cdot b / (\|a\|\|b\|)` of two non-zero tensors of the same shape (any shape;
-    they are flattened), i.e. :func:`alignment_score` of the pair."""
+    they are flattened), i.e. :func:`alignment_score` of the pair.
+    """
     U = _stack([a, b])
     return float(U[0] @ U[1])
 
@@ -182,7 +183,8 @@ def optimizer_directions(stepper: Any, vectors: Mapping[str, Tensor]) -> dict[st
 
     opt = getattr(stepper, "opt", None)
     if isinstance(stepper, SOAPStepper):
-        out = {k: [] for k in vectors}
+        out: dict[str, list[Tensor]] = {k: [] for k in vectors}
+        assert opt is not None
         for p, b in zip(stepper.params, stepper.blocks):
             st = opt.state.get(p, {})
             if "exp_avg_sq" not in st or st.get("step", 0) == 0:
@@ -292,7 +294,7 @@ def track(objective: Any, method: str, steps: int, *, lr: float, log_every: int 
             rec["intra"].append(alignment_score(g) if len(g) > 1 else math.nan)
             rec["pre"].append(alignment_score(pre) if pre is not None and len(g) > 1 else math.nan)
             rec["imb"].append(max(norms) / min(norms) if min(norms) > 0 else math.inf)
-            g_total = sum(g.values())
+            g_total = cast(Tensor, sum(g.values()))
             if k in keep:
                 snaps[k] = theta
         stepper.step()
@@ -419,10 +421,12 @@ class Spread:
 
 def seed_spread(traces: Sequence[Trace], fraction: float = 0.5) -> Spread:
     """:class:`Spread` of several seeds; alignments averaged over the last ``fraction`` of each run's log
-    points (NaN entries skipped). Printed as median [min, max] over the seeds."""
+    points (NaN entries skipped). Printed as median [min, max] over the seeds.
+    """
     if not traces:
         raise ValueError("seed_spread needs at least one trace")
-    m = lambda attr: tuple(_late_mean(getattr(t, attr), fraction) for t in traces)
+    def m(attr: str) -> tuple[float, ...]:
+        return tuple(_late_mean(getattr(t, attr), fraction) for t in traces)
     imb = tuple(statistics.median(t.imbalance[min(int(len(t.imbalance) * (1 - fraction)), len(t.imbalance) - 1):])
                 for t in traces)
     return Spread(method=traces[0].method, lr=traces[0].lr, loss=tuple(t.loss for t in traces),
@@ -434,7 +438,8 @@ def seed_spread(traces: Sequence[Trace], fraction: float = 0.5) -> Spread:
 @dataclass(frozen=True)
 class RunSummary:
     """A :func:`pinnkit.train` run in four numbers: final loss and L2RE, and the mean intra- and inter-step
-    alignment over the late part of training (the ``log`` entries ``"intra"`` / ``"inter"``)."""
+    alignment over the late part of training (the ``log`` entries ``"intra"`` / ``"inter"``).
+    """
 
     loss: float
     l2re: float
@@ -473,7 +478,8 @@ class PreconditionedAlignment:
     the inverse is not positive definite and can flip directions), saddle-free Newton (:math:`M = |H|`, the
     eigenvalues replaced by their absolute values; positive definite) and Gauss–Newton
     (:math:`M = 2J^\top J`), one score per relative damping :math:`\delta / \max_j|\lambda_j(M)|`.
-    ``cancel`` is :math:`\|\sum_i g_i\| / \sum_i \|g_i\|`: near 0 the term gradients nearly cancel."""
+    ``cancel`` is :math:`\|\sum_i g_i\| / \sum_i \|g_i\|`: near 0 the term gradients nearly cancel.
+    """
 
     raw: float
     dampings: tuple[float, ...]
@@ -539,7 +545,8 @@ def preconditioned_alignment(terms_fn: Loss, residual_fn: Callable[[Tensor], Ten
 # --- geometry and figures ----------------------------------------------------------------------------
 def fan(n: int, spread: float, dtype: torch.dtype = torch.float64) -> Tensor:
     r"""``n`` unit vectors in the plane at equally spaced angles from 0 to ``spread`` radians (rows of an
-    ``n x 2`` tensor). With ``spread = 2\pi (n-1)/n`` they are spread evenly around the circle and cancel."""
+    ``n x 2`` tensor). With ``spread = 2\pi (n-1)/n`` they are spread evenly around the circle and cancel.
+    """
     if n < 2:
         raise ValueError(f"a fan needs n >= 2 vectors, got {n}")
     ang = torch.linspace(0.0, float(spread), n, dtype=dtype)
@@ -548,7 +555,8 @@ def fan(n: int, spread: float, dtype: torch.dtype = torch.float64) -> Tensor:
 
 def plot_score_geometry(ns: Sequence[int] = (2, 3, 5), points: int = 181) -> "Figure":
     """Alignment score of a fan of ``n`` unit vectors against its spread (first to last vector), for each ``n``;
-    the spread runs up to an even spacing around the circle, where the vectors cancel. Returns the figure."""
+    the spread runs up to an even spacing around the circle, where the vectors cancel. Returns the figure.
+    """
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.4), layout="constrained")
@@ -567,7 +575,8 @@ def plot_score_geometry(ns: Sequence[int] = (2, 3, 5), points: int = 181) -> "Fi
 
 def plot_vectors(panels: Mapping[str, Mapping[str, Tensor]], title: str = "") -> "Figure":
     """2-D vectors as arrows from the origin (normalised to unit length), one panel per entry, the alignment
-    score in each panel's title. Returns the figure."""
+    score in each panel's title. Returns the figure.
+    """
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.4), layout="constrained", squeeze=False)
@@ -588,7 +597,8 @@ def plot_vectors(panels: Mapping[str, Mapping[str, Tensor]], title: str = "") ->
 def plot_alignment_history(runs: Mapping[str, Any], intra: str = "intra", inter: str = "inter",
                            title: str = "") -> "Figure":
     """Loss, L2RE, intra-step and inter-step alignment against optimizer step for several :func:`pinnkit.train`
-    runs logged with ``log={intra: IntraStep(...), inter: InterStep()}``. Returns the figure."""
+    runs logged with ``log={intra: IntraStep(...), inter: InterStep()}``. Returns the figure.
+    """
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 4, figsize=(15, 3.3), layout="constrained")
@@ -621,7 +631,8 @@ def _smooth(xs: Sequence[float], width: int) -> list[float]:
 def plot_study(result: Study, title: str = "", smooth: int = 5) -> "Figure":
     """Loss and the four alignments of :class:`Study` traces against optimizer step: one thin line per seed,
     colour per optimizer. The alignment curves are running means over ``smooth`` log points (a smoothing that
-    hides step-to-step noise but not a sustained sign). Returns the figure."""
+    hides step-to-step noise but not a sustained sign). Returns the figure.
+    """
     import matplotlib.pyplot as plt
 
     panels = [("loss_history", "loss"), ("intra", "intra-step A(g_i)"), ("intra_precond", "A(P g_i), own P"),
@@ -629,7 +640,7 @@ def plot_study(result: Study, title: str = "", smooth: int = 5) -> "Figure":
     fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels), 3.2), layout="constrained")
     for i, (method, traces) in enumerate(result.traces.items()):
         for j, t in enumerate(traces):
-            for ax, (attr, ylabel) in zip(axes, panels):
+            for ax, (attr, _ylabel) in zip(axes, panels):
                 ys = getattr(t, attr)
                 label = f"{method} (lr {t.lr:.0e})" if j == 0 else None
                 if attr == "loss_history":
@@ -649,7 +660,8 @@ def plot_study(result: Study, title: str = "", smooth: int = 5) -> "Figure":
 
 def plot_preconditioned(results: Mapping[str, PreconditionedAlignment], title: str = "") -> "Figure":
     """Alignment of Newton-, saddle-free- and Gauss–Newton-preconditioned term gradients against the relative
-    damping, one panel per point (the raw score dashed). Returns the figure."""
+    damping, one panel per point (the raw score dashed). Returns the figure.
+    """
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(results), figsize=(3.6 * len(results), 3.3), layout="constrained",

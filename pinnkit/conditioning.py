@@ -33,12 +33,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Mapping, Sequence, cast
 
 import torch
 from torch import Tensor
 
 from .curvature import Eigen, LBFGSFactor, LBFGSPairs, hessian
+from .objective import term
 
 #: largest ``P`` for which :func:`lbfgs_preconditioned` / :func:`term_conditions` form dense matrices
 DENSE_LIMIT = 5000
@@ -382,9 +383,9 @@ def term_conditions(terms_fn: Callable[[Tensor], Mapping[str, Tensor]], theta: T
         ``{name: RangeCondition}`` in the order of the terms, then ``"total"``.
     """
     names = list(terms_fn(theta.detach()).keys())
-    mats = {n: hessian(lambda th, n=n: terms_fn(th)[n], theta, mode=mode) for n in names}
+    mats = {n: hessian(term(terms_fn, n), theta, mode=mode) for n in names}
     if include_total:
-        mats["total"] = sum(mats.values())
+        mats["total"] = cast(Tensor, sum(mats.values()))
     return {n: range_condition(torch.linalg.eigvalsh(M.to(torch.float64)), rcut) for n, M in mats.items()}
 
 
@@ -417,10 +418,10 @@ def term_hessians(terms_fn: Callable[[Tensor], Mapping[str, Tensor]], theta: Ten
         raise ValueError(f"P = {theta.numel()} is above DENSE_LIMIT = {DENSE_LIMIT}; use "
                          "pinnkit.curvature.term_densities (SLQ) instead, or pass force=True")
     names = list(terms_fn(theta.detach()).keys())
-    mats = {n: hessian(lambda th, n=n: terms_fn(th)[n], theta, mode=mode, force=force).to(torch.float64).cpu()
+    mats = {n: hessian(term(terms_fn, n), theta, mode=mode, force=force).to(torch.float64).cpu()
             for n in names}
     if include_total:
-        mats["total"] = sum(mats.values())
+        mats["total"] = cast(Tensor, sum(mats.values()))
     return mats
 
 

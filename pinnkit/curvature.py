@@ -39,7 +39,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import Tensor
 
-from .objective import total
+from .objective import term, total
 
 Loss = Callable[[Tensor], Any]          # theta -> scalar Tensor, or -> dict[str, Tensor] (summed)
 Matvec = Callable[[Tensor], Tensor]     # (P,) -> (P,) and (k, P) -> (k, P)
@@ -512,6 +512,7 @@ def _extreme(f: Loss, theta: Tensor, k: int, steps: int | None, largest: bool, m
     v0 = torch.randn(P, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     r = lanczos(op, P, steps, v0.to(theta.device, theta.dtype), vectors=True, seed=seed)
     idx = torch.arange(steps - 1, steps - 1 - k, -1) if largest else torch.arange(k)
+    assert r.ritz_vectors is not None  # lanczos(vectors=True) returns them
     values = r.ritz_values[idx.to(r.ritz_values.device)]
     vecs = r.ritz_vectors[:, idx.to(r.ritz_vectors.device)]
     res = torch.linalg.vector_norm(op(vecs.T) - values.to(vecs.dtype)[:, None] * vecs.T, dim=1)
@@ -657,7 +658,8 @@ class SpectralDensity:
         g = torch.cat([self.grid, other.grid]).unique().numpy()
         a = np.interp(g, self.grid.numpy(), self.density.numpy(), left=0.0, right=0.0)
         b = np.interp(g, other.grid.numpy(), other.density.numpy(), left=0.0, right=0.0)
-        return float(np.trapezoid(np.abs(a - b), g)) if hasattr(np, "trapezoid") else float(np.trapz(np.abs(a - b), g))
+        trapezoid = getattr(np, "trapezoid", None) or np.trapz  # type: ignore[attr-defined]  # numpy < 2
+        return float(trapezoid(np.abs(a - b), g))
 
     def plot(self, ax: Any = None, label: str | None = None, floor: float = 1e-10, **kwargs: Any) -> Any:
         """Plot as Rathore et al.: symlog eigenvalue axis (linear within ±1), log density (values below ``floor``
@@ -816,7 +818,7 @@ def term_densities(terms_fn: Callable[[Tensor], Mapping[str, Tensor]], theta: Te
     with :func:`shared_sigma`.
     """
     names = list(terms_fn(theta.detach()).keys())
-    out = {name: spectral_density(lambda th, n=name: terms_fn(th)[n], theta, **kwargs) for name in names}
+    out = {name: spectral_density(term(terms_fn, name), theta, **kwargs) for name in names}
     if include_total:
         out["total"] = spectral_density(terms_fn, theta, **kwargs)
     return out
@@ -897,7 +899,7 @@ def lbfgs_pairs(source: Any) -> LBFGSPairs:
 def lbfgs_two_loop(pairs: LBFGSPairs, v: Tensor) -> Tensor:
     r"""The L-BFGS inverse-Hessian approximation applied to ``v``, :math:`H_k v`, by the two-loop recursion."""
     s, y, rho = pairs.s.to(v.dtype), pairs.y.to(v.dtype), pairs.rho.to(v.dtype)
-    q, a = v.clone(), [None] * len(s)
+    q, a = v.clone(), [torch.zeros((), dtype=v.dtype, device=v.device)] * len(s)
     for i in reversed(range(len(s))):
         a[i] = rho[i] * (s[i] @ q)
         q = q - a[i] * y[i]
@@ -1062,7 +1064,7 @@ def gauss_newton_product(r: Callable[[Tensor], Tensor], theta: Tensor, v: Tensor
     ``(k, P)`` are done together by ``vmap``). Matches :func:`gauss_newton` ``@ v``.
     """
     th = theta.detach()
-    _, vjp_fn = torch.func.vjp(r, th)
+    _, vjp_fn = torch.func.vjp(r, th)  # type: ignore[misc]  # torch stubs
 
     def one(u: Tensor) -> Tensor:
         Ju = torch.func.jvp(r, (th,), (u,))[1]

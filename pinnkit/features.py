@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
 import torch
 from torch import Tensor
 
 from .conditioning import RCUT, range_condition
 from .curvature import hessian
+from .objective import term
 from .pinn import PINN
 from .problems import Convection as Problem_convection
 from .problems import Problem, partial
@@ -84,7 +85,7 @@ class LastLayer:
 
     def hessian(self) -> Tensor:
         r"""The loss Hessian :math:`H = 2\sum_k A_k^\top A_k / N_k`."""
-        return sum(self.term_hessians().values())
+        return cast(Tensor, sum(self.term_hessians().values()))
 
     def fit_hessian(self) -> Tensor:
         r"""Hessian of plain regression with the same features and points, :math:`\frac1N\|u_c(X) - u^*(X)\|^2`
@@ -458,7 +459,7 @@ def residual_control(n_res: Sequence[int], *, seed: int, beta: float = 1.0, widt
     for n in n_res:
         pinn = PINN(Problem_convection(beta), widths=[width], n_res=int(n), n_ic=257, n_bc=101, seed=seed,
                     dtype=dtype, device=device)
-        Hs.append(hessian(lambda th, p=pinn: p.terms(th)["residual"], pinn.theta0))
+        Hs.append(hessian(term(pinn.terms, "residual"), pinn.theta0))
     ref = Hs[-1]
     out = []
     for n, H in zip(n_res, Hs):

@@ -87,7 +87,7 @@ class FlatMLP:
         return {b.name: theta[b.start:b.stop].view(b.shape) for b in self.blocks}
 
     def u(self, theta: Tensor) -> Callable[[Tensor], Tensor]:
-        """The network as a function ``X -> u(X)`` (shape ``(N,)``) for parameters ``theta``."""
+        """The network at parameters ``theta`` as a function of the inputs ``X``, returning shape ``(N,)``."""
         params = self.params(theta)
         return lambda X: functional_call(self.net, params, (X,)).squeeze(-1)
 

@@ -45,7 +45,8 @@ WHICH = ("largest", "smallest", "both")
 
 __all__ = [
     "NORMALIZATIONS", "WHICH", "Directions", "from_eigenpairs", "Slice1D", "Slice2D", "normalize", "random_directions",
-    "hessian_directions", "interpolate", "Evaluation", "evaluate", "slice_1d", "slice_2d", "plane_curvature", "ritz_terms", "plot_slice_1d",
+    "hessian_directions", "interpolate", "Evaluation", "evaluate", "slice_1d", "slice_2d", "plane_curvature",
+    "ritz_terms", "plot_slice_1d",
     "plot_slice_2d", "EXPLORER_DIRECTIONS", "explorer",
 ]
 
@@ -59,7 +60,8 @@ class Directions:
 
     ``kind`` is ``"random"``, ``"hessian"``, ``"interpolation"`` or ``"custom"``; ``normalization`` how random
     directions were scaled (``"unit"`` for eigenvectors); ``eigenvalues`` the Hessian eigenvalue of each
-    eigenvector."""
+    eigenvector.
+    """
 
     vectors: Tensor
     kind: str
@@ -158,7 +160,8 @@ def normalize(d: Tensor, theta: Tensor, blocks: Any = None, how: str = "filter")
 def random_directions(theta: Tensor, k: int = 2, *, blocks: Any = None, normalization: str = "filter",
                       seed: int = 0) -> Directions:
     """``k`` seeded Gaussian directions (drawn on the CPU in float64, so the same on every device), each
-    normalized by :func:`normalize`."""
+    normalized by :func:`normalize`.
+    """
     if not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
     gen = torch.Generator().manual_seed(seed)
@@ -177,7 +180,8 @@ def hessian_directions(f: Loss, theta: Tensor, k: int = 2, *, which: str = "larg
 
     ``method="dense"`` forms the Hessian and calls ``eigh`` (exact; small nets); ``"lanczos"`` uses
     :func:`pinnkit.curvature.top_eigenpairs` / ``bottom_eigenpairs``; ``"auto"`` picks dense up to
-    :data:`pinnkit.curvature.DENSE_LIMIT` parameters."""
+    :data:`pinnkit.curvature.DENSE_LIMIT` parameters.
+    """
     if which not in WHICH:
         raise ValueError(f"which must be one of {', '.join(WHICH)}, got {which!r}")
     if method not in ("auto", "dense", "lanczos"):
@@ -205,7 +209,8 @@ def hessian_directions(f: Loss, theta: Tensor, k: int = 2, *, which: str = "larg
 def from_eigenpairs(values: Tensor, vectors: Tensor, k: int = 2, *, which: str = "largest") -> Directions:
     """Directions from an eigen-decomposition ``(values ascending, vectors as columns)`` as returned by
     ``torch.linalg.eigh(H)``: the ``k`` largest (descending), the ``k`` most negative (ascending), or ``"both"``
-    (the ``k`` largest, then the ``k`` most negative). Lets one dense ``eigh`` serve the spectrum and the slices."""
+    (the ``k`` largest, then the ``k`` most negative). Lets one dense ``eigh`` serve the spectrum and the slices.
+    """
     if which not in WHICH:
         raise ValueError(f"which must be one of {', '.join(WHICH)}, got {which!r}")
     P = values.numel()
@@ -225,7 +230,8 @@ def from_eigenpairs(values: Tensor, vectors: Tensor, k: int = 2, *, which: str =
 @dataclass(frozen=True, eq=False)
 class Evaluation:
     """Losses at ``n`` points of parameter space (CPU tensors): ``loss`` ``(n,)`` = the sum of ``terms``
-    (``{name: (n,)}``; empty for a scalar loss)."""
+    (``{name: (n,)}``; empty for a scalar loss).
+    """
 
     loss: Tensor
     terms: dict[str, Tensor]
@@ -270,6 +276,7 @@ def evaluate(f: Loss, theta: Tensor, coeffs: Tensor, directions: Tensor, *, chun
         for i in range(0, coeffs.shape[0], chunk):
             thetas = theta + coeffs[i:i + chunk] @ D.T
             if batched:
+                assert fn is not None
                 try:
                     out = fn(thetas)
                 except RuntimeError as err:
@@ -287,7 +294,8 @@ def evaluate(f: Loss, theta: Tensor, coeffs: Tensor, directions: Tensor, *, chun
 @dataclass(frozen=True, eq=False)
 class Slice1D:
     r"""The loss along one line, :math:`\ell(\alpha) = L(\theta + \alpha\delta)`: ``loss[i]`` at ``alphas[i]``;
-    ``terms`` per loss term; ``norm`` = :math:`\|\delta\|`; ``eigenvalue`` when :math:`\delta` is an eigenvector."""
+    ``terms`` per loss term; ``norm`` = :math:`\|\delta\|`; ``eigenvalue`` when :math:`\delta` is an eigenvector.
+    """
 
     alphas: Tensor
     loss: Tensor
@@ -299,7 +307,8 @@ class Slice1D:
 
     def curvature(self) -> float:
         r"""Central second difference at :math:`\alpha = 0` divided by :math:`\|\delta\|^2`: the Rayleigh quotient
-        :math:`\delta^\top H \delta / \|\delta\|^2` (up to :math:`O(h^2)`). Needs ``alpha = 0`` on an interior grid point."""
+        :math:`\delta^\top H \delta / \|\delta\|^2` (up to :math:`O(h^2)`). Needs ``alpha = 0`` on an interior grid point.
+        """
         i = self._zero()
         h = float(self.alphas[i + 1] - self.alphas[i])
         return float(self.loss[i + 1] - 2 * self.loss[i] + self.loss[i - 1]) / h ** 2 / self.norm ** 2
@@ -374,7 +383,8 @@ class Slice1D:
 @dataclass(frozen=True, eq=False)
 class Slice2D:
     r"""The loss on a plane, ``loss[i, j]`` :math:`= L(\theta + \alpha_i\delta + \beta_j\eta)`; ``terms`` per term;
-    ``directions`` the two directions used (their eigenvalues, when eigenvectors, annotate the plots)."""
+    ``directions`` the two directions used (their eigenvalues, when eigenvectors, annotate the plots).
+    """
 
     alphas: Tensor
     betas: Tensor
@@ -389,7 +399,8 @@ class Slice2D:
 
     def curvature(self) -> Tensor:
         r"""The 2x2 Hessian of :math:`\ell(\alpha, \beta)` at the centre by central differences (slice coordinates,
-        i.e. :math:`D^\top H D` with :math:`D = [\delta, \eta]`). Needs the centre on an interior grid point."""
+        i.e. :math:`D^\top H D` with :math:`D = [\delta, \eta]`). Needs the centre on an interior grid point.
+        """
         i, j = int(torch.argmin(self.alphas.abs())), int(torch.argmin(self.betas.abs()))
         if abs(float(self.alphas[i])) > 1e-12 or abs(float(self.betas[j])) > 1e-12 or not (
                 0 < i < len(self.alphas) - 1 and 0 < j < len(self.betas) - 1):
@@ -421,7 +432,8 @@ def slice_1d(f: Loss, theta: Tensor, direction: Tensor | Directions, *, span: fl
              n: int = 41, chunk: int = 64, batched: bool = True, label: str | None = None) -> Slice1D:
     r""":math:`L(\theta + \alpha\delta)` for ``n`` values of :math:`\alpha` in ``[-span, span]`` (or ``span=(lo, hi)``).
 
-    ``direction``: a ``(P,)`` tensor or a :class:`Directions` (its first vector, label and eigenvalue)."""
+    ``direction``: a ``(P,)`` tensor or a :class:`Directions` (its first vector, label and eigenvalue).
+    """
     eig = None
     if isinstance(direction, Directions):
         eig = direction.eigenvalues[0] if direction.eigenvalues else None
@@ -437,7 +449,8 @@ def slice_1d(f: Loss, theta: Tensor, direction: Tensor | Directions, *, span: fl
 def interpolate(f: Loss, theta_init: Tensor, theta_final: Tensor, *, span: tuple[float, float] = (-0.25, 1.25),
                 n: int = 61, chunk: int = 64) -> Slice1D:
     r"""Goodfellow et al.'s line :math:`L((1-\alpha)\theta_0 + \alpha\theta^*)`: :math:`\alpha=0` is the
-    initialization, :math:`\alpha=1` the trained solution (``marks``)."""
+    initialization, :math:`\alpha=1` the trained solution (``marks``).
+    """
     d = (theta_final.detach() - theta_init.detach()).to(theta_init.dtype)
     s = slice_1d(f, theta_init, d, span=span, n=n, chunk=chunk, label="α  (0: initialization, 1: trained)")
     return Slice1D(s.alphas, s.loss, s.terms, s.label, s.norm, None, {"init": 0.0, "trained": 1.0})
@@ -446,7 +459,8 @@ def interpolate(f: Loss, theta_init: Tensor, theta_final: Tensor, *, span: tuple
 def slice_2d(f: Loss, theta: Tensor, directions: Directions | Sequence[Tensor], *,
              span: float | tuple[float, float] = 1.0, n: int = 21, chunk: int = 64, batched: bool = True) -> Slice2D:
     r""":math:`L(\theta + \alpha\delta + \beta\eta)` on an ``n x n`` grid of :math:`[-span, span]^2`, evaluated in
-    ``vmap`` chunks of ``chunk`` points. ``directions``: a :class:`Directions` (first two) or two tensors."""
+    ``vmap`` chunks of ``chunk`` points. ``directions``: a :class:`Directions` (first two) or two tensors.
+    """
     if not isinstance(directions, Directions):
         if len(directions) != 2:
             raise ValueError(f"slice_2d needs two directions, got {len(directions)}")
@@ -469,7 +483,8 @@ def plane_curvature(f: Loss, theta: Tensor, d1: Tensor, d2: Tensor) -> Tensor:
     r"""Eigenvalues (ascending, float64) of the Hessian restricted to the plane :math:`\mathrm{span}\{d_1, d_2\}`:
     :math:`\mathrm{eig}(Q^\top H Q)` with :math:`Q` an orthonormal basis of the plane. They are the extreme
     curvatures :math:`v^\top H v/\|v\|^2` that any line in a 2-D slice can show; by Cauchy interlacing they lie in
-    :math:`[\lambda_{\min}(H), \lambda_{\max}(H)]`."""
+    :math:`[\lambda_{\min}(H), \lambda_{\max}(H)]`.
+    """
     Q, _ = torch.linalg.qr(torch.stack([d1.detach(), d2.detach()], dim=1).to(theta.dtype))
     HQ = curvature.hvp_batch(total(f), theta.detach(), Q.T.contiguous())
     M = (Q.T @ HQ.T).to(torch.float64)
@@ -478,7 +493,8 @@ def plane_curvature(f: Loss, theta: Tensor, d1: Tensor, d2: Tensor) -> Tensor:
 
 def ritz_terms(pinn: Any) -> Callable[[Tensor], dict[str, Tensor]]:
     """The Deep Ritz loss of ``pinn``'s problem on the same network and points, as a function of theta:
-    ``theta -> pinn.problem.energy_terms(pinn.u(theta), pinn.points)`` (``{"energy", "boundary"}``)."""
+    ``theta -> pinn.problem.energy_terms(pinn.u(theta), pinn.points)`` (``{"energy", "boundary"}``).
+    """
     if not hasattr(pinn.problem, "energy_terms"):
         raise ValueError(f"{type(pinn.problem).__name__} has no Deep Ritz energy (energy_terms); use "
                          "pk.problems.Poisson1D")
@@ -496,7 +512,8 @@ def _use_log(values: Tensor, log: bool | None) -> bool:
 def plot_slice_1d(s: Slice1D, ax: Any = None, terms: bool = True, log: bool | None = None,
                   title: str | None = None, label: str = "loss") -> Any:
     """The loss (and, with ``terms``, each term) along a 1-D slice; log scale when the loss is positive.
-    Several slices can share ``ax`` (pass ``terms=False`` and a ``label`` each)."""
+    Several slices can share ``ax`` (pass ``terms=False`` and a ``label`` each).
+    """
     ax = ax or plt.subplots(figsize=(5, 3.5))[1]
     a = s.alphas.numpy()
     ax.plot(a, s.loss.numpy(), "-", lw=2, label=label, **({"color": "k"} if terms and len(s.terms) > 1 else {}))
@@ -588,7 +605,8 @@ def explorer(losses: Mapping[str, tuple[Loss, Tensor]], blocks: Any = None, *, n
              kind: str = "contour", known: Mapping[tuple[str, str], Directions] | None = None) -> Callable[..., None]:
     """A function ``show(loss, directions, span)`` for ``ipywidgets.interact``: it computes and plots the 2-D
     slice of ``losses[loss] = (f, theta)`` along one of :data:`EXPLORER_DIRECTIONS` (directions cached per loss;
-    ``known[(loss, directions)]`` supplies ones already computed, e.g. Hessian eigenvectors)."""
+    ``known[(loss, directions)]`` supplies ones already computed, e.g. Hessian eigenvectors).
+    """
     cache: dict[tuple[str, str], Directions] = dict(known or {})
 
     def show(loss: str, directions: str, span: float, ax: Any = None) -> None:

@@ -171,7 +171,8 @@ class CGResult:
     """Result of :func:`pcg`: the solution ``x``, the CG iterations used, the final relative residual
     :math:`\\|b - Ax\\| / \\|b\\|` and preconditioned residual :math:`\\sqrt{r^\\top M^{-1} r / b^\\top M^{-1} b}`,
     why CG stopped (``exit``: ``"tolerance"``, ``"max_iter"`` or ``"negative_curvature"``) and how many
-    search directions had :math:`p^\\top A p \\le 0` (``negative_curvature_hits``)."""
+    search directions had :math:`p^\\top A p \\le 0` (``negative_curvature_hits``).
+    """
 
     x: Tensor
     iters: int
@@ -242,7 +243,8 @@ class NNCGStep:
     :math:`p^\\top(H+\\mu I)p \\le 0`; ``descent`` is :math:`g^\\top d > 0` for the CG direction; ``fallback`` says
     the preconditioned gradient was used instead (safeguard mode only); ``t`` is the Armijo step (0: no step
     accepted); ``hvps`` counts Hessian-vector products of the step (CG + Nyström refresh); ``refreshed`` and
-    ``indefinite`` describe the preconditioner."""
+    ``indefinite`` describe the preconditioner.
+    """
 
     step: int
     loss_before: float
@@ -263,7 +265,8 @@ class NNCGStep:
 class NNCGStepper:
     """NNCG on a flat ``theta`` (the stepper protocol of :mod:`pinnkit.train`): ``step()`` = one Newton–CG
     iteration (one "iteration" in Rathore et al.'s count). ``diagnostics`` holds one :class:`NNCGStep` per step,
-    ``last`` the latest. See the module docstring for ``safeguard`` (False, the default: the paper's algorithm)."""
+    ``last`` the latest. See the module docstring for ``safeguard`` (False, the default: the paper's algorithm).
+    """
 
     iterations_per_step = 1
 
@@ -314,6 +317,7 @@ class NNCGStepper:
             rows = lambda V: torch.cat([op(V[i:i + self.chunk]) for i in range(0, V.shape[0], self.chunk)])  # noqa
             self.precond = nystrom(rows, th.numel(), self.rank, self.mu, generator=self.gen, dtype=th.dtype,
                                    device=th.device)
+        assert self.precond is not None
         A = lambda v: op(v) + self.mu * v  # noqa: E731
         cg = pcg(A, g, x0=self.d, M_inv=self.precond.apply_inverse, tol=self.cg_tol, max_iter=self.cg_iters,
                  stop_on_negative_curvature=self.safeguard)
@@ -354,7 +358,8 @@ def nncg_stepper(terms_fn: TermsFn, theta: Tensor, *, mu: float = 1e-2, rank: in
 
 def diagnostics_table(steps: list[NNCGStep], digits: int = 2) -> str:
     """One line per NNCG step: CG iterations, exit reason, preconditioned residual, negative-curvature hits,
-    fallback, Armijo step and the loss ratio (rounded to ``digits`` significant digits, for compared outputs)."""
+    fallback, Armijo step and the loss ratio (rounded to ``digits`` significant digits, for compared outputs).
+    """
     head = f"{'step':>4} {'CG its':>6} {'exit':<18} {'P-resid':>8} {'neg':>4} {'fallback':>8} {'t':>8} {'loss ratio':>10}"
     lines = [head]
     for s in steps:
@@ -378,7 +383,8 @@ def optimizer_table(runs: dict[str, dict[str, Any]], paper: dict[str, dict[str, 
     """A text table, one row per (problem, method): our loss, L2RE, final gradient norm and seconds per Rathore
     iteration of the last phase (``TrainResult``s in ``runs[problem][method]``; an L-BFGS step counts its 20 inner
     iterations, an NNCG step 1) beside the paper's loss / L2RE (default :data:`RATHORE2024`) and seconds per
-    iteration (default :data:`RATHORE2024_SECONDS`; L-BFGS and NNCG only, on a Titan V)."""
+    iteration (default :data:`RATHORE2024_SECONDS`; L-BFGS and NNCG only, on a Titan V).
+    """
     paper = RATHORE2024 if paper is None else paper
     seconds = RATHORE2024_SECONDS if seconds is None else seconds
     head = (f"{'problem':<11}{'method':<17}{'loss':>9}{'L2RE':>9}{'|grad|':>9}{'s/it':>8}   "

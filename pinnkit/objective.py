@@ -24,7 +24,7 @@ TermsFn = Callable[[Tensor], dict[str, Tensor]]
 #: theta -> scalar Tensor, or theta -> dict of scalar Tensors (summed)
 Loss = Callable[[Tensor], Union[Tensor, Mapping[str, Tensor]]]
 
-__all__ = ["Loss", "TermsFn", "total", "as_terms", "resolve", "value_and_grad"]
+__all__ = ["Loss", "TermsFn", "total", "as_terms", "term", "resolve", "value_and_grad"]
 
 
 def _sum_terms(out: Any) -> Tensor:
@@ -52,6 +52,13 @@ def as_terms(f: Loss) -> TermsFn:
         out = f(theta)
         return dict(out) if isinstance(out, Mapping) else {"loss": out}
     return terms
+
+
+def term(f: Callable[[Tensor], Mapping[str, Tensor]], name: str) -> Callable[[Tensor], Tensor]:
+    """The single term ``name`` of a terms function, as a loss of its own: ``theta -> f(theta)[name]``."""
+    def loss(theta: Tensor) -> Tensor:
+        return f(theta)[name]
+    return loss
 
 
 def resolve(objective: Any, theta0: Tensor | None) -> tuple[TermsFn, Tensor]:

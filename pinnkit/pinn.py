@@ -14,7 +14,7 @@ Every analysis in pinnkit (curvature, optimizers, alignment, landscapes) takes s
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 from torch import Tensor

@@ -44,8 +44,8 @@ def plot_solution(pinn: PINN, theta: Tensor, title: str | None = None):
         vmin, vmax = float(exact.min()), float(exact.max())
         for ax, field, name, kw in [(panels[0], pred, "PINN prediction", dict(vmin=vmin, vmax=vmax, cmap="RdBu_r")),
                                     (panels[1], exact, "exact solution", dict(vmin=vmin, vmax=vmax, cmap="RdBu_r")),
-                                    (panels[2], err, "absolute error", dict(cmap="magma"))]:
-            im = ax.pcolormesh(t, x, field.reshape(shape), shading="auto", rasterized=True, **kw)
+                                    (panels[2], err, "absolute error", dict(cmap="magma"))]:  # type: ignore[assignment]
+            im = ax.pcolormesh(t, x, field.reshape(shape), shading="auto", rasterized=True, **kw)  # type: ignore[arg-type]
             ax.set(xlabel=f"{names[1]} (time)", ylabel=f"{names[0]} (space)", title=name)
             fig.colorbar(im, ax=ax)
     l2re = float(torch.linalg.vector_norm(pred - exact) / torch.linalg.vector_norm(exact))

@@ -65,7 +65,7 @@ class Jet:
 
 def _value_and_input_grad(u: Fn) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
     def g(X: Tensor) -> tuple[Tensor, Tensor]:
-        uX, pullback = torch.func.vjp(u, X)
+        uX, pullback = torch.func.vjp(u, X)  # type: ignore[misc]  # torch stubs: 3-tuple with has_aux only
         return pullback(torch.ones_like(uX))[0], uX
     return g
 
@@ -95,7 +95,7 @@ def jet(u: Fn, X: Tensor, second: Sequence[int] = ()) -> Jet:
     if not second:
         du, uX = g(X)
         return Jet(uX, du, {})
-    du, pullback, uX = torch.func.vjp(g, X, has_aux=True)
+    du, pullback, uX = torch.func.vjp(g, X, has_aux=True)  # type: ignore[misc]  # torch stubs
     cols = torch.arange(du.shape[-1], device=du.device)
     out = {}
     for i in second:
@@ -175,7 +175,8 @@ class Problem:
 
     def sample(self, n_res: int, n_ic: int, n_bc: int, seed: int = 0, method: str = "grid") -> Collocation:
         """Seeded collocation points; ``method='grid'`` draws residual points from the interior of the
-        evaluation grid (as Rathore et al.), ``'random'`` uniformly from the open domain."""
+        evaluation grid (as Rathore et al.), ``'random'`` uniformly from the open domain.
+        """
         raise NotImplementedError
 
     # --- shared machinery ---------------------------------------------------------------------

@@ -264,7 +264,7 @@ def test_term_conditioning_on_a_pinn():
     tc = K.term_conditioning(pinn.residuals, th, rcut=1e-8)
     assert list(tc) == ["residual", "initial", "boundary", "total"]
     assert [tc[k].n_residuals for k in tc] == [30, 5, 4, 39]
-    for k, v in tc.items():
+    for v in tc.values():
         assert v.gauss_newton.rank <= min(v.n_residuals, th.numel()) and v.gauss_newton.n_negative == 0
         assert v.eigenvalues.shape == (th.numel(),) and 0.0 < v.second_order < 10.0
     ev = torch.linalg.eigvalsh(C.hessian(pinn.loss, th).to(F64))

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import math
 
+from typing_extensions import TypeIs
+
 
 def verdict(ok: bool, hint: str = "") -> bool:
     """Print a one-line verdict (with a hint when wrong) and return ``ok``."""
@@ -17,3 +19,19 @@ def close(answer: float, expected: float, rtol: float = 0.05, atol: float = 0.0)
     """``answer`` within ``rtol`` (relative) or ``atol`` of ``expected``; NaN is never close."""
     answer = float(answer)
     return math.isfinite(answer) and abs(answer - expected) <= max(atol, rtol * abs(expected))
+
+
+def missing(answer: object) -> TypeIs[None]:
+    """``True`` (after telling the reader what to do) while the exercise's placeholder ``None`` is unanswered."""
+    if answer is None:
+        print("Replace None with your answer, then run the cell again.")
+        return True
+    return False
+
+
+def pending(answer: object, what: str) -> TypeIs[None]:
+    """Like :func:`missing`, naming what to compute: ``True`` while the placeholder ``None`` is unanswered."""
+    if answer is None:
+        print(f"Set answer to {what}, then run this cell again.")
+        return True
+    return False

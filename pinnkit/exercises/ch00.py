@@ -7,14 +7,7 @@ from typing import Any
 import torch
 
 from ..nets import mlp
-from . import close, verdict
-
-
-def _missing(answer: object) -> bool:
-    if answer is None:
-        print("Replace None with your answer, then run the cell again.")
-        return True
-    return False
+from . import close, missing, verdict
 
 
 def mlp_param_count(n_in: int, widths: list[int], n_out: int = 1) -> int:
@@ -25,7 +18,7 @@ def mlp_param_count(n_in: int, widths: list[int], n_out: int = 1) -> int:
 def check_zero_network(value: float | None, n_ic: int = 257) -> bool:
     """Exercise 1: at ``theta = 0`` the network is ``u = 0``; only the initial term ``mean_j sin^2 x_j`` is left
     (``n_ic`` evenly spaced points on ``[0, 2 pi]``)."""
-    if _missing(value):
+    if missing(value):
         return False
     expected = sum(math.sin(2 * math.pi * j / (n_ic - 1)) ** 2 for j in range(n_ic)) / n_ic
     return verdict(close(value, expected, rtol=0.01),
@@ -35,7 +28,7 @@ def check_zero_network(value: float | None, n_ic: int = 257) -> bool:
 def check_directional(value: float | None, pinn: Any, v: torch.Tensor) -> bool:
     """Exercise 2: a finite-difference estimate of ``grad L(theta0) . v``, compared with automatic differentiation
     (1 % relative tolerance)."""
-    if _missing(value):
+    if missing(value):
         return False
     expected = float(torch.func.grad(pinn.loss)(pinn.theta0) @ v.to(pinn.theta0))
     return verdict(close(value, expected, rtol=1e-2, atol=1e-4 * abs(expected) + 1e-8),

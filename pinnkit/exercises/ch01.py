@@ -3,19 +3,12 @@ from __future__ import annotations
 
 import math
 
-from . import close, verdict
-
-
-def _missing(answer: object) -> bool:
-    if answer is None:
-        print("Replace None with your answer, then run the cell again.")
-        return True
-    return False
+from . import close, missing, verdict
 
 
 def check_periods(answer: float | None, beta: float = 40.0) -> bool:
     """Exercise 1: periods of ``sin(x - beta t)`` in time over ``t in (0, 1)`` at a fixed ``x``: ``beta / (2 pi)``."""
-    if _missing(answer):
+    if missing(answer):
         return False
     return verdict(close(answer, beta / (2 * math.pi), rtol=0.03),
                    "sin(x - beta t) has angular frequency beta in t; a period is 2 pi / beta long.")
@@ -23,7 +16,7 @@ def check_periods(answer: float | None, beta: float = 40.0) -> bool:
 
 def check_curvature_factor(answer: float | None, beta_from: float = 10.0, beta_to: float = 40.0) -> bool:
     """Exercise 1: the growth of a curvature that scales like ``beta^2``."""
-    if _missing(answer):
+    if missing(answer):
         return False
     return verdict(close(answer, (beta_to / beta_from) ** 2, rtol=0.02),
                    "The residual contains beta u_x; squaring it gives beta^2.")
@@ -32,7 +25,7 @@ def check_curvature_factor(answer: float | None, beta_from: float = 10.0, beta_t
 def check_constant_loss(answer: float | None, n_ic: int = 100) -> bool:
     """Exercise 2: the smallest loss of a constant prediction, ``mean_j sin^2 x_j`` over the ``n_ic`` evenly spaced
     initial points on ``[0, 2 pi]`` (the residual and the periodic boundary term vanish for a constant)."""
-    if _missing(answer):
+    if missing(answer):
         return False
     xs = [2 * math.pi * j / (n_ic - 1) for j in range(n_ic)]
     mean = sum(math.sin(x) for x in xs) / n_ic

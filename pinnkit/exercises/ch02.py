@@ -5,7 +5,7 @@ Each check accepts ``None`` (the notebook's placeholder) and then only reminds y
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -37,7 +37,7 @@ def check_negative_count(answer: int | None, f: Callable[[Tensor], Tensor], thet
     return verdict(int(answer) == expected, "count ev < -1e-8 * ev.max() for ev = cv.hessian_eigh(...).values")
 
 
-def check_kernel_tail(answer: float | None, sd: object, below: float = -1.0) -> bool:
+def check_kernel_tail(answer: float | None, sd: Any, below: float = -1.0) -> bool:
     r"""Exercise 3: the area of the *drawn* (smoothed) density of ``sd`` (a
     :class:`~pinnkit.curvature.SpectralDensity`) to the left of ``below``; compare it with ``sd.mass(-inf, below)``,
     the quadrature weight of the eigenvalues actually there."""

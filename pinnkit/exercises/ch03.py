@@ -3,20 +3,13 @@ from __future__ import annotations
 
 import math
 
-from . import close, verdict
-
-
-def _missing(answer: object) -> bool:
-    if answer is None:
-        print("Replace None with your answer, then run the cell again.")
-        return True
-    return False
+from . import close, missing, verdict
 
 
 def check_annihilating_beta(answer: float | None, wx: float = 1.5, wt: float = -2.0) -> bool:
     """Exercise 1: the ``beta`` with ``2 wt + beta wx / pi = 0`` (rescaled weights of a convection feature on
     ``(0, 2 pi) x (0, 1)``)."""
-    if _missing(answer):
+    if missing(answer):
         return False
     return verdict(close(answer, -2 * math.pi * wt / wx, rtol=0.02),
                    "Undo the rescaling to [-1, 1] (x: factor 1/pi, t: factor 2), then solve w_t + beta w_x = 0.")
@@ -24,7 +17,7 @@ def check_annihilating_beta(answer: float | None, wx: float = 1.5, wt: float = -
 
 def check_order_slope(answer: float | None, order: int = 3) -> bool:
     """Exercise 2: the measured slope of ``kappa ~ K^p`` for the ``order``-th derivative on Fourier features."""
-    if _missing(answer):
+    if missing(answer):
         return False
     return verdict(abs(float(answer) - 2 * order) < 0.3,
                    "Each derivative multiplies feature j by j pi; the Gram matrix squares it.")
@@ -32,7 +25,7 @@ def check_order_slope(answer: float | None, order: int = 3) -> bool:
 
 def check_null_dimension(answer: int | None) -> bool:
     """Exercise 3: zero eigenvalues of the residual term's Hessian for sin(j pi x) features plus a constant."""
-    if _missing(answer):
+    if missing(answer):
         return False
     return verdict(int(answer) == 1, "Which features have a zero second derivative?")
 

@@ -6,19 +6,12 @@ from __future__ import annotations
 
 import math
 
-from . import close, verdict
-
-
-def _pending(answer: object, what: str) -> bool:
-    if answer is None:
-        print(f"Set answer to {what}, then run this cell again.")
-        return True
-    return False
+from . import close, pending, verdict
 
 
 def check_orthonormal(answer: float | None) -> bool:
     """Exercise 1: the alignment score of four mutually orthogonal vectors of arbitrary lengths."""
-    if _pending(answer, "the alignment score of four orthogonal gradients (a number)"):
+    if pending(answer, "the alignment score of four orthogonal gradients (a number)"):
         return False
     return verdict(close(answer, 2 / 4 - 1, rtol=0.0, atol=1e-3),
                    "The score ignores lengths: average the four unit vectors, square the norm, times 2, minus 1.")
@@ -26,7 +19,7 @@ def check_orthonormal(answer: float | None) -> bool:
 
 def check_toy_cosine(answer: float | None) -> bool:
     """Exercise 2: cosine of g_1 = (1, 0.01) and g_2 = (1, -0.29) (the toy with W = diag(1, 10))."""
-    if _pending(answer, "the cosine of the two raw gradients for W = diag(1, 10)"):
+    if pending(answer, "the cosine of the two raw gradients for W = diag(1, 10)"):
         return False
     expected = (1 - 0.01 * 0.29) / math.sqrt((1 + 0.01 ** 2) * (1 + 0.29 ** 2))
     return verdict(close(answer, expected, rtol=1e-3),
@@ -35,7 +28,7 @@ def check_toy_cosine(answer: float | None) -> bool:
 
 def check_newton_toy(answer: float | None) -> bool:
     """Exercise 3: cosine of the two Newton directions H^{-1} g_i of the W = diag(1, 100) toy, H = 2 W^T W."""
-    if _pending(answer, "the cosine of H^-1 g_1 and H^-1 g_2 (H = 2 W^T W)"):
+    if pending(answer, "the cosine of H^-1 g_1 and H^-1 g_2 (H = 2 W^T W)"):
         return False
     u, v = (1.0, 1e-4), (1.0, -2e-4)   # 2 H^{-1} g_i = W^{-1} r_i
     expected = (u[0] * v[0] + u[1] * v[1]) / math.hypot(*u) / math.hypot(*v)

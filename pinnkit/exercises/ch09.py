@@ -10,20 +10,13 @@ from typing import Any, Callable, Sequence
 import torch
 
 from ..landscape import hessian_directions, normalize
-from . import close, verdict
-
-
-def _pending(answer: object, what: str) -> bool:
-    if answer is None:
-        print(f"Set answer to {what}, then run this cell again.")
-        return True
-    return False
+from . import close, pending, verdict
 
 
 def check_paraboloid(answer: float | None) -> bool:
     r"""Exercise 1: :math:`f = \tfrac12\theta^\top \mathrm{diag}(1, 4, 9)\,\theta`, slice through 0 along the top two
     unit eigenvectors; the value at :math:`(\alpha, \beta) = (1, -2)` is :math:`\tfrac12(9\cdot 1 + 4\cdot 4) = 12.5`."""
-    if _pending(answer, "the value of the slice at (alpha, beta) = (1, -2) (a number)"):
+    if pending(answer, "the value of the slice at (alpha, beta) = (1, -2) (a number)"):
         return False
     return verdict(close(answer, 12.5, rtol=1e-6),
                    "the slice along eigenvectors v1 (λ=9), v2 (λ=4) is ½(λ1 α² + λ2 β²).")
@@ -32,7 +25,7 @@ def check_paraboloid(answer: float | None) -> bool:
 def check_filter_normalized(answer: Sequence[float] | None) -> bool:
     """Exercise 2: W = [[3, 4], [0, 1]], b = [0, 2]; Gaussian draws d_W = [[1, 0], [2, 2]], d_b = [1, 1];
     the filter-normalized direction, flattened as (W rows, then b)."""
-    if _pending(answer, "six numbers: the two rows of the normalized d_W, then d_b"):
+    if pending(answer, "six numbers: the two rows of the normalized d_W, then d_b"):
         return False
     theta = torch.tensor([3.0, 4.0, 0.0, 1.0, 0.0, 2.0], dtype=torch.float64)
     d = torch.tensor([1.0, 0.0, 2.0, 2.0, 1.0, 1.0], dtype=torch.float64)
@@ -49,7 +42,7 @@ def check_filter_normalized(answer: Sequence[float] | None) -> bool:
 def check_rank_deficit(answer: int | None, n_params: int, n_residuals: int) -> bool:
     r"""Exercise 3: at a zero-residual minimum the PINN Hessian is the Gauss-Newton matrix
     :math:`2 J^\top J` (``J`` of shape ``(N, P)``), of rank at most ``N``: at least ``P - N`` eigenvalues are 0."""
-    if _pending(answer, "the least number of exactly-zero Hessian eigenvalues at a zero-residual minimum"):
+    if pending(answer, "the least number of exactly-zero Hessian eigenvalues at a zero-residual minimum"):
         return False
     expected = max(n_params - n_residuals, 0)
     return verdict(int(answer) == expected,
@@ -60,8 +53,10 @@ def check_rank_deficit(answer: int | None, n_params: int, n_residuals: int) -> b
 def check_bottom_curvature(answer: float | None, f: Callable[[torch.Tensor], Any], theta: torch.Tensor) -> bool:
     r"""Exercise 4: the curvature of the 1-D slice along the most negative Hessian eigenvector at ``theta``
     (a finite difference) should equal :math:`\lambda_{\min}` (computed here by a dense ``eigh``)."""
-    if _pending(answer, "the finite-difference curvature along v_P (a number)"):
+    if pending(answer, "the finite-difference curvature along v_P (a number)"):
         return False
-    lam = hessian_directions(f, theta, k=1, which="smallest").eigenvalues[0]
+    eigenvalues = hessian_directions(f, theta, k=1, which="smallest").eigenvalues
+    assert eigenvalues is not None  # Hessian directions carry their eigenvalues
+    lam = eigenvalues[0]
     return verdict(close(answer, lam, rtol=0.02), f"compare with λ_min = {lam:.3g}: use Slice1D.curvature() on a "
                                                   "small symmetric span with an odd number of points.")

@@ -36,8 +36,9 @@ REMOVED = {"remove-output", "remove_output", "remove-cell", "remove_cell"}
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 
-def toc_docs(toc: Path = Path(os.environ.get("PINNKIT_BOOK_TOC", ROOT / "book" / "_toc.yml"))) -> list[str]:
+def toc_docs(toc: Path | None = None) -> list[str]:
     """Every ``file:`` of the table of contents (root first), in reading order."""
+    toc = toc or Path(os.environ.get("PINNKIT_BOOK_TOC", ROOT / "book" / "_toc.yml"))
     data = yaml.safe_load(toc.read_text())
     docs = [data["root"]]
 
