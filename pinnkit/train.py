@@ -32,7 +32,6 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
-import operator
 import os
 import time
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from .nets import size
 from .newton import METHODS as _NEWTON_METHODS
 from .nncg import nncg_stepper
 from .objective import TermsFn, as_terms, resolve, value_and_grad  # noqa: F401 (re-exported)
@@ -259,7 +259,7 @@ def lbfgs(terms_fn: TermsFn, theta: Tensor, lbfgs_iter: int = 20, history_size: 
     Returns:
         A :class:`TorchStepper`.
     """
-    lbfgs_iter, history_size = _count(lbfgs_iter, "lbfgs_iter", 1), _count(history_size, "history_size", 1)
+    lbfgs_iter, history_size = size(lbfgs_iter, "lbfgs_iter", 1), size(history_size, "history_size", 1)
     return TorchStepper(terms_fn, theta, lambda p: torch.optim.LBFGS(
         p, lr=1.0, max_iter=lbfgs_iter, history_size=history_size, line_search_fn="strong_wolfe"), closure=True,
         iterations_per_step=lbfgs_iter)
@@ -357,20 +357,6 @@ def _route(method: str, names: list[str], options: Mapping[str, Any],
     return routed
 
 
-def _count(x: Any, name: str, minimum: int) -> int:
-    """``x`` as an int >= ``minimum`` (Python or numpy integers), else a ValueError naming ``name``."""
-    try:
-        if isinstance(x, bool):
-            raise TypeError
-        n = operator.index(x)
-    except TypeError:
-        n = None
-    if n is None or n < minimum:
-        kind = "positive" if minimum == 1 else "non-negative" if minimum == 0 else f">= {minimum}"
-        raise ValueError(f"{name} must be a {kind} integer, got {x!r}")
-    return n
-
-
 def _phases(method: str, names: list[str], steps: int, switch: int | Sequence[int] | None) -> list[tuple[str, int]]:
     if len(names) == 1:
         if switch is not None:
@@ -378,13 +364,13 @@ def _phases(method: str, names: list[str], steps: int, switch: int | Sequence[in
                              f"{method!r} has one phase: drop switch (steps={steps} is its length)")
         return [(names[0], steps)]
     try:
-        counts = [_count(switch, "switch", 1)]
+        counts = [size(switch, "switch", 1)]
     except ValueError:
         try:
             items = list(switch)  # type: ignore[arg-type]
         except TypeError:
             items = []
-        counts = [_count(c, "switch", 1) for c in items]
+        counts = [size(c, "switch", 1) for c in items]
     if len(counts) != len(names) - 1 or sum(counts) >= steps:
         raise ValueError(f"{method} needs switch= the step counts of its first {len(names) - 1} phase(s), "
                          f"positive and summing to less than steps={steps}; got switch={switch}")
@@ -457,7 +443,7 @@ def train(objective: Any, method: str = "adam", steps: int = 1000, *, theta0: Te
             not finite at ``theta0``.
     """
     names = _names(method)
-    steps = _count(steps, "steps", 0)
+    steps = size(steps, "steps", 0)
     phases = _phases(method, names, steps, switch)
     if on_diverge not in ("raise", "stop"):
         raise ValueError(f"on_diverge must be 'raise' or 'stop', got {on_diverge!r}")
@@ -465,8 +451,8 @@ def train(objective: Any, method: str = "adam", steps: int = 1000, *, theta0: Te
         raise ValueError(f"grad_tol must be >= 0, got {grad_tol}")
     if not diverge > 0:
         raise ValueError(f"diverge must be positive, got {diverge}")
-    log_every = max(1, steps // 100) if log_every is None else _count(log_every, "log_every", 1)
-    stop_after = None if stop_after is None else _count(stop_after, "stop_after", 1)
+    log_every = max(1, steps // 100) if log_every is None else size(log_every, "log_every", 1)
+    stop_after = None if stop_after is None else size(stop_after, "stop_after", 1)
     if checkpoint_every is not None and not checkpoint_every > 0:
         raise ValueError(f"checkpoint_every must be a positive number of seconds, got {checkpoint_every}")
     terms_fn, theta0 = resolve(objective, theta0)

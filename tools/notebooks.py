@@ -2,12 +2,14 @@
 
     python tools/notebooks.py header            # (re)write badge + setup cell in every notebook
     python tools/notebooks.py execute [NB ...]  # run in place in a fresh kernel, classroom preset
-                                                # (all notebooks: also records run times in book/runtimes.md)
+                                                # (all notebooks: also records run times in book/runtimes.md
+                                                # and writes them into each chapter's "Run time" line)
 
 The Colab badge and the setup cell come from the one repository setting in ``book/_config.yml``.
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 import sys
@@ -59,6 +61,22 @@ def header(paths: list[Path]) -> None:
         print(f"header: {path.relative_to(ROOT)}")
 
 
+RUN_TIME = re.compile(r"Run time: about \d+ s \([^)]*\)")
+
+
+def run_time_line(seconds: float) -> str:
+    """The first cell's run-time sentence for a measured wall time (rounded up to 5 s)."""
+    return f"Run time: about {max(5, 5 * math.ceil(seconds / 5))} s (classroom preset, one torch thread, 2-core CPU)"
+
+
+def set_run_time(nb: nbformat.NotebookNode, seconds: float) -> None:
+    """Write the measured run time into the title cell's ``Run time: about N s (...)`` sentence."""
+    title = nb.cells[0]
+    if not RUN_TIME.search(title.source):
+        raise ValueError("the first cell has no 'Run time: about N s (...)' sentence (see CONTRIBUTING.md)")
+    title.source = RUN_TIME.sub(run_time_line(seconds), title.source, count=1)
+
+
 def execute(paths: list[Path], record: Path | None = None) -> None:
     from nbclient import NotebookClient
     os.environ["PINNKIT_PRESET"] = "classroom"
@@ -75,6 +93,9 @@ def execute(paths: list[Path], record: Path | None = None) -> None:
                        ).execute()
         nbformat.write(nb, path)
         seconds = time.perf_counter() - t
+        if record is not None:
+            set_run_time(nb, seconds)
+            nbformat.write(nb, path)
         rows.append(f"| `{path.name}` | {seconds:.0f} |")
         print(f"executed {path.relative_to(ROOT)} in {seconds:.0f} s")
     if record is not None:
