@@ -32,7 +32,7 @@ import inspect
 import math
 import statistics
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, cast
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence, cast
 
 import torch
 from torch import Tensor
@@ -42,7 +42,7 @@ from .objective import Loss, TermsFn, as_terms, resolve, total
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
-__all__ = ["alignment_score", "cosine", "term_gradients", "intra_step_alignment", "IntraStep", "InterStep",
+__all__ = ["count_positive", "alignment_score", "cosine", "term_gradients", "intra_step_alignment", "IntraStep", "InterStep",
            "optimizer_directions", "track", "Trace", "tune", "Tuning", "study", "Study", "RunSummary", "summarize",
            "seed_spread", "Spread", "precondition", "preconditioned_alignment", "PreconditionedAlignment", "fan",
            "plot_score_geometry", "plot_vectors", "plot_alignment_history", "plot_study", "plot_preconditioned"]
@@ -677,3 +677,12 @@ def plot_preconditioned(results: Mapping[str, PreconditionedAlignment], title: s
     if title:
         fig.suptitle(title)
     return fig
+
+
+def count_positive(results: Iterable[PreconditionedAlignment], preconditioner: str, lo: float, hi: float) -> int:
+    """How many of ``results`` reach a positive alignment score with ``preconditioner`` (``"newton"``,
+    ``"saddle_free"`` or ``"gauss_newton"``) at some relative damping in ``[lo, hi]``.
+    """
+    if preconditioner not in ("newton", "saddle_free", "gauss_newton"):
+        raise ValueError(f"unknown preconditioner {preconditioner!r}; valid: newton, saddle_free, gauss_newton")
+    return sum(any(x > 0 for d, x in zip(r.dampings, getattr(r, preconditioner)) if lo <= d <= hi) for r in results)

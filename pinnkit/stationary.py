@@ -43,7 +43,7 @@ from .newton import run
 from .objective import Loss, total
 from .train import train
 
-__all__ = ["LABELS", "StationaryPoint", "classify", "zero_output", "table", "tangent_alignment",
+__all__ = ["LABELS", "StationaryPoint", "classify", "index_range", "zero_output", "table", "tangent_alignment",
            "CurvatureSplit", "curvature_split", "BasisFit", "basis_fit", "EscapeDirection", "escape_direction",
            "Checkpoint", "checkpoints", "Endpoint", "survey", "endpoint_table", "Escape", "escape",
            "plot_saddle_slices", "plot_index_vs_loss", "plot_endpoint_fits"]
@@ -93,6 +93,17 @@ class StationaryPoint:
             raise ValueError(f"eig_rtol must be >= 0, got {eig_rtol}")
         lam = self.eigenvalues
         return int((lam < -eig_rtol * float(lam.abs().max())).sum())
+
+
+
+def index_range(points: Sequence[StationaryPoint], eig_rtol: float) -> tuple[int, int]:
+    """The smallest and largest index of ``points`` at the relative zero tolerance ``eig_rtol``
+    (:meth:`StationaryPoint.index_at`): how much a set's index depends on where "zero" is drawn.
+    """
+    if not points:
+        raise ValueError("index_range() needs at least one point")
+    xs = [p.index_at(eig_rtol) for p in points]
+    return min(xs), max(xs)
 
 
 def classify(f: Loss, theta: Tensor, *, grad_tol: float = 1e-6, eig_rtol: float = 1e-8, eig_atol: float = 0.0,
