@@ -5,13 +5,15 @@ Every tool takes a loss as a function of one flat parameter vector ``theta``; pe
 # train imports the optimizers of newton, nncg and soap for its registry (STEPPERS)
 from .train import STEPPERS, History, TrainingDiverged, TrainResult, TrainState, train  # noqa: I001
 
-from . import (alignment, conditioning, curvature, experiments, features, landscape, linesearch, nets, newton, nncg,
-               objective, papers, plots, presets, problems, regression, report, soap, stationary)
+# pinnkit.experiments is not imported here: it is also a command, `python -m pinnkit.experiments` (import it as
+# `from pinnkit import experiments`)
+from . import (alignment, conditioning, curvature, features, landscape, linesearch, nets, newton, nncg, objective,
+               papers, plots, presets, problems, regression, report, soap, stationary)
 from .pinn import PINN
 from .presets import Preset, setup
 
 __version__ = "0.1.0"
 __all__ = ["PINN", "Preset", "setup", "train", "History", "TrainResult", "TrainState", "TrainingDiverged", "STEPPERS",
            "alignment", "conditioning", "curvature", "features", "landscape", "linesearch", "nets", "newton", "nncg",
-           "objective", "papers", "experiments", "plots", "presets", "problems", "regression", "report", "soap",
+           "objective", "papers", "plots", "presets", "problems", "regression", "report", "soap",
            "stationary"]

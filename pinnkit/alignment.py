@@ -28,24 +28,20 @@ terms (Wang et al.'s type I conflict) is invisible to it; it measures *direction
 """
 from __future__ import annotations
 
-import inspect
 import math
 import statistics
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence, cast
+from typing import Any, Callable, Iterable, Mapping, Sequence, cast
 
 import torch
 from torch import Tensor
 
 from .objective import Loss, TermsFn, as_terms, resolve, total
-
-if TYPE_CHECKING:  # pragma: no cover
-    from matplotlib.figure import Figure
+from .train import TrainingDiverged, train
 
 __all__ = ["count_positive", "alignment_score", "cosine", "term_gradients", "intra_step_alignment", "IntraStep", "InterStep",
            "optimizer_directions", "track", "Trace", "tune", "Tuning", "study", "Study", "RunSummary", "summarize",
-           "seed_spread", "Spread", "precondition", "preconditioned_alignment", "PreconditionedAlignment", "fan",
-           "plot_score_geometry", "plot_vectors", "plot_alignment_history", "plot_study", "plot_preconditioned"]
+           "seed_spread", "Spread", "precondition", "preconditioned_alignment", "PreconditionedAlignment", "fan"]
 
 
 # --- the score ---------------------------------------------------------------------------------------
@@ -232,21 +228,50 @@ class Trace:
     snapshots: Mapping[int, Tensor] = field(default_factory=dict)
 
 
-def _factory(method: str) -> Callable[..., Any]:
-    from .train import STEPPERS
+class _Lag1:
+    """The :func:`track` observer: ``pinnkit.train``'s ``on_step`` hook, called after every step ``k -> k+1``."""
 
-    if method not in STEPPERS:
-        raise ValueError(f"unknown optimizer {method!r}; valid: {', '.join(STEPPERS)}")
-    return STEPPERS[method]
+    def __init__(self, terms_fn: TermsFn, method: str, log_every: int, keep: set[int]):
+        self.terms_fn, self.loss_fn, self.grad = terms_fn, total(terms_fn), torch.func.grad(total(terms_fn))
+        self.precondition = method in ("adam", "soap")
+        self.log_every, self.keep = log_every, keep
+        self.rec: dict[str, list[float]] = {k: [] for k in ("step", "loss", "intra", "inter", "inter_grad", "pre", "imb")}
+        self.snaps: dict[int, Tensor] = {}
+        self.previous: Tensor | None = None                   # the update Delta_{k-1}
+        self.next_g: dict[str, Tensor] | None = None           # term gradients at theta_{k+1}, when a log point
+        self.next_pre = math.nan                               # ... preconditioned with the state before that step
+
+    def __call__(self, k: int, theta: Tensor, theta_next: Tensor, stepper: Any) -> None:
+        if k % self.log_every == 0:
+            g = self.next_g if self.next_g is not None else term_gradients(self.terms_fn, theta)
+            norms = [float(torch.linalg.vector_norm(v)) for v in g.values()]
+            update = theta_next - theta
+            self.rec["step"].append(k)
+            self.rec["loss"].append(float(self.loss_fn(theta)))
+            self.rec["intra"].append(alignment_score(g) if len(g) > 1 else math.nan)
+            self.rec["pre"].append(self.next_pre if k > 0 else math.nan)   # no second moment before step 0
+            self.rec["imb"].append(max(norms) / min(norms) if min(norms) > 0 else math.inf)
+            self.rec["inter"].append(math.nan if self.previous is None else _cosine_or_nan(self.previous, update))
+            self.rec["inter_grad"].append(_cosine_or_nan(cast(Tensor, sum(g.values())), self.grad(theta_next)))
+            if k in self.keep:
+                self.snaps[k] = theta
+        self.previous = theta_next - theta
+        self.next_g, self.next_pre = None, math.nan
+        if (k + 1) % self.log_every == 0:      # the optimizer's preconditioner as it stands before step k+1
+            self.next_g = term_gradients(self.terms_fn, theta_next)
+            pre = optimizer_directions(stepper, self.next_g) if self.precondition else None
+            self.next_pre = alignment_score(pre) if pre is not None and len(self.next_g) > 1 else math.nan
 
 
 def track(objective: Any, method: str, steps: int, *, lr: float, log_every: int = 10, seed: int = 0,
           snapshots: Sequence[float] = (0.25, 0.5, 1.0), **options: Any) -> Trace:
-    r"""Train ``objective`` with ``method`` and log the alignments of :class:`Trace` at lag 1.
+    r"""Train ``objective`` with :func:`pinnkit.train` and log the alignments of :class:`Trace` at lag 1.
 
     At every log point :math:`k` (every ``log_every`` steps) it records the intra-step alignment at
-    :math:`\theta_k`, takes the step :math:`k \to k+1`, and records :math:`\cos(\Delta_{k-1}, \Delta_k)` and
-    :math:`\cos(\nabla L(\theta_k), \nabla L(\theta_{k+1}))`: consecutive steps whatever ``log_every`` is.
+    :math:`\theta_k` and, after the step :math:`k \to k+1` (``train``'s ``on_step`` hook),
+    :math:`\cos(\Delta_{k-1}, \Delta_k)` and :math:`\cos(\nabla L(\theta_k), \nabla L(\theta_{k+1}))`:
+    consecutive steps whatever ``log_every`` is. The preconditioned score uses the optimizer's state before step
+    :math:`k` (NaN at :math:`k = 0`). A run that diverges stops there (``on_diverge="stop"``).
 
     Args:
         objective: a model with ``terms`` and ``theta0`` (a :class:`~pinnkit.PINN`; ``blocks`` and ``l2re`` used
@@ -258,59 +283,30 @@ def track(objective: Any, method: str, steps: int, *, lr: float, log_every: int 
         log_every: steps between log points.
         seed: recorded in the trace (the model's own seed sets the initialisation).
         snapshots: fractions of ``steps`` at which to keep :math:`\theta` (the nearest log point; 1.0 = the end).
-        **options: passed to the stepper factory when it accepts them (e.g. ``precondition_frequency``).
+        **options: passed to :func:`pinnkit.train` (e.g. ``precondition_frequency`` for SOAP); an option the
+            optimizer does not accept raises a ``TypeError``.
 
     Returns:
         A :class:`Trace`.
 
     Raises:
         ValueError: ``steps`` or ``log_every`` not positive, or an unknown ``method``.
+        TypeError: an option that ``method`` does not accept.
     """
     if steps <= 0 or log_every <= 0:
         raise ValueError(f"steps and log_every must be positive, got steps={steps}, log_every={log_every}")
-    factory = _factory(method)
     terms_fn, theta0 = resolve(objective, None)
-    loss_fn = total(terms_fn)
-    kw = dict(options, lr=lr)
-    if getattr(objective, "blocks", None) is not None:
-        kw.setdefault("blocks", objective.blocks)
-    params = inspect.signature(factory).parameters
-    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        kw = {k: v for k, v in kw.items() if k in params}
-    stepper = factory(terms_fn, theta0.detach().clone(), **kw)
     keep = {min(steps - 1, int(round(f * steps)) // log_every * log_every) for f in snapshots if f < 1}
-    rec: dict[str, list[float]] = {k: [] for k in ("step", "loss", "intra", "inter", "inter_grad", "pre", "imb")}
-    snaps: dict[int, Tensor] = {}
-    theta_prev, grad = None, torch.func.grad(loss_fn)
-    for k in range(steps):
-        theta = stepper.theta.detach().clone()
-        log = k % log_every == 0
-        if log:
-            g = term_gradients(terms_fn, theta)
-            norms = [float(torch.linalg.vector_norm(v)) for v in g.values()]
-            pre = optimizer_directions(stepper, g) if method in ("adam", "soap") else None
-            rec["step"].append(k)
-            rec["loss"].append(float(loss_fn(theta)))
-            rec["intra"].append(alignment_score(g) if len(g) > 1 else math.nan)
-            rec["pre"].append(alignment_score(pre) if pre is not None and len(g) > 1 else math.nan)
-            rec["imb"].append(max(norms) / min(norms) if min(norms) > 0 else math.inf)
-            g_total = cast(Tensor, sum(g.values()))
-            if k in keep:
-                snaps[k] = theta
-        stepper.step()
-        if log:
-            theta_next = stepper.theta.detach()
-            step_now = theta_next - theta
-            rec["inter"].append(math.nan if theta_prev is None else _cosine_or_nan(theta - theta_prev, step_now))
-            rec["inter_grad"].append(_cosine_or_nan(g_total, grad(theta_next)))
-        theta_prev = theta
-    theta = stepper.theta.detach().clone()
-    snaps[steps] = theta
-    l2re = float(objective.l2re(theta)) if getattr(objective, "u_exact", None) is not None else math.nan
+    observe = _Lag1(terms_fn, method, log_every, keep)
+    run = train(objective, method, steps, lr=lr, log_every=log_every, on_diverge="stop", quiet=True,
+                on_step=observe, **options)
+    rec, theta = observe.rec, run.theta
+    snaps = {**observe.snaps, steps: theta}
+    l2re = run.history.l2re[-1] if run.history.l2re else math.nan
     return Trace(method=method, lr=float(lr), seed=int(seed), step=tuple(int(s) for s in rec["step"]),
                  loss_history=tuple(rec["loss"]), intra=tuple(rec["intra"]), inter=tuple(rec["inter"]),
                  inter_grad=tuple(rec["inter_grad"]), intra_precond=tuple(rec["pre"]), imbalance=tuple(rec["imb"]),
-                 loss=float(loss_fn(theta)), l2re=l2re, theta=theta, snapshots=snaps)
+                 loss=run.loss, l2re=l2re, theta=theta, snapshots=snaps)
 
 
 # --- tuning and seeds ------------------------------------------------------------------------------
@@ -341,8 +337,6 @@ def tune(make: Callable[[int], Any], method: str, lrs: Sequence[float], steps: i
         seed: the tuning seed (keep it out of the evaluation seeds).
         **options: passed to :func:`pinnkit.train`.
     """
-    from .train import TrainingDiverged, train
-
     losses = []
     for lr in lrs:
         try:
@@ -551,132 +545,6 @@ def fan(n: int, spread: float, dtype: torch.dtype = torch.float64) -> Tensor:
         raise ValueError(f"a fan needs n >= 2 vectors, got {n}")
     ang = torch.linspace(0.0, float(spread), n, dtype=dtype)
     return torch.stack([ang.cos(), ang.sin()], dim=1)
-
-
-def plot_score_geometry(ns: Sequence[int] = (2, 3, 5), points: int = 181) -> "Figure":
-    """Alignment score of a fan of ``n`` unit vectors against its spread (first to last vector), for each ``n``;
-    the spread runs up to an even spacing around the circle, where the vectors cancel. Returns the figure.
-    """
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.4), layout="constrained")
-    for n in ns:
-        top = 2 * math.pi * (n - 1) / n
-        phis = torch.linspace(0.0, top, points, dtype=torch.float64)
-        ax.plot(torch.rad2deg(phis), [alignment_score(fan(n, float(p))) for p in phis], label=f"n = {n}")
-    phis = torch.linspace(0.0, math.pi, points, dtype=torch.float64)
-    ax.plot(torch.rad2deg(phis), phis.cos(), "k:", label="cos(spread)")
-    ax.axhline(0.0, color="0.7", lw=0.8)
-    ax.set(xlabel="spread of the fan of unit vectors (degrees)", ylabel="alignment score A",
-           title="alignment score of n evenly fanned unit vectors")
-    ax.legend()
-    return fig
-
-
-def plot_vectors(panels: Mapping[str, Mapping[str, Tensor]], title: str = "") -> "Figure":
-    """2-D vectors as arrows from the origin (normalised to unit length), one panel per entry, the alignment
-    score in each panel's title. Returns the figure.
-    """
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.4), layout="constrained", squeeze=False)
-    for ax, (name, vecs) in zip(axes[0], panels.items()):
-        for i, (label, v) in enumerate(vecs.items()):
-            u = (v / torch.linalg.vector_norm(v)).detach().cpu().double()
-            ax.annotate("", xy=(float(u[0]), float(u[1])), xytext=(0, 0),
-                        arrowprops=dict(arrowstyle="->", color=f"C{i}", lw=2))
-            ax.plot([], [], color=f"C{i}", lw=2, label=label)
-        ax.set(xlim=(-1.2, 1.2), ylim=(-1.2, 1.2), aspect="equal", xlabel=r"$\theta_1$ direction",
-               ylabel=r"$\theta_2$ direction", title=f"{name}\nA = {alignment_score(vecs):.2f}")
-        ax.legend(loc="lower left", fontsize=8)
-    if title:
-        fig.suptitle(title)
-    return fig
-
-
-def plot_alignment_history(runs: Mapping[str, Any], intra: str = "intra", inter: str = "inter",
-                           title: str = "") -> "Figure":
-    """Loss, L2RE, intra-step and inter-step alignment against optimizer step for several :func:`pinnkit.train`
-    runs logged with ``log={intra: IntraStep(...), inter: InterStep()}``. Returns the figure.
-    """
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 4, figsize=(15, 3.3), layout="constrained")
-    for i, (name, run) in enumerate(runs.items()):
-        h = run.history
-        axes[0].semilogy(h.step, h.loss, color=f"C{i}", label=name)
-        if h.l2re:
-            axes[1].semilogy(h.step, h.l2re, color=f"C{i}", label=name)
-        axes[2].plot(h.step, h.extra[intra], color=f"C{i}", label=name)
-        axes[3].plot(h.step, h.extra[inter], color=f"C{i}", label=name, lw=0.8)
-    for ax, ylabel in zip(axes, ["loss", "L2RE", "intra-step alignment", "inter-step alignment"]):
-        ax.set(xlabel="optimizer step", ylabel=ylabel)
-        ax.legend(fontsize=8)
-    for ax in axes[2:]:
-        ax.set_ylim(-1.05, 1.05)
-        ax.axhline(0.0, color="0.7", lw=0.8)
-    if title:
-        fig.suptitle(title)
-    return fig
-
-
-def _smooth(xs: Sequence[float], width: int) -> list[float]:
-    out = []
-    for i in range(len(xs)):
-        w = [x for x in xs[max(0, i - width + 1):i + 1] if math.isfinite(x)]
-        out.append(sum(w) / len(w) if w else math.nan)
-    return out
-
-
-def plot_study(result: Study, title: str = "", smooth: int = 5) -> "Figure":
-    """Loss and the four alignments of :class:`Study` traces against optimizer step: one thin line per seed,
-    colour per optimizer. The alignment curves are running means over ``smooth`` log points (a smoothing that
-    hides step-to-step noise but not a sustained sign). Returns the figure.
-    """
-    import matplotlib.pyplot as plt
-
-    panels = [("loss_history", "loss"), ("intra", "intra-step A(g_i)"), ("intra_precond", "A(P g_i), own P"),
-              ("inter", "inter-step cos(Δ_k-1, Δ_k)"), ("inter_grad", "cos(∇L_k, ∇L_k+1)")]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels), 3.2), layout="constrained")
-    for i, (method, traces) in enumerate(result.traces.items()):
-        for j, t in enumerate(traces):
-            for ax, (attr, _ylabel) in zip(axes, panels):
-                ys = getattr(t, attr)
-                label = f"{method} (lr {t.lr:.0e})" if j == 0 else None
-                if attr == "loss_history":
-                    ax.semilogy(t.step, ys, color=f"C{i}", lw=0.9, label=label)
-                else:
-                    ax.plot(t.step, _smooth(ys, smooth), color=f"C{i}", lw=0.9, label=label)
-    for ax, (attr, ylabel) in zip(axes, panels):
-        ax.set(xlabel="optimizer step", title=ylabel)
-        if attr != "loss_history":
-            ax.set_ylim(-1.05, 1.05)
-            ax.axhline(0.0, color="0.7", lw=0.8)
-    axes[0].legend(fontsize=8)
-    if title:
-        fig.suptitle(title)
-    return fig
-
-
-def plot_preconditioned(results: Mapping[str, PreconditionedAlignment], title: str = "") -> "Figure":
-    """Alignment of Newton-, saddle-free- and Gauss–Newton-preconditioned term gradients against the relative
-    damping, one panel per point (the raw score dashed). Returns the figure.
-    """
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(results), figsize=(3.6 * len(results), 3.3), layout="constrained",
-                             squeeze=False)
-    for ax, (name, r) in zip(axes[0], results.items()):
-        ax.semilogx(r.dampings, r.newton, "o-", label=r"Newton $(H+\delta I)^{-1} g_i$")
-        ax.semilogx(r.dampings, r.saddle_free, "^-", label=r"saddle-free $(|H|+\delta I)^{-1} g_i$")
-        ax.semilogx(r.dampings, r.gauss_newton, "s-", label=r"Gauss–Newton $(G+\delta I)^{-1} g_i$")
-        ax.axhline(r.raw, color="k", ls="--", label=r"raw $g_i$")
-        ax.set(xlabel=r"relative damping $\delta / \max|\lambda|$", ylabel="alignment score", title=name,
-               ylim=(-1.05, 1.05))
-    axes[0][0].legend(fontsize=7)
-    if title:
-        fig.suptitle(title)
-    return fig
 
 
 def count_positive(results: Iterable[PreconditionedAlignment], preconditioner: str, lo: float, hi: float) -> int:

@@ -49,10 +49,13 @@ RCUT = 1e-8
 
 __all__ = ["DENSE_LIMIT", "RCUT", "RangeCondition", "range_condition", "cluster_share", "IterationBounds",
            "iterations_predicted", "OperatorConditioning", "operator_conditioning", "LBFGSConditioning",
-           "lbfgs_preconditioned", "term_conditions"]
+           "lbfgs_preconditioned", "term_conditions", "as_eigenvalues"]
 
 
-def _eigenvalues(eigenvalues: Tensor | Sequence[float] | Eigen) -> Tensor:
+def as_eigenvalues(eigenvalues: Tensor | Sequence[float] | Eigen) -> Tensor:
+    """Eigenvalues given as a tensor, a sequence or an :class:`~pinnkit.curvature.Eigen`, as a sorted float64
+    CPU vector; ``ValueError`` when empty or not finite.
+    """
     ev = eigenvalues.values if isinstance(eigenvalues, Eigen) else eigenvalues
     ev = ev if isinstance(ev, Tensor) else torch.as_tensor(ev, dtype=torch.float64)
     ev = ev.detach().reshape(-1).cpu().to(torch.float64)
@@ -140,7 +143,7 @@ def range_condition(eigenvalues: Tensor | Sequence[float] | Eigen, rcut: float =
     """
     if not 0.0 < rcut < 1.0:
         raise ValueError(f"rcut must be in (0, 1), got {rcut}")
-    ev = _eigenvalues(eigenvalues)
+    ev = as_eigenvalues(eigenvalues)
     a = ev.abs()
     norm = float(a.max())
     if norm == 0.0:
@@ -168,7 +171,7 @@ def cluster_share(eigenvalues: Tensor | Sequence[float] | Eigen, lo: float = 0.5
     """
     if not 0.0 < lo <= hi:
         raise ValueError(f"need 0 < lo <= hi, got lo={lo}, hi={hi}")
-    ev = _eigenvalues(eigenvalues)
+    ev = as_eigenvalues(eigenvalues)
     return float(((ev >= lo) & (ev <= hi)).double().mean())
 
 
@@ -260,7 +263,7 @@ def operator_conditioning(eigenvalues: Tensor | Sequence[float] | Eigen, name: s
     >>> oc.range.kappa, oc.share, oc.iterations.cg
     (16.0, 0.75, 30)
     """
-    ev = _eigenvalues(eigenvalues)
+    ev = as_eigenvalues(eigenvalues)
     rc = range_condition(ev, rcut)
     return OperatorConditioning(name, ev, rc, float(lo), float(hi), cluster_share(ev, lo, hi),
                                 iterations_predicted(rc.kappa, tol))
@@ -532,45 +535,5 @@ def term_conditioning(residuals_fn: Callable[[Tensor], Mapping[str, Tensor]], th
     return out
 
 
-def plot_sorted_eigenvalues(spectra: Mapping[str, Tensor | Sequence[float] | Eigen], ax=None, *,
-                            normalize: bool = True, rcut: float | None = None,
-                            band: tuple[float, float] | None = None, title: str | None = None):
-    r"""Eigenvalues sorted by magnitude, :math:`|\lambda|_{(1)} \ge |\lambda|_{(2)} \ge \dots`, against their index,
-    on a log axis; negative eigenvalues as open circles.
-
-    With ``normalize`` each curve is divided by its own :math:`\max|\lambda|` (a scale-invariant picture: the index
-    where a curve crosses ``rcut`` is the numerical rank of :func:`range_condition`, and a curve without a gap says
-    that :math:`\kappa` is set by the cutoff). ``rcut`` draws that line; ``band = (lo, hi)`` shades an interval
-    (e.g. ``(0.5, 2)`` for a preconditioned operator, then use ``normalize=False``). Returns the axes.
-    """
-    import matplotlib.pyplot as plt
-    ax = ax if ax is not None else plt.subplots(figsize=(6, 3.5))[1]
-    tiny = torch.finfo(torch.float64).tiny
-    for name, ev in spectra.items():
-        ev = _eigenvalues(ev)
-        order = ev.abs().argsort(descending=True)
-        ev = ev[order]
-        mag = ev.abs() / (float(ev.abs().max()) if normalize else 1.0)
-        idx = torch.arange(1, ev.numel() + 1)
-        (line,) = ax.plot(idx.numpy(), mag.clamp_min(tiny).numpy(), "-", lw=1.2, label=name)
-        neg = ev < 0
-        if bool(neg.any()):
-            ax.plot(idx[neg].numpy(), mag[neg].clamp_min(tiny).numpy(), "o", mfc="none", ms=3,
-                    color=line.get_color())
-    if rcut is not None and normalize:
-        ax.axhline(rcut, color="0.4", ls=":", lw=1, label=f"cutoff {rcut:.0e}")
-    if band is not None:
-        ax.axhspan(band[0], band[1], color="C2", alpha=0.15, lw=0, label=f"[{band[0]:g}, {band[1]:g}]")
-    ax.set_yscale("log")
-    ax.set_xscale("log")
-    ax.set_xlabel("index i (eigenvalues sorted by |λ|, log scale)")
-    ax.set_ylabel("|λ_i| / max|λ|" if normalize else "|λ_i|")
-    if title:
-        ax.set_title(title)
-    ax.legend(fontsize=8)
-    return ax
-
-
-__all__ += ["term_hessians", "term_gauss_newton", "TermConditioning", "term_conditioning",
-            "plot_sorted_eigenvalues"]
+__all__ += ["term_hessians", "term_gauss_newton", "TermConditioning", "term_conditioning"]
 

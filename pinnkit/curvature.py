@@ -56,7 +56,7 @@ __all__ = [
     "bottom_eigenpairs", "SpectralDensity", "LogSpectralDensity", "slq", "spectral_density", "term_densities",
     "shared_sigma", "LBFGSPairs", "lbfgs_pairs", "lbfgs_two_loop", "LBFGSFactor", "preconditioned_operator",
     "preconditioned_spectrum", "condition_number", "jacobian", "gauss_newton", "gauss_newton_operator",
-    "gauss_newton_product", "plot_spectra", "plot_lanczos_convergence",
+    "gauss_newton_product",
 ]
 
 
@@ -661,22 +661,6 @@ class SpectralDensity:
         trapezoid = getattr(np, "trapezoid", None) or np.trapz  # type: ignore[attr-defined]  # numpy < 2
         return float(trapezoid(np.abs(a - b), g))
 
-    def plot(self, ax: Any = None, label: str | None = None, floor: float = 1e-10, **kwargs: Any) -> Any:
-        """Plot as Rathore et al.: symlog eigenvalue axis (linear within ±1), log density (values below ``floor``
-        times the peak are left blank). Returns the matplotlib axes.
-        """
-        import matplotlib.pyplot as plt
-        ax = ax if ax is not None else plt.subplots(figsize=(6, 3.5))[1]
-        d = torch.where(self.density >= floor * float(self.density.max()), self.density, torch.nan)
-        ax.plot(self.grid.numpy(), d.numpy(), label=label, **kwargs)
-        ax.set_xscale("symlog", linthresh=1.0)
-        ax.set_yscale("log")
-        ax.set_xlabel("eigenvalue λ (symlog scale)")
-        ax.set_ylabel("density (log scale)")
-        if label is not None:
-            ax.legend()
-        return ax
-
 
 @dataclass(frozen=True, eq=False)
 class LogSpectralDensity:
@@ -695,23 +679,6 @@ class LogSpectralDensity:
     zero_mass: float
     floor: float
     sigma: float
-
-    def plot(self, ax: Any = None, label: str | None = None, color: Any = None, **kwargs: Any) -> Any:
-        r"""Positive part solid, negative part dashed (same colour), against :math:`|\lambda|` on a log axis."""
-        import matplotlib.pyplot as plt
-        ax = ax if ax is not None else plt.subplots(figsize=(6, 3.5))[1]
-        x = (10.0 ** self.grid).numpy()
-        (line,) = ax.plot(x, self.positive.numpy(), color=color, label=None if label is None else f"{label}, λ > 0",
-                          **kwargs)
-        if self.mass_negative > 0:
-            ax.plot(x, self.negative.numpy(), "--", color=line.get_color(),
-                    label=None if label is None else f"{label}, λ < 0", **kwargs)
-        ax.set_xscale("log")
-        ax.set_xlabel("|λ| (log scale)")
-        ax.set_ylabel("density of log10|λ|")
-        if label is not None:
-            ax.legend()
-        return ax
 
 
 def _sigma2(nodes: Tensor, sigma: float | None, sigma2: float | None, sigma2_factor: float) -> float:
@@ -1076,45 +1043,3 @@ def gauss_newton_product(r: Callable[[Tensor], Tensor], theta: Tensor, v: Tensor
     raise ValueError(f"v must be ({th.numel()},) or (k, {th.numel()}), got {tuple(v.shape)}")
 
 
-# --- plots -------------------------------------------------------------------------------------------------
-def plot_spectra(densities: Mapping[str, SpectralDensity], ax: Any = None, title: str | None = None,
-                 sigma: float | str | None = None) -> Any:
-    """Overlay several spectral densities (e.g. :func:`term_densities`) on one symlog/log axis; each label states
-    its kernel width σ.
-
-    ``sigma``: ``None`` keeps each curve's own smoothing; a number re-smooths every curve with that width;
-    ``"shared"`` re-smooths with :func:`shared_sigma` (curves on one axis should share σ).
-    """
-    import matplotlib.pyplot as plt
-    ax = ax if ax is not None else plt.subplots(figsize=(6, 3.5))[1]
-    if sigma == "shared":
-        sigma = shared_sigma(densities)
-    elif isinstance(sigma, str):
-        raise ValueError(f"sigma must be a number, None or 'shared', got {sigma!r}")
-    for name, sd in densities.items():
-        sd = sd if sigma is None else sd.with_sigma(float(sigma))
-        sd.plot(ax, label=f"{name} (σ = {sd.sigma:.2g})")
-    if title:
-        ax.set_title(title)
-    return ax
-
-
-def plot_lanczos_convergence(matvec: Matvec | Tensor, dim: int, steps: int, *, eigenvalues: Tensor | None = None,
-                             v0: Tensor | None = None, seed: int = 0, ax: Any = None) -> Any:
-    """Ritz values of one Lanczos run after each step ``j = 1..steps`` (the eigenvalues of the leading ``j x j``
-    block of ``T``): the extremes converge first. ``eigenvalues`` (exact, if known) are drawn as grey lines.
-    """
-    import matplotlib.pyplot as plt
-    ax = ax if ax is not None else plt.subplots(figsize=(6, 3.5))[1]
-    r = lanczos(matvec, dim, steps, v0, seed=seed)
-    T = r.tridiagonal().cpu()
-    if eigenvalues is not None:
-        for e in torch.as_tensor(eigenvalues).double().cpu():
-            ax.axhline(float(e), color="0.85", lw=0.5, zorder=0)
-    for j in range(1, T.shape[0] + 1):
-        ev = torch.linalg.eigvalsh(T[:j, :j])
-        ax.plot([j] * j, ev.numpy(), ".", color="C0", ms=2)
-    ax.set_yscale("symlog", linthresh=1.0)
-    ax.set_xlabel("Lanczos step j (number of HVPs)")
-    ax.set_ylabel("Ritz values (symlog)")
-    return ax

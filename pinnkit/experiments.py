@@ -55,10 +55,13 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 
-__all__ = ["Experiment", "Record", "Store", "load_config", "run", "sweep", "report", "main", "DEFAULT_STORE"]
+__all__ = ["Experiment", "Record", "Store", "load_config", "run", "sweep", "report", "main", "stored", "DEFAULT_STORE",
+           "REPOSITORY_STORE"]
 
 #: the default results store, relative to the working directory
 DEFAULT_STORE = Path("results") / "pinnkit.sqlite"
+#: the store committed with the repository (exists in a clone, not in an installed wheel)
+REPOSITORY_STORE = Path(__file__).resolve().parents[1] / "results" / "pinnkit.sqlite"
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
@@ -451,6 +454,14 @@ def sweep(experiments: Iterable[Experiment], store: str | Path = DEFAULT_STORE, 
 
 
 # --- reading the store -------------------------------------------------------------------------------------
+def stored(name: str | None = None, path: str | Path = REPOSITORY_STORE) -> list["Record"]:
+    """The records of the store at ``path`` (default: the repository's), oldest first, ``name`` as in
+    :meth:`Store.records`; an empty list when there is no store there (e.g. pinnkit installed without the
+    repository, as in Colab). Unlike :class:`Store`, it never creates a file.
+    """
+    return Store(path).records(name) if Path(path).is_file() else []
+
+
 def _fmt(x: float) -> str:
     return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.2e}"
 

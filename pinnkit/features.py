@@ -32,8 +32,8 @@ from .problems import Convection as Problem_convection
 from .problems import Problem, partial
 
 __all__ = ["LastLayer", "random_features", "fourier_features", "feature_weights", "operator_factors",
-           "derivative_gram", "operator_condition", "fit_power_law", "PowerLaw", "plot_power_law",
-           "plot_eigenvalues", "magnitude_ratio", "Fig10Point", "fig10_sweep", "ResidualControl",
+           "derivative_gram", "operator_condition", "fit_power_law", "PowerLaw", "magnitude_ratio", "Fig10Point", "fig10_sweep",
+           "ResidualControl",
            "residual_control"]
 
 
@@ -251,7 +251,7 @@ class PowerLaw:
     Attributes:
         slope: the exponent :math:`p`.
         prefactor: :math:`C`.
-        xmin, xmax: the range of ``x`` the fit used (:func:`plot_power_law` draws it only there).
+        xmin, xmax: the range of ``x`` the fit used (:func:`pinnkit.plots.plot_power_law` draws it only there).
     """
 
     slope: float
@@ -295,53 +295,6 @@ def fit_power_law(x: Any, y: Any, base: float = math.e) -> PowerLaw:
     A = torch.stack([lx, torch.ones_like(lx)], dim=1)
     p, c = torch.linalg.lstsq(A, ly[:, None]).solution[:, 0]
     return PowerLaw(float(p), math.exp(float(c)), float(xt.min()), float(xt.max()))
-
-
-def plot_power_law(x: Any, y: Any, fit: PowerLaw | None = None, *, xlabel: str, ylabel: str, title: str = "",
-                   ax: Any = None, label: str | None = None, color: str | None = None, marker: str = "o",
-                   ls: str = "-", fit_style: str = "--", base: float | None = None) -> Any:
-    """``y`` against ``x`` on log-log axes, with the fitted power law drawn over its fitted range only.
-
-    Args:
-        fit: a :class:`PowerLaw`; drawn in the data's colour with ``fit_style`` and its slope in the legend.
-        ls: the data's line style (``"none"``: markers only, so that a fit on top of the data stays visible).
-        base: the x axis's log base (e.g. 2 for ``n_res = 2^k``); default 10.
-
-    Returns:
-        The axes.
-    """
-    import matplotlib.pyplot as plt
-    ax = ax if ax is not None else plt.subplots(figsize=(5, 3.5), layout="constrained")[1]
-    (line,) = ax.loglog(x, y, marker=marker, ls=ls, color=color, label=label or "measured")
-    if base is not None:
-        ax.set_xscale("log", base=base)
-    if fit is not None:
-        xs = torch.logspace(math.log10(fit.xmin), math.log10(fit.xmax), 50, dtype=torch.float64)
-        ax.plot(xs, fit(xs), fit_style, color=line.get_color(), lw=1.2,
-                label=f"{label + ' ' if label else ''}fit: slope {fit.rounded():.2f}")
-    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
-    ax.grid(True, which="major", alpha=0.3)
-    ax.legend(fontsize="small")
-    return ax
-
-
-def plot_eigenvalues(spectra: dict[str, Any], ax: Any = None, title: str = "") -> Any:
-    """Eigenvalues of several symmetric matrices, sorted in decreasing order, on a log axis (|λ|, negative ones
-    hollow). ``spectra``: label -> 1-D tensor of eigenvalues. Returns the axes.
-    """
-    import matplotlib.pyplot as plt
-    ax = ax if ax is not None else plt.subplots(figsize=(5.5, 3.5), layout="constrained")[1]
-    for i, (label, ev) in enumerate(spectra.items()):
-        ev = torch.as_tensor(ev, dtype=torch.float64).sort(descending=True).values
-        k = torch.arange(1, ev.numel() + 1)
-        pos = ev > 0
-        ax.semilogy(k[pos], ev[pos], "o-", ms=3, color=f"C{i}", label=label)
-        if bool((~pos).any()):
-            ax.semilogy(k[~pos], -ev[~pos], "o", ms=4, mfc="none", color=f"C{i}")
-    ax.set(xlabel="index i (eigenvalues sorted, largest first)", ylabel="eigenvalue |λ_i| (log scale)", title=title)
-    ax.grid(True, which="major", alpha=0.3)
-    ax.legend(fontsize="small")
-    return ax
 
 
 # --- Rathore et al.'s Figure 10: a 129-parameter PINN as n_res grows ---------------------------------------

@@ -36,9 +36,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
-import matplotlib.pyplot as plt
 import torch
 from torch import Tensor
 
@@ -47,8 +46,7 @@ from .linesearch import armijo
 from .objective import TermsFn, total, value_and_grad
 
 __all__ = ["newton_direction", "saddle_free_direction", "NewtonStepper", "StepInfo", "run", "METHODS",
-           "newton", "damped_newton", "saddle_free_newton", "gauss_newton", "levenberg_marquardt", "gradient_norm",
-           "plot_endpoints"]
+           "newton", "damped_newton", "saddle_free_newton", "gauss_newton", "levenberg_marquardt", "gradient_norm"]
 
 
 def _cutoff(lam: Tensor, rcond: float | None) -> float:
@@ -401,40 +399,3 @@ def run(objective: Any, method: str = "newton", steps: int = 50, *, theta0: Tens
                  on_diverge="stop", quiet=True, **options)
 
 
-def plot_endpoints(model: Any, endpoints: Sequence[Any], seed: int, axes: Any = None) -> Any:
-    """Left: loss against step of every run from ``seed``; right: the function each run ended at, with the target.
-
-    Args:
-        model: the model built for ``seed`` (a :class:`~pinnkit.regression.Regression` or a 1-D
-            :class:`~pinnkit.PINN`).
-        endpoints: :class:`pinnkit.stationary.Endpoint` from :func:`pinnkit.stationary.survey`.
-        seed: which seed's runs to draw.
-        axes: two matplotlib axes (default: a new figure).
-
-    Returns:
-        The matplotlib Figure.
-    """
-    if axes is None:
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    else:
-        fig = axes[0].figure
-    X = model.X_eval
-    with torch.no_grad():
-        target = model.y_eval if hasattr(model, "y_eval") else model.u_exact
-        axes[1].plot(X[:, 0].cpu(), target.cpu(), "k--", lw=2, label="target")
-        for e in endpoints:
-            if e.seed != seed:
-                continue
-            h = e.run.history
-            axes[0].loglog([k + 1 for k in h.step], h.loss, label=e.name)
-            axes[1].plot(X[:, 0].cpu(), model.predict(e.run.theta, X).cpu(), label=e.name)
-    axes[0].set_xlabel("optimizer step + 1")
-    axes[0].set_ylabel("loss")
-    axes[0].set_title(f"loss histories (seed {seed})")
-    axes[0].legend(fontsize=8)
-    axes[1].set_xlabel("x")
-    axes[1].set_ylabel("u(x)")
-    axes[1].set_title("where each run ended")
-    axes[1].legend(fontsize=8)
-    fig.tight_layout()
-    return fig

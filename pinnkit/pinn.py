@@ -50,7 +50,8 @@ class PINN(FlatMLP):
         super().__init__(self.problem.dim, widths, seed=seed, activation=activation, dtype=dtype, device=device)
         self.points: dict[str, Tensor] = self.problem.sample(n_res, n_ic, n_bc, seed=self.seed,
                                                              method=sampling).to(self.device, dtype).points
-        self.X_eval = self.problem.grid(eval_shape).to(self.device, dtype)
+        self.eval_shape: tuple[int, ...] = tuple(eval_shape or self.problem.eval_shape)
+        self.X_eval = self.problem.grid(self.eval_shape).to(self.device, dtype)
         try:
             self.u_exact: Tensor | None = self.problem.exact(self.X_eval)
         except NotImplementedError:

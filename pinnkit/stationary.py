@@ -34,7 +34,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-import matplotlib.pyplot as plt
 import torch
 from torch import Tensor
 
@@ -45,8 +44,7 @@ from .train import train
 
 __all__ = ["LABELS", "StationaryPoint", "classify", "index_range", "zero_output", "table", "tangent_alignment",
            "CurvatureSplit", "curvature_split", "BasisFit", "basis_fit", "EscapeDirection", "escape_direction",
-           "Checkpoint", "checkpoints", "Endpoint", "survey", "endpoint_table", "Escape", "escape",
-           "plot_saddle_slices", "plot_index_vs_loss", "plot_endpoint_fits"]
+           "Checkpoint", "checkpoints", "Endpoint", "survey", "endpoint_table", "Escape", "escape"]
 
 LABELS = ("global minimum", "minimum", "maximum", "saddle", "degenerate", "not stationary")
 
@@ -93,7 +91,6 @@ class StationaryPoint:
             raise ValueError(f"eig_rtol must be >= 0, got {eig_rtol}")
         lam = self.eigenvalues
         return int((lam < -eig_rtol * float(lam.abs().max())).sum())
-
 
 
 def index_range(points: Sequence[StationaryPoint], eig_rtol: float) -> tuple[int, int]:
@@ -481,116 +478,3 @@ def escape(model: Any, theta: Tensor, *, eps: float = 1e-2, method: str = "lbfgs
     return Escape(d.lam_min, L0, min(drops), 0.5 * d.lam_min * eps ** 2, stay, moved)
 
 
-def plot_saddle_slices(f: Loss, theta: Tensor, radius: float = 1.0, n: int = 31,
-                       axes: Sequence[Any] | None = None) -> Any:
-    r"""Left: :math:`L(\theta + t v_{\min})` along the most negative eigenvector with its quadratic model
-    :math:`L + \tfrac12 \lambda_{\min} t^2`, :math:`|t| \le` ``radius``; right: contours of
-    :math:`L(\theta + s v_{\max} + t v_{\min})`, the ``s`` range shrunk by
-    :math:`\sqrt{|\lambda_{\min}|/\lambda_{\max}}` so that both quadratic terms span the same range.
-    Returns the matplotlib figure.
-    """
-    f = total(f)
-    theta = theta.detach()
-    lam, vmin, vmax = _eig_pair(f, theta)
-    lmin, lmax = float(lam[0]), float(lam[-1])
-    t = torch.linspace(-radius, radius, n, dtype=theta.dtype, device=theta.device)
-    s = t * (abs(lmin) / lmax) ** 0.5 if lmax > 0 and lmin < 0 else t
-    L0 = float(f(theta))
-    with torch.no_grad():
-        line = torch.stack([f(theta + ti * vmin) for ti in t]).cpu()
-        grid = torch.stack([torch.stack([f(theta + si * vmax + ti * vmin) for ti in t]) for si in s]).cpu()
-    if axes is None:
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    else:
-        fig = axes[0].figure
-    tc, sc = t.cpu(), s.cpu()
-    axes[0].plot(tc, line, label="loss along $v_{\\min}$")
-    axes[0].plot(tc, L0 + 0.5 * lmin * tc ** 2, "--", label=f"quadratic model, $\\lambda_{{\\min}}$ = {lmin:.2g}")
-    axes[0].axvline(0, color="gray", lw=0.5)
-    axes[0].set_xlabel("step t along the most negative eigenvector")
-    axes[0].set_ylabel("loss")
-    axes[0].legend()
-    cs = axes[1].contourf(sc, tc, grid.T, levels=30, cmap="viridis")
-    fig.colorbar(cs, ax=axes[1], label="loss")
-    axes[1].plot([0], [0], "r*", ms=12, label="saddle")
-    axes[1].set_xlabel(f"s along $v_{{\\max}}$ ($\\lambda_{{\\max}}$ = {lmax:.2g})")
-    axes[1].set_ylabel(f"t along $v_{{\\min}}$ ($\\lambda_{{\\min}}$ = {lmin:.2g})")
-    axes[1].legend()
-    fig.tight_layout()
-    return fig
-
-
-def plot_index_vs_loss(points: Sequence[StationaryPoint], groups: Sequence[str] | None = None,
-                       axes: Sequence[Any] | None = None, title: str = "") -> Any:
-    """Left: index fraction against loss (log scale), one colour per group; right: stacked histogram of the index.
-
-    Args:
-        points: the classified points.
-        groups: one name per point (e.g. ``"newton / saddle"``), for colours and the legend (default: the label).
-        axes: two matplotlib axes (default: a new figure).
-        title: the left panel's title.
-
-    Returns:
-        The matplotlib Figure.
-    """
-    if groups is None:
-        groups = [p.label for p in points]
-    if len(groups) != len(points):
-        raise ValueError(f"groups must have one entry per point: {len(groups)} groups for {len(points)} points")
-    if axes is None:
-        fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    else:
-        fig = axes[0].figure
-    names = list(dict.fromkeys(groups))
-    markers = "osD^v<>ph*"
-    idx_all = [p.index for p in points]
-    bins = list(range(0, max(idx_all, default=0) + 2))
-    stacks = []
-    for i, name in enumerate(names):
-        sel = [p for p, g in zip(points, groups) if g == name]
-        axes[0].scatter([max(p.loss, 1e-16) for p in sel], [p.index_fraction for p in sel], s=30, alpha=0.75,
-                        marker=markers[i % len(markers)], label=f"{name} ({len(sel)})")
-        stacks.append([p.index for p in sel])
-    axes[0].set_xscale("log")
-    axes[0].set_xlabel("loss at the point")
-    axes[0].set_ylabel("index fraction (negative eigenvalues / parameters)")
-    axes[0].set_title(title or "index against loss")
-    axes[0].legend(fontsize=8)
-    axes[1].hist(stacks, bins=bins, align="left", rwidth=0.9, stacked=True, label=names)
-    axes[1].set_xlabel("index (number of negative eigenvalues)")
-    axes[1].set_ylabel("number of points")
-    axes[1].set_title("histogram of indices")
-    fig.tight_layout()
-    return fig
-
-
-def plot_endpoint_fits(model: Any, endpoints: Sequence[Endpoint], seed: int, ax: Any = None) -> Any:
-    """The function every run from ``seed`` ended at, with the target drawn on top (black dashes).
-
-    Args:
-        model: the model built for ``seed`` (``X_eval``, ``predict`` and ``y_eval`` or ``u_exact``).
-        endpoints: from :func:`survey`.
-        seed: which seed's runs to draw.
-        ax: a matplotlib axis (default: a new figure).
-
-    Returns:
-        The matplotlib Figure.
-    """
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(8, 4))
-    else:
-        fig = ax.figure
-    X = model.X_eval
-    with torch.no_grad():
-        for e in endpoints:
-            if e.seed == seed:
-                ax.plot(X[:, 0].cpu(), model.predict(e.run.theta, X).cpu(), lw=1.5,
-                        label=f"{e.name} (loss {e.point.loss:.1e})")
-        target = model.y_eval if hasattr(model, "y_eval") else model.u_exact
-        ax.plot(X[:, 0].cpu(), target.reshape(-1).cpu(), "k--", lw=1.5, zorder=10, label="target")
-    ax.set_xlabel("x")
-    ax.set_ylabel("u(x)")
-    ax.set_title(f"where each run from seed {seed} ended")
-    ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    return fig

@@ -398,7 +398,8 @@ def train(objective: Any, method: str = "adam", steps: int = 1000, *, theta0: Te
           log: dict[str, Callable[[Tensor, Tensor], Any]] | None = None, quiet: bool | None = None,
           desc: str | None = None, resume: TrainState | None = None,
           checkpoint: Callable[[TrainState], None] | None = None, checkpoint_every: float | None = None,
-          stop_after: int | None = None, **options: Any) -> TrainResult:
+          stop_after: int | None = None, on_step: Callable[[int, Tensor, Tensor, Any], None] | None = None,
+          **options: Any) -> TrainResult:
     """Optimise ``objective`` from ``theta0`` with ``method`` and return the last iterate and its :class:`History`.
 
     Args:
@@ -428,6 +429,9 @@ def train(objective: Any, method: str = "adam", steps: int = 1000, *, theta0: Te
             interrupts the run (e.g. ``lambda s: s.save(path)``).
         checkpoint_every: seconds between checkpoints (default: only at interruptions).
         stop_after: interrupt after this many steps of this call (``status="interrupted"``).
+        on_step: called after every optimizer step :math:`k \to k+1` as ``on_step(k, theta_k, theta_k1, stepper)``
+            (copies of the two iterates; the stepper holds its state after the step), e.g. to measure consecutive
+            updates at lag 1 (:func:`pinnkit.alignment.track`).
         **options: passed to every phase whose factory declares them: ``lr`` (Adam 1e-3, SOAP 3e-3),
             ``lbfgs_iter`` (20), ``history_size`` (100), NNCG's ``mu``/``rank``/..., Newton's ``residual``/
             ``damping``/... (see :func:`valid_options`).
@@ -549,12 +553,15 @@ def train(objective: Any, method: str = "adam", steps: int = 1000, *, theta0: Te
                 if k % log_every == 0 and record(phase):
                     done = True
                     break
+                before = theta.detach().clone() if on_step is not None else theta
                 _synchronize(theta)
                 t0 = time.perf_counter()
                 stepper.step()
                 _synchronize(theta)
                 elapsed += time.perf_counter() - t0
                 theta = stepper.theta
+                if on_step is not None:
+                    on_step(k, before, theta.detach().clone(), stepper)
                 last_opts = routed[p]
                 k += 1
                 made += 1

@@ -162,8 +162,10 @@ def test_track_measures_lag_one_at_every_log_point():
     tr = al.track(pinn, "adam", 7, lr=1e-2, log_every=3)
     assert tr.step == (0, 3, 6) and math.isnan(tr.inter[0])
     stepper = pk.STEPPERS["adam"](pinn.terms, pinn.theta0, lr=1e-2)
-    thetas = [pinn.theta0]
+    thetas, pre = [pinn.theta0], []
     for _ in range(7):
+        d = al.optimizer_directions(stepper, al.term_gradients(pinn.terms, thetas[-1]))  # the state before the step
+        pre.append(math.nan if d is None else al.alignment_score(d))
         stepper.step()
         thetas.append(stepper.theta.clone())
     grad = torch.func.grad(pinn.loss)
@@ -173,12 +175,15 @@ def test_track_measures_lag_one_at_every_log_point():
             want = al.cosine(thetas[k] - thetas[k - 1], thetas[k + 1] - thetas[k])
             assert tr.inter[i] == pytest.approx(want, abs=1e-10)
         assert tr.intra[i] == pytest.approx(al.intra_step_alignment(pinn.terms, thetas[k]), abs=1e-10)
+        assert tr.intra_precond[i] == pytest.approx(pre[k], abs=1e-10, nan_ok=True)
     torch.testing.assert_close(tr.theta, thetas[-1])
     assert tr.loss == pytest.approx(float(pinn.loss(thetas[-1])))
     assert math.isnan(tr.intra_precond[0]) and all(-1 <= x <= 1 for x in tr.intra_precond[1:])
     assert set(tr.snapshots) >= {7}
     with pytest.raises(ValueError, match="positive"):
         al.track(pinn, "adam", 0, lr=1e-2)
+    with pytest.raises(TypeError, match="precondition_frequency"):      # runs through pk.train: no option ignored
+        al.track(pinn, "adam", 3, lr=1e-2, precondition_frequency=2)
 
 
 def test_optimizer_directions_is_the_optimizers_linear_preconditioner():

@@ -206,7 +206,7 @@ def test_term_conditions_rank_of_few_points():
     assert out["few"].norm == pytest.approx(2.0 / n * float(sv[0]) ** 2, rel=1e-10)
 
 
-# --- term_hessians, term_gauss_newton, plot_sorted_eigenvalues (chapter 4) -----------------------------------
+# --- term_hessians, term_gauss_newton (chapter 4) -----------------------------------
 def test_term_hessians_and_gauss_newton_of_linear_residuals():
     """Linear residuals r_k = A_k theta - b_k: Hessian == Gauss-Newton == (2/N_k) A_k^T A_k, rank <= N_k."""
     P = 9
@@ -242,20 +242,6 @@ def test_term_gauss_newton_matches_stacked_residual_and_bounds_rank():
     assert float((H["initial"] - G["initial"]).abs().max()) > 1e-6   # the second-order part is not zero here
 
 
-def test_plot_sorted_eigenvalues_and_dense_limit():
-    import matplotlib
-    matplotlib.use("Agg")
-    ax = K.plot_sorted_eigenvalues({"a": torch.tensor([4.0, -1.0, 1e-3], dtype=F64)}, rcut=1e-2, band=(0.5, 2.0))
-    xs, ys = ax.lines[0].get_data()
-    assert list(xs) == [1, 2, 3] and ys.tolist() == pytest.approx([1.0, 0.25, 2.5e-4])
-    assert ax.lines[1].get_data()[0].tolist() == [2]                 # the negative eigenvalue, open circle
-    big = torch.zeros(K.DENSE_LIMIT + 1, dtype=F64)
-    with pytest.raises(ValueError, match="DENSE_LIMIT"):
-        K.term_hessians(lambda th: {"a": (th ** 2).sum()}, big)
-    with pytest.raises(ValueError, match="DENSE_LIMIT"):
-        K.term_gauss_newton(lambda th: {"a": th}, big)
-
-
 def test_term_conditioning_on_a_pinn():
     """Per-term report: N_k, GN rank <= N_k, eigenvalues of the term Hessian, and H == G + second-order part."""
     import pinnkit as pk
@@ -270,3 +256,11 @@ def test_term_conditioning_on_a_pinn():
     ev = torch.linalg.eigvalsh(C.hessian(pinn.loss, th).to(F64))
     assert torch.allclose(tc["total"].eigenvalues, ev, atol=1e-10)
     assert tc["total"].hessian.kappa == pytest.approx(K.range_condition(ev, rcut=1e-8).kappa, rel=1e-6)
+
+
+def test_term_matrices_refuse_sizes_beyond_the_dense_limit():
+    big = torch.zeros(K.DENSE_LIMIT + 1, dtype=F64)
+    with pytest.raises(ValueError, match="DENSE_LIMIT"):
+        K.term_hessians(lambda th: {"a": (th ** 2).sum()}, big)
+    with pytest.raises(ValueError, match="DENSE_LIMIT"):
+        K.term_gauss_newton(lambda th: {"a": th}, big)

@@ -377,21 +377,6 @@ def test_log_density_masses_and_peaks():
     assert lin.sigma > 1e-3 and float(lin.density[lin.grid < -2 * lin.sigma].max()) > 0
 
 
-def test_plots_state_and_share_sigma():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    a = C.SpectralDensity.from_eigenvalues(torch.tensor([0.1, 1.0, 100.0], dtype=F64))
-    b = C.SpectralDensity.from_eigenvalues(torch.tensor([0.5, 2.0], dtype=F64))
-    ax = C.plot_spectra({"a": a, "b": b}, sigma="shared")
-    labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert labels == [f"a (σ = {a.sigma:.2g})", f"b (σ = {a.sigma:.2g})"]
-    a.log_density().plot(label="a")
-    plt.close("all")
-    with pytest.raises(ValueError, match="shared"):
-        C.plot_spectra({"a": a}, sigma="same")
-
-
 # --- L-BFGS preconditioning ----------------------------------------------------------------------------------
 def random_pairs(P=30, m=6, seed=0) -> C.LBFGSPairs:
     g = torch.Generator().manual_seed(seed)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pinnkit.experiments import Experiment, Store, load_config, main, run, sweep
+from pinnkit.experiments import Experiment, Store, load_config, main, run, stored, sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -133,3 +133,12 @@ def test_command_line(tmp_path, capsys):
     assert main(["run", str(cfg), "--store", store]) == 0
     assert main(["show", "--store", store]) == 0
     assert "cli" in capsys.readouterr().out
+
+
+def test_stored_reads_an_existing_store_and_never_creates_one(tmp_path):
+    missing = tmp_path / "nowhere" / "store.sqlite"
+    assert stored(path=missing) == [] and not missing.parent.exists()
+    from pinnkit.experiments import REPOSITORY_STORE
+    assert REPOSITORY_STORE.is_file()                      # committed with the repository: the book reads it
+    names = {r.name for r in stored("fig10/%")}
+    assert len(names) == 6 and all(n.startswith("fig10/") for n in names)

@@ -1,14 +1,12 @@
 """pinnkit.landscape: directions, batched slices, and checks against closed forms."""
 import math
 
-import matplotlib
 import pytest
 import torch
 
 import pinnkit as pk
 from pinnkit import landscape as L
 
-matplotlib.use("Agg")
 F64 = torch.float64
 
 
@@ -167,26 +165,6 @@ def test_float32_and_errors(pinn, theta):
         L.ritz_terms(pk.PINN("convection", widths=[4], n_res=8, n_ic=4, n_bc=4))
 
 
-def test_plots_run():
-    import matplotlib.pyplot as plt
-    f, A, lam, Q, c = quadratic()
-    d = L.hessian_directions(f, c, k=2)
-    s = L.slice_2d(f, c, d, span=1.0, n=5)
-    assert "λ=7" in s.plot().get_xlabel()
-    s.plot(kind="surface")
-    L.slice_1d(f, c, d, n=5).plot()
-    show = L.explorer({"quad": (f, c)}, n=5)
-    fig, axes = plt.subplots(1, 2)
-    for ax, kind in zip(axes, (L.EXPLORER_DIRECTIONS[0], L.EXPLORER_DIRECTIONS[-1])):
-        show("quad", kind, 0.5, ax=ax)
-    assert "λ=7" in axes[1].get_xlabel() and "filter" in axes[0].get_xlabel()
-    with pytest.raises(ValueError, match="valid: quad"):
-        show("cubic", kind, 0.5)
-    with pytest.raises(ValueError, match="log=False"):
-        L.slice_2d(lambda th: f(th) - 1.0, c, d, n=3).plot(log=True)
-    plt.close("all")
-
-
 def test_evaluate_returns_a_frozen_result_and_checks_column_shapes():
     import dataclasses
     f, A, lam, Q, c = quadratic()
@@ -203,18 +181,6 @@ def test_evaluate_returns_a_frozen_result_and_checks_column_shapes():
         L.Directions(D.T, "custom", "none", ("a", "b"))
     with pytest.raises(IndexError):
         L.Directions(D, "custom", "none", ("a", "b"))[2]
-
-
-def test_relative_log_plot_on_a_shared_scale():
-    import matplotlib.pyplot as plt
-    f, A, lam, Q, c = quadratic()
-    d = L.hessian_directions(f, c, k=2)
-    s = L.slice_2d(lambda th: f(th) - 5.0, c, d, span=1.0, n=5)      # negative values: relative makes them plottable
-    ax = s.plot(relative=True, vrange=(1e-3, 10.0))
-    assert "at the centre" in ax.figure.axes[1].get_ylabel()
-    with pytest.raises(ValueError, match="log=False"):
-        s.plot(log=True)                                             # the plain loss is negative somewhere
-    plt.close("all")
 
 
 def test_reweighted_line_and_per_term_barrier():

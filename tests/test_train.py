@@ -169,3 +169,15 @@ def test_the_clock_waits_for_the_gpu(monkeypatch):
     _synchronize(torch.zeros(1))                                               # CPU tensor: nothing to wait for
     _synchronize(types.SimpleNamespace(is_cuda=True, device="cuda:1"))
     assert calls == ["cuda:1"]
+
+
+def test_on_step_sees_every_step_with_consecutive_iterates(pinn):
+    calls = []
+    run = pk.train(pinn, "adam+lbfgs", 5, switch=3, log_every=2, lbfgs_iter=2,
+                   on_step=lambda k, a, b, stepper: calls.append((k, a, b, id(stepper))))
+    assert [c[0] for c in calls] == [0, 1, 2, 3, 4]
+    torch.testing.assert_close(calls[0][1], pinn.theta0)
+    for (_, _, after, _), (_, before, _, _) in zip(calls, calls[1:]):
+        torch.testing.assert_close(after, before)                 # theta_{k+1} of one call is theta_k of the next
+    torch.testing.assert_close(calls[-1][2], run.theta)
+    assert calls[0][3] == calls[2][3] != calls[3][3]              # one stepper per phase

@@ -1,41 +1,38 @@
-"""Figures shared by the chapters: solution/exact/error panels and training histories.
-
-matplotlib is imported inside each function, so ``import pinnkit`` stays light.
-"""
+"""Training: solution, exact solution and error panels; loss and error histories."""
 from __future__ import annotations
 
 from typing import Mapping
 
+import matplotlib.pyplot as plt
 import torch
+from matplotlib.figure import Figure
 from torch import Tensor
 
-from .pinn import PINN
-from .train import TrainResult
+from ..pinn import PINN
+from ..train import TrainResult
 
 
-def plot_solution(pinn: PINN, theta: Tensor, title: str | None = None):
+def plot_solution(pinn: PINN, theta: Tensor, title: str | None = None) -> Figure:
     """Prediction, exact solution and absolute error on the evaluation grid.
 
     Space-time problems give three heat maps (t horizontal, x vertical, as in Rathore et al.); 1-D problems give
-    the two curves and the error. Returns the figure.
+    the two curves and the error. The grid is the PINN's own ``eval_shape``. Returns the figure.
     """
-    import matplotlib.pyplot as plt
-
     if pinn.u_exact is None:
         raise ValueError(f"{pinn.problem.name} has no exact solution to compare with")
     with torch.no_grad():
         pred = pinn.predict(theta, pinn.X_eval).cpu().double()
     exact = pinn.u_exact.cpu().double()
     err = (pred - exact).abs()
-    axes = [a.cpu() for a in pinn.problem.axes()]
+    axes = [a.cpu().numpy() for a in pinn.problem.axes(pinn.eval_shape)]
     names = pinn.problem.input_names
     if pinn.problem.dim == 1:
         fig, (a0, a1) = plt.subplots(1, 2, figsize=(9, 3.2), layout="constrained")
-        a0.plot(axes[0], exact, "k-", lw=2, label="exact")
-        a0.plot(axes[0], pred, "C1--", label="PINN")
+        a0.plot(axes[0], exact.numpy(), "k-", lw=2, label="exact")
+        a0.plot(axes[0], pred.numpy(), "C1--", label="PINN")
         a0.set(xlabel=names[0], ylabel="u", title="solution")
         a0.legend()
-        a1.semilogy(axes[0], err.clamp_min(1e-16), "C3")
+        a1.semilogy(axes[0], err.clamp_min(1e-16).numpy(), "C3")
         a1.set(xlabel=names[0], ylabel="|u - u*|", title="absolute error")
     else:
         shape = tuple(len(a) for a in axes)
@@ -45,7 +42,7 @@ def plot_solution(pinn: PINN, theta: Tensor, title: str | None = None):
         for ax, field, name, kw in [(panels[0], pred, "PINN prediction", dict(vmin=vmin, vmax=vmax, cmap="RdBu_r")),
                                     (panels[1], exact, "exact solution", dict(vmin=vmin, vmax=vmax, cmap="RdBu_r")),
                                     (panels[2], err, "absolute error", dict(cmap="magma"))]:  # type: ignore[assignment]
-            im = ax.pcolormesh(t, x, field.reshape(shape), shading="auto", rasterized=True, **kw)  # type: ignore[arg-type]
+            im = ax.pcolormesh(t, x, field.reshape(shape).numpy(), shading="auto", rasterized=True, **kw)  # type: ignore[arg-type]
             ax.set(xlabel=f"{names[1]} (time)", ylabel=f"{names[0]} (space)", title=name)
             fig.colorbar(im, ax=ax)
     l2re = float(torch.linalg.vector_norm(pred - exact) / torch.linalg.vector_norm(exact))
@@ -54,7 +51,7 @@ def plot_solution(pinn: PINN, theta: Tensor, title: str | None = None):
 
 
 def plot_history(runs: Mapping[str, TrainResult], metrics: tuple[str, ...] = ("loss", "l2re"), title: str = "",
-                 x: str = "iteration"):
+                 x: str = "iteration") -> Figure:
     """Loss (and L2RE, gradient norm, or a term name) against iterations for several runs, log scale.
 
     ``x="iteration"`` counts as Rathore et al. (one L-BFGS step = its 20 inner iterations); ``x="step"`` counts
@@ -62,8 +59,6 @@ def plot_history(runs: Mapping[str, TrainResult], metrics: tuple[str, ...] = ("l
     """
     if x not in ("iteration", "step"):
         raise ValueError(f"x must be 'iteration' or 'step', got {x!r}")
-    import matplotlib.pyplot as plt
-
     labels = {"loss": "loss", "l2re": "relative L2 error", "grad_norm": "gradient norm"}
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.2), layout="constrained",
                              squeeze=False)
