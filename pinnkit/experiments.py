@@ -305,6 +305,7 @@ LOGGERS = {"intra_alignment": _intra_alignment}
 
 
 def _provenance() -> dict[str, str]:
+    """The version of pinnkit, the git commit of its source (``+dirty`` with uncommitted changes) and torch's version."""
     from . import __version__
 
     try:
@@ -316,6 +317,11 @@ def _provenance() -> dict[str, str]:
     except (OSError, subprocess.SubprocessError):
         commit = "unknown"
     return {"pinnkit_version": __version__, "git_commit": commit, "torch_version": torch.__version__}
+
+
+#: the provenance of the code this process runs, taken once when the module is imported (the code is loaded then);
+#: asking git when a run ends would name whatever commit is checked out by then
+PROVENANCE = _provenance()
 
 
 def build(experiment: Experiment) -> Any:
@@ -391,7 +397,7 @@ def run(experiment: Experiment, store: Store | str | Path | None = DEFAULT_STORE
         "history": {"step": h.step, "iteration": h.iteration, "phase": h.phase, "loss": h.loss, "terms": h.terms,
                     "l2re": h.l2re, "grad_norm": h.grad_norm, "time": h.time, "extra": h.extra},
         "analysis": analysis, "device": str(pinn.device),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **_provenance(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **PROVENANCE,
     }
     if store is None:
         return Record(id=0, **{**row, "config": experiment})

@@ -142,3 +142,12 @@ def test_stored_reads_an_existing_store_and_never_creates_one(tmp_path):
     assert REPOSITORY_STORE.is_file()                      # committed with the repository: the book reads it
     names = {r.name for r in stored("fig10/%")}
     assert len(names) == 6 and all(n.startswith("fig10/") for n in names)
+
+
+def test_provenance_is_that_of_the_loaded_code(monkeypatch):
+    """The commit is taken when the code is imported: a run that ends after a new commit must not claim it."""
+    import pinnkit.experiments as E
+
+    monkeypatch.setattr(E, "_provenance", lambda: pytest.fail("provenance asked when the run ended"))
+    rec = run(dataclasses.replace(TINY, analysis=(), steps=2, switch=1), store=None)
+    assert rec.git_commit == E.PROVENANCE["git_commit"] and rec.torch_version == torch.__version__
