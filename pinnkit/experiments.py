@@ -174,6 +174,17 @@ class Record:
     device: str
     created: str
 
+    def loss_at(self, iteration: int) -> float:
+        """The loss logged at the last log point at or before ``iteration`` (an L-BFGS step counts 20, as in
+        ``history["iteration"]``), e.g. ``r.loss_at(r.iterations - 10_000) / r.loss``: the gain of the last 10,000
+        iterations.
+        """
+        its, losses = self.history.get("iteration", []), self.history.get("loss", [])
+        before = [loss for it, loss in zip(its, losses) if it <= iteration]
+        if not before:
+            raise ValueError(f"no log point at or before iteration {iteration} (the first is {its[0] if its else None})")
+        return float(before[-1])
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (

@@ -151,3 +151,12 @@ def test_provenance_is_that_of_the_loaded_code(monkeypatch):
     monkeypatch.setattr(E, "_provenance", lambda: pytest.fail("provenance asked when the run ended"))
     rec = run(dataclasses.replace(TINY, analysis=(), steps=2, switch=1), store=None)
     assert rec.git_commit == E.PROVENANCE["git_commit"] and rec.torch_version == torch.__version__
+
+
+def test_loss_at_reads_the_logged_history():
+    rec = run(dataclasses.replace(TINY, analysis=()), store=None)
+    h = rec.history
+    assert rec.loss_at(h["iteration"][-1]) == rec.loss and rec.loss_at(0) == h["loss"][0]
+    assert rec.loss_at(h["iteration"][1] + 1) == h["loss"][1]          # the last log point at or before
+    with pytest.raises(ValueError, match="no log point"):
+        rec.loss_at(-1)
