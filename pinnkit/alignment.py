@@ -232,22 +232,21 @@ class _Lag1:
     """The :func:`track` observer: ``pinnkit.train``'s ``on_step`` hook, called after every step ``k -> k+1``."""
 
     def __init__(self, terms_fn: TermsFn, method: str, log_every: int, keep: set[int]):
-        self.terms_fn, self.loss_fn, self.grad = terms_fn, total(terms_fn), torch.func.grad(total(terms_fn))
+        self.terms_fn, self.grad = terms_fn, torch.func.grad(total(terms_fn))
         self.precondition = method in ("adam", "soap")
         self.log_every, self.keep = log_every, keep
-        self.rec: dict[str, list[float]] = {k: [] for k in ("step", "loss", "intra", "inter", "inter_grad", "pre", "imb")}
+        self.rec: dict[str, list[float]] = {k: [] for k in ("step", "intra", "inter", "inter_grad", "pre", "imb")}
         self.snaps: dict[int, Tensor] = {}
         self.previous: Tensor | None = None                   # the update Delta_{k-1}
         self.next_g: dict[str, Tensor] | None = None           # term gradients at theta_{k+1}, when a log point
         self.next_pre = math.nan                               # ... preconditioned with the state before that step
 
     def __call__(self, k: int, theta: Tensor, theta_next: Tensor, stepper: Any) -> None:
+        update = theta_next - theta
         if k % self.log_every == 0:
             g = self.next_g if self.next_g is not None else term_gradients(self.terms_fn, theta)
             norms = [float(torch.linalg.vector_norm(v)) for v in g.values()]
-            update = theta_next - theta
             self.rec["step"].append(k)
-            self.rec["loss"].append(float(self.loss_fn(theta)))
             self.rec["intra"].append(alignment_score(g) if len(g) > 1 else math.nan)
             self.rec["pre"].append(self.next_pre if k > 0 else math.nan)   # no second moment before step 0
             self.rec["imb"].append(max(norms) / min(norms) if min(norms) > 0 else math.inf)
@@ -255,7 +254,7 @@ class _Lag1:
             self.rec["inter_grad"].append(_cosine_or_nan(cast(Tensor, sum(g.values())), self.grad(theta_next)))
             if k in self.keep:
                 self.snaps[k] = theta
-        self.previous = theta_next - theta
+        self.previous = update
         self.next_g, self.next_pre = None, math.nan
         if (k + 1) % self.log_every == 0:      # the optimizer's preconditioner as it stands before step k+1
             self.next_g = term_gradients(self.terms_fn, theta_next)
@@ -300,11 +299,12 @@ def track(objective: Any, method: str, steps: int, *, lr: float, log_every: int 
     observe = _Lag1(terms_fn, method, log_every, keep)
     run = train(objective, method, steps, lr=lr, log_every=log_every, on_diverge="stop", quiet=True,
                 on_step=observe, **options)
-    rec, theta = observe.rec, run.theta
+    rec, theta, h = observe.rec, run.theta, run.history
+    loss_at = dict(zip(h.step, h.loss))          # train logs the loss at the same log points
     snaps = {**observe.snaps, steps: theta}
-    l2re = run.history.l2re[-1] if run.history.l2re else math.nan
+    l2re = h.l2re[-1] if h.l2re else math.nan
     return Trace(method=method, lr=float(lr), seed=int(seed), step=tuple(int(s) for s in rec["step"]),
-                 loss_history=tuple(rec["loss"]), intra=tuple(rec["intra"]), inter=tuple(rec["inter"]),
+                 loss_history=tuple(loss_at[int(k)] for k in rec["step"]), intra=tuple(rec["intra"]), inter=tuple(rec["inter"]),
                  inter_grad=tuple(rec["inter_grad"]), intra_precond=tuple(rec["pre"]), imbalance=tuple(rec["imb"]),
                  loss=run.loss, l2re=l2re, theta=theta, snapshots=snaps)
 

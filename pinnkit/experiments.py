@@ -51,12 +51,15 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 
-__all__ = ["Experiment", "Record", "Store", "load_config", "run", "sweep", "report", "main", "stored", "DEFAULT_STORE",
-           "REPOSITORY_STORE"]
+if TYPE_CHECKING:  # pragma: no cover
+    from .features import PowerLaw
+
+__all__ = ["Experiment", "Record", "Store", "load_config", "run", "sweep", "report", "main", "stored", "fig10_fit",
+           "DEFAULT_STORE", "REPOSITORY_STORE"]
 
 #: the default results store, relative to the working directory
 DEFAULT_STORE = Path("results") / "pinnkit.sqlite"
@@ -479,6 +482,19 @@ def stored(name: str | None = None, path: str | Path = REPOSITORY_STORE) -> list
     return Store(path).records(name) if Path(path).is_file() else []
 
 
+def fig10_fit(records: Sequence[Record]) -> PowerLaw | None:
+    r"""The power law :math:`\lambda_{\max} / \min|\lambda| \approx C\,n_{\rm res}^p` through the Fig. 10 records
+    (those with the ``hessian_extremes`` analysis), a :class:`~pinnkit.features.PowerLaw`; ``None`` with fewer than
+    two values of ``n_res``.
+    """
+    from .features import fit_power_law
+
+    fig10 = [r for r in records if "ratio_max_over_min_abs" in r.analysis]
+    if len({r.config.n_res for r in fig10}) < 2:
+        return None
+    return fit_power_law([r.config.n_res for r in fig10], [r.analysis["ratio_max_over_min_abs"] for r in fig10])
+
+
 def _fmt(x: float) -> str:
     return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.2e}"
 
@@ -500,10 +516,8 @@ def report(records: Sequence[Record]) -> str:
                      f"{r.iterations} | `{_fmt(r.loss)}` | `{_fmt(r.l2re)}` | {r.seconds_per_iteration:.3g} | "
                      f"{'—' if ratio is None else '`' + _fmt(ratio) + '`'} |")
     fig10 = [r for r in records if r.name.startswith("fig10/") and "ratio_max_over_min_abs" in r.analysis]
-    if len({r.config.n_res for r in fig10}) >= 2:
-        from .features import fit_power_law
-
-        fit = fit_power_law([r.config.n_res for r in fig10], [r.analysis["ratio_max_over_min_abs"] for r in fig10])
+    fit = fig10_fit(fig10)
+    if fit is not None:
         lines.append("")
         lines.append(f"Fig. 10 at the authors' setting ({len(fig10)} runs, n_res "
                      f"{min(r.config.n_res for r in fig10)}..{max(r.config.n_res for r in fig10)}): "

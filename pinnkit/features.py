@@ -32,9 +32,8 @@ from .problems import Convection as Problem_convection
 from .problems import Problem, partial
 
 __all__ = ["LastLayer", "random_features", "fourier_features", "feature_weights", "operator_factors",
-           "derivative_gram", "operator_condition", "fit_power_law", "PowerLaw", "magnitude_ratio", "Fig10Point", "fig10_sweep",
-           "ResidualControl",
-           "residual_control"]
+           "derivative_gram", "operator_condition", "fit_power_law", "PowerLaw", "magnitude_ratio", "Fig10Point",
+           "fig10_sweep", "ResidualControl", "residual_control"]
 
 
 class LastLayer:
