@@ -1,7 +1,8 @@
 # make book  - set up .venv and build the rendered book (executes every chapter) into _build/html
 # make test  - set up .venv and run all tests: unit tests, doctests, nbval over every notebook, then
 #              browser-test (the book built from the stored outputs, in headless Chromium) and colab-test
-#              (the widget notebooks under ipywidgets 7.x, as in Colab, in a second venv .venv-colab).
+#              (the widget notebooks under ipywidgets 7.x, as in Colab, in a second venv .venv-colab), after
+#              perturbed-test: every notebook again under a rounding-level perturbation (PINNKIT_PERTURB=1).
 #              It runs on the CPU (PINNKIT_DEVICE=cpu) even on a GPU machine: the stored outputs are CPU numbers.
 # make gpu-check - on a CUDA machine, a short paper-size smoke test of each chapter's main computation on the GPU
 #              (tests/gpu; skipped without a GPU)
@@ -13,6 +14,8 @@ PYTHON ?= python3
 MATHJAX  ?= mathjax@3.2.2
 MJ       := book/_vendor/mathjax
 CHROMIUM ?= /usr/bin/chromium
+# the perturbation of perturbed-test (any positive integer is another "machine"; see pinnkit.presets.perturbed)
+PERTURB  ?= 1
 COLAB    ?= .venv-colab
 STORED   := _build/stored
 # browser-test builds the HTML from the stored outputs into $(STORED); BROWSER_HTML=_build/html tests the book
@@ -29,7 +32,7 @@ export PINNKIT_THREADS ?= 1
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT      := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
 
-.PHONY: book test lint gpu-check env notebooks clean mathjax browser-deps browser-test colab-env colab-test
+.PHONY: book test perturbed-test lint gpu-check env notebooks clean mathjax browser-deps browser-test colab-env colab-test
 
 env: $(VENV)/.installed
 
@@ -48,7 +51,13 @@ book: env mathjax
 test: env lint
 	PINNKIT_PRESET=classroom PINNKIT_DEVICE=cpu PINNKIT_PROGRESS=0 PINNKIT_REQUIRE_RAY=1 $(PY) -m pytest -q -p no:cacheprovider tests pinnkit --doctest-modules \
 		notebooks --nbval --nbval-current-env --nbval-sanitize-with tools/nbval_sanitize.cfg
-	$(MAKE) --no-print-directory browser-test colab-test
+	$(MAKE) --no-print-directory perturbed-test browser-test colab-test
+
+# every chapter again as if on another CPU (PINNKIT_PERTURB=1: two torch threads and the initial parameters one
+# ulp off, see pinnkit.presets.perturbed): every assert must pass and every compared output match the stored one
+perturbed-test: env
+	PINNKIT_PERTURB=$(PERTURB) PINNKIT_PRESET=classroom PINNKIT_DEVICE=cpu PINNKIT_PROGRESS=0 $(PY) -m pytest -q \
+		-p no:cacheprovider notebooks --nbval --nbval-current-env --nbval-sanitize-with tools/nbval_sanitize.cfg
 
 # ruff (pyflakes, pycodestyle, import order, bugbear, docstrings) and mypy over the package
 lint: env

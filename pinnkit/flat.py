@@ -17,7 +17,7 @@ from torch import Tensor
 from torch.func import functional_call
 
 from .nets import mlp, size
-from .presets import check_device
+from .presets import check_device, nudge, perturbed
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,9 @@ class FlatMLP:
         dtype: ``torch.float32`` or ``torch.float64``.
         device: ``"cpu"`` (default), ``"cuda"`` or a :class:`torch.device` (``pk.setup().device``).
 
+    Under ``PINNKIT_PERTURB=k`` (k > 0) every nonzero entry of ``theta0`` is one ulp off
+    (:func:`pinnkit.presets.perturbed`), the rounding-level perturbation of ``make test``'s second notebook run.
+
     Raises:
         ValueError: a bad size, dtype or activation, or CUDA asked for while ``torch.cuda.is_available()`` is
             False.
@@ -70,6 +73,9 @@ class FlatMLP:
         self.blocks: tuple[Block, ...] = tuple(blocks)
         self.n_params = start
         self.theta0 = torch.cat([p.detach().reshape(-1) for p in self.net.parameters()]).clone()
+        k = perturbed()
+        if k:  # PINNKIT_PERTURB=k: one ulp off, as another CPU's rounding would be
+            self.theta0 = nudge(self.theta0, 1_000_003 * k + self.seed)
 
     def check(self, theta: Tensor) -> None:
         """Raise a clear error unless ``theta`` is a 1-D tensor of this network's size, dtype and device."""

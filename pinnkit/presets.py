@@ -22,6 +22,9 @@ PRESETS = ("classroom", "paper")
 ENV = "PINNKIT_PRESET"
 DEVICE_ENV = "PINNKIT_DEVICE"
 THREADS_ENV = "PINNKIT_THREADS"
+PERTURB_ENV = "PINNKIT_PERTURB"
+#: the torch thread count of a perturbed run (``PINNKIT_PERTURB=1``), whatever ``threads`` asks for
+PERTURB_THREADS = 2
 
 
 @dataclass(frozen=True)
@@ -126,11 +129,48 @@ def _threads(threads: Any) -> int:
     return n
 
 
+def perturbed() -> int:
+    """Which rounding-level perturbation ``$PINNKIT_PERTURB`` asks for: 0 (none, the default) or a positive
+    integer ``k`` that picks one of many equally plausible "other machines".
+
+    ``make test`` executes every chapter twice: once as stored, once with ``PINNKIT_PERTURB=1``. A perturbed run
+    stands in for another CPU, whose vector width and BLAS kernels sum in another order and so round differently:
+    it uses :data:`PERTURB_THREADS` torch threads (other reduction orders, as another CPU's kernels) and nudges
+    every nonzero initial parameter by one ulp (:func:`nudge`, signs drawn from ``k``), a rounding-level difference
+    at the very start that a long chaotic run amplifies as it would amplify another CPU's. A claim that survives
+    several ``k`` is a property of the method, not of one floating-point trajectory.
+
+    Raises:
+        ValueError: ``$PINNKIT_PERTURB`` is not a non-negative integer.
+    """
+    value = os.environ.get(PERTURB_ENV, "").strip() or "0"
+    if not value.isdigit():
+        raise ValueError(f"{PERTURB_ENV}={value!r}; set it to 0 (no perturbation) or a positive integer k "
+                         f"(perturbation number k)")
+    return int(value)
+
+
+def nudge(theta: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """``theta`` with every nonzero entry moved by one ulp up or down (signs from ``seed``); zeros stay.
+
+    >>> t = torch.tensor([1.0, -2.0, 0.0])
+    >>> d = nudge(t) - t
+    >>> bool(d[2] == 0), bool((d[:2].abs() == torch.tensor([2.0**-23, 2.0**-22])).all())
+    (True, True)
+    """
+    gen = torch.Generator().manual_seed(seed)
+    up = torch.rand(theta.shape, generator=gen) < 0.5
+    inf = torch.tensor(float("inf"), dtype=theta.dtype, device=theta.device)
+    target = torch.where(up.to(theta.device), inf, -inf)
+    return torch.where(theta == 0, theta, torch.nextafter(theta, target))
+
+
 def setup(name: str | None = None, threads: int | None = None) -> Preset:
     """Pick the preset and make CPU runs reproducible, then print one line saying what was chosen.
 
     Fixes the number of torch threads (``threads``, else ``$PINNKIT_THREADS``, else 2 — so reductions sum in
-    the same order on any machine).
+    the same order on any machine); under ``PINNKIT_PERTURB=1`` (:func:`perturbed`) it is
+    :data:`PERTURB_THREADS`, whatever ``threads`` asks for.
 
     Args:
         name: the preset (default ``$PINNKIT_PRESET``, see :func:`current`).
@@ -145,6 +185,8 @@ def setup(name: str | None = None, threads: int | None = None) -> Preset:
     """
     preset = current(name)
     n = _threads(threads)
+    if perturbed():
+        n = PERTURB_THREADS
     if preset.device.type == "cpu":
         torch.set_num_threads(n)
     print(f"pinnkit preset: {preset.name} (device: {preset.device.type})")
