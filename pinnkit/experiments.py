@@ -66,6 +66,12 @@ DEFAULT_STORE = Path("results") / "pinnkit.sqlite"
 #: the store committed with the repository (exists in a clone, not in an installed wheel)
 REPOSITORY_STORE = Path(__file__).resolve().parents[1] / "results" / "pinnkit.sqlite"
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+#: config fields that do not change a run's result, left out of :attr:`Experiment.key`
+UNKEYED = ("name", "threads")
+#: the store's schema version (``PRAGMA user_version``); :class:`Store` migrates older files when it opens them
+SCHEMA_VERSION = 2
+#: run statuses: those of :func:`pinnkit.train` and ``"error"`` (the run raised; ``message`` says what)
+FAILED = ("diverged", "error")
 
 
 @dataclass(frozen=True)
@@ -113,6 +119,17 @@ class Experiment:
             raise ValueError(f"{self.name}: dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
         if self.device not in ("cpu", "cuda", "auto"):
             raise ValueError(f"{self.name}: device must be 'cpu', 'cuda' or 'auto', got {self.device!r}")
+        from .problems import PROBLEMS
+        from .train import _names
+
+        if self.problem.lower().replace("-", "_") not in PROBLEMS:
+            raise ValueError(f"{self.name}: problem {self.problem!r} is not one of {sorted(PROBLEMS)}")
+        if self.sampling not in ("grid", "authors", "random"):
+            raise ValueError(f"{self.name}: sampling must be 'grid', 'authors' or 'random', got {self.sampling!r}")
+        try:
+            _names(self.method)
+        except ValueError as err:
+            raise ValueError(f"{self.name}: method: {err}") from None
         unknown = set(self.analysis) - set(ANALYSES)
         if unknown:
             raise ValueError(f"{self.name}: unknown analysis {sorted(unknown)}; valid: {sorted(ANALYSES)}")
@@ -149,9 +166,19 @@ class Experiment:
 
     @property
     def key(self) -> str:
-        """A content hash: equal configs have equal keys (checkpoints and records are found by it)."""
-        text = json.dumps(self.to_dict(), sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        """A content hash of the fields that affect the result (all but :data:`UNKEYED`: ``name``, ``threads``):
+        equal runs have equal keys, whatever they are called (checkpoints and records are found by it).
+        """
+        d = {k: v for k, v in self.to_dict().items() if k not in UNKEYED}
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_stored(cls, d: Mapping[str, Any]) -> "Experiment":
+        """A config read back from a store: fields this version does not know are dropped (a record written by
+        a newer pinnkit still loads), missing ones take their defaults.
+        """
+        valid = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in valid})
 
 
 @dataclass(frozen=True)
@@ -176,6 +203,13 @@ class Record:
     torch_version: str
     device: str
     created: str
+    evals: int | None = None    # loss + gradient evaluations of the optimizers (None: a stepper did not count)
+    message: str = ""            # why a failed run failed
+
+    @property
+    def failed(self) -> bool:
+        """True for a run that diverged or raised (its loss and L2RE are those of its last finite iterate)."""
+        return self.status in FAILED
 
     def loss_at(self, iteration: int) -> float:
         """The loss logged at the last log point at or before ``iteration`` (an L-BFGS step counts 20, as in
@@ -195,7 +229,8 @@ CREATE TABLE IF NOT EXISTS records (
     key TEXT NOT NULL, name TEXT NOT NULL, config TEXT NOT NULL,
     loss REAL, terms TEXT, l2re REAL, iterations INTEGER, seconds REAL, seconds_per_iteration REAL,
     status TEXT, history TEXT, analysis TEXT,
-    pinnkit_version TEXT, git_commit TEXT, torch_version TEXT, device TEXT, created TEXT NOT NULL
+    pinnkit_version TEXT, git_commit TEXT, torch_version TEXT, device TEXT, created TEXT NOT NULL,
+    evals INTEGER, message TEXT
 );
 CREATE INDEX IF NOT EXISTS records_key ON records (key);
 CREATE INDEX IF NOT EXISTS records_name ON records (name);
@@ -209,21 +244,54 @@ class Store:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise ValueError(f"{self.path} has schema version {version}, newer than this pinnkit's "
+                                 f"{SCHEMA_VERSION}; upgrade pinnkit to write to it")
             db.executescript(_SCHEMA)
+            if version < SCHEMA_VERSION:
+                self._migrate(db, version)
+
+    @staticmethod
+    def _migrate(db: sqlite3.Connection, version: int) -> None:
+        """Bring a store of schema ``version`` (0 or 1: before ``PRAGMA user_version``) to :data:`SCHEMA_VERSION`:
+        add the ``evals`` and ``message`` columns and recompute every key as :attr:`Experiment.key` defines it now
+        (version 1 hashed ``name`` and ``threads`` too).
+        """
+        cols = {row[1] for row in db.execute("PRAGMA table_info(records)")}
+        for col, kind in (("evals", "INTEGER"), ("message", "TEXT")):
+            if col not in cols:
+                db.execute(f"ALTER TABLE records ADD COLUMN {col} {kind}")
+        for rid, config in db.execute("SELECT id, config FROM records").fetchall():
+            key = Experiment.from_stored(json.loads(config)).key
+            db.execute("UPDATE records SET key = ? WHERE id = ?", (key, rid))
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.path, timeout=60)
+
+    def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        db = self._connect()
+        try:
+            db.row_factory = sqlite3.Row
+            return db.execute(sql, args).fetchall()
+        finally:
+            db.close()
 
     def append(self, row: Mapping[str, Any]) -> int:
         """Insert one finished run in a single transaction and return its id."""
         cols = ["key", "name", "config", "loss", "terms", "l2re", "iterations", "seconds", "seconds_per_iteration",
                 "status", "history", "analysis", "pinnkit_version", "git_commit", "torch_version", "device",
-                "created"]
-        values = [json.dumps(row[c]) if isinstance(row[c], (dict, list)) else row[c] for c in cols]
-        with self._connect() as db:  # commits on success, rolls back on error
-            cur = db.execute(f"INSERT INTO records ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
-                             values)
+                "created", "evals", "message"]
+        values = [json.dumps(row.get(c)) if isinstance(row.get(c), (dict, list)) else row.get(c) for c in cols]
+        db = self._connect()
+        try:
+            with db:  # commits on success, rolls back on error
+                cur = db.execute(f"INSERT INTO records ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                                 values)
             return int(cur.lastrowid or 0)
+        finally:
+            db.close()
 
     def records(self, name: str | None = None, key: str | None = None) -> list[Record]:
         """The stored records, oldest first; ``name`` may use SQL ``LIKE`` wildcards (``"table1/%"``)."""
@@ -237,17 +305,32 @@ class Store:
             args.append(key)
         if where:
             sql += " WHERE " + " AND ".join(where)
-        with self._connect() as db:
-            db.row_factory = sqlite3.Row
-            rows = db.execute(sql + " ORDER BY id", args).fetchall()
+        rows = self._rows(sql + " ORDER BY id", args)
+        fields = {f.name for f in dataclasses.fields(Record)}
         out = []
         for r in rows:
-            d = dict(r)
+            d = {k: v for k, v in dict(r).items() if k in fields}   # leniently: columns of a newer schema drop
             for c in ("terms", "history", "analysis"):
-                d[c] = json.loads(d[c]) if d[c] else {}
-            d["config"] = Experiment.from_dict(json.loads(d["config"]))
+                d[c] = json.loads(d[c]) if d.get(c) else {}
+            d["config"] = Experiment.from_stored(json.loads(d["config"]))
+            d["message"] = d.get("message") or ""
             out.append(Record(**d))
         return out
+
+    def merge(self, other: "Store") -> list[str]:
+        """Append the records of ``other`` that this store lacks (same key and creation time); return their
+        names. Records keep their content; their ids are this store's.
+        """
+        have = {(r.key, r.created) for r in self.records()}
+        added = []
+        for r in other.records():
+            if (r.key, r.created) in have:
+                continue
+            row = {f.name: getattr(r, f.name) for f in dataclasses.fields(r) if f.name != "id"}
+            row["config"] = r.config.to_dict()
+            self.append(row)
+            added.append(r.name)
+        return added
 
     def latest(self, experiment: Experiment) -> Record | None:
         """The newest record of exactly this config, or ``None``."""
@@ -256,13 +339,32 @@ class Store:
 
 
 # --- config files ------------------------------------------------------------------------------------------
+def _merge(*layers: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge TOML tables: later layers win, and tables (``params``, ``options``, ``phase_options``) merge key by
+    key instead of replacing each other.
+    """
+    out: dict[str, Any] = {}
+    for layer in layers:
+        for k, v in layer.items():
+            out[k] = _merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
+    return out
+
+
 def load_config(path: str | Path) -> list[Experiment]:
     """The experiments of a TOML config file: each ``[[experiment]]`` over ``[base]``, times the ``[grid]``.
 
-    Grid values are lists; every combination becomes one experiment, its name suffixed with the grid values
-    (``"convection/adam/seed=123"``).
+    Tables merge deeply (an experiment's ``options = {lr = 1e-2}`` keeps the base's other options). Grid values
+    are lists; every combination becomes one experiment, its name suffixed with the grid values
+    (``"convection/adam/seed=123"``). Every experiment is validated here, so a typo fails before any run starts.
+
+    Raises:
+        ValueError: a malformed file, or an experiment with a bad field (the message names the file, the
+            experiment and the field).
     """
-    import tomllib
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
 
     with open(path, "rb") as fh:
         cfg = tomllib.load(fh)
@@ -277,13 +379,17 @@ def load_config(path: str | Path) -> list[Experiment]:
             raise ValueError(f"{path}: grid.{k} must be a non-empty list, got {v!r}")
     keys = sorted(grid)
     out = []
-    for entry in entries:
+    for i, entry in enumerate(entries):
         for combo in itertools.product(*(grid[k] for k in keys)) if keys else [()]:
-            d = {**base, **entry, **dict(zip(keys, combo))}
+            d = _merge(base, entry, dict(zip(keys, combo)))
             suffix = "/".join(f"{k}={_short(v)}" for k, v in zip(keys, combo))
-            if suffix:
+            label = d.get("name", f"experiment #{i + 1}")
+            if suffix and "name" in d:
                 d["name"] = f"{d['name']}/{suffix}"
-            out.append(Experiment.from_dict(d))
+            try:
+                out.append(Experiment.from_dict(d))
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"{path}: experiment {label!r}: {err}") from None
     return out
 
 
@@ -318,16 +424,25 @@ ANALYSES = {"hessian_extremes": _hessian_extremes}
 LOGGERS = {"intra_alignment": _intra_alignment}
 
 
+def _git(*args: str) -> str:
+    return subprocess.run(["git", *args], capture_output=True, text=True, cwd=Path(__file__).resolve().parent,
+                          timeout=10).stdout
+
+
 def _provenance() -> dict[str, str]:
-    """The version of pinnkit, the git commit of its source (``+dirty`` with uncommitted changes) and torch's version."""
+    """The version of pinnkit, the git commit of its source and torch's version.
+
+    With uncommitted changes to tracked files the commit reads ``<commit>+dirty.<hash>``, ``<hash>`` the first 12
+    hex digits of the SHA-256 of ``git diff HEAD``: the record names the exact code, and the command line refuses
+    to run into a store from a dirty tree unless asked (``--allow-dirty``).
+    """
     from . import __version__
 
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).resolve().parent, timeout=10).stdout.strip() or "unknown"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, cwd=Path(__file__).resolve().parent, timeout=10).stdout.strip()
-        commit += "+dirty" if dirty else ""
+        commit = _git("rev-parse", "--short=12", "HEAD").strip() or "unknown"
+        diff = _git("diff", "HEAD") if commit != "unknown" else ""
+        if diff:
+            commit += "+dirty." + hashlib.sha256(diff.encode()).hexdigest()[:12]
     except (OSError, subprocess.SubprocessError):
         commit = "unknown"
     return {"pinnkit_version": __version__, "git_commit": commit, "torch_version": torch.__version__}
@@ -352,6 +467,14 @@ def build(experiment: Experiment) -> Any:
                 device=device)
 
 
+def cache_dir() -> Path:
+    """Where unfinished runs keep their checkpoints: ``$PINNKIT_CACHE``, else ``~/.cache/pinnkit`` — outside the
+    work tree, so that a fresh checkout of the repository (or a ``git clean``) on the same machine still resumes.
+    """
+    env = os.environ.get("PINNKIT_CACHE", "").strip()
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "pinnkit"
+
+
 def checkpoint_path(experiment: Experiment, directory: str | Path) -> Path:
     """Where the checkpoint of ``experiment`` lives (one file per config key)."""
     return Path(directory) / f"{experiment.key}.pt"
@@ -362,10 +485,15 @@ def run(experiment: Experiment, store: Store | str | Path | None = DEFAULT_STORE
         quiet: bool = True) -> Record | None:
     """Train ``experiment`` (resuming from its checkpoint if one exists) and append its record to ``store``.
 
+    No run is lost: a run whose loss becomes non-finite or diverges ends with ``status="diverged"`` (its record
+    holds the last finite iterate's numbers), and a run that raises is recorded with ``status="error"`` and the
+    exception in ``message``; neither raises, so a sweep goes on.
+
     Args:
         experiment: the config.
-        store: a :class:`Store` or a path to one (``None``: do not store, return the record only).
-        checkpoints: checkpoint directory (default: ``checkpoints/`` beside the store file).
+        store: a :class:`Store` or a path to one (``None``: do not store and write no checkpoint, return the
+            record only).
+        checkpoints: checkpoint directory (default: ``cache_dir() / "checkpoints"``, outside the work tree).
         checkpoint_every: seconds between checkpoints.
         stop_after: stop (with a checkpoint) after this many steps *of this call* — a deliberate interruption,
             used by the tests to show that a resumed run equals an uninterrupted one.
@@ -378,55 +506,87 @@ def run(experiment: Experiment, store: Store | str | Path | None = DEFAULT_STORE
 
     if isinstance(store, (str, Path)):
         store = Store(store)
-    if checkpoints is None:
-        checkpoints = (store.path.parent if store is not None else Path("results")) / "checkpoints"
-    ckpt = checkpoint_path(experiment, checkpoints)
-    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    ckpt: Path | None = None
+    if store is not None:
+        ckpt = checkpoint_path(experiment, checkpoints if checkpoints is not None else cache_dir() / "checkpoints")
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+    threads = torch.get_num_threads()
     torch.set_num_threads(experiment.threads)
-    pinn = build(experiment)
-    state = TrainState.load(ckpt, map_location=pinn.device) if ckpt.exists() else None
+    t0 = time.perf_counter()
+    try:
+        pinn = build(experiment)
+        state = TrainState.load(ckpt, map_location=pinn.device) if ckpt is not None and ckpt.exists() else None
 
-    def save(s: TrainState) -> None:
-        tmp = ckpt.with_suffix(".tmp")
-        s.save(tmp)
-        os.replace(tmp, ckpt)  # atomic: a crash mid-write never leaves a broken checkpoint
+        def save(s: TrainState) -> None:
+            assert ckpt is not None
+            tmp = ckpt.with_suffix(".tmp")
+            s.save(tmp)
+            os.replace(tmp, ckpt)  # atomic: a crash mid-write never leaves a broken checkpoint
 
-    result = train(pinn, experiment.method, experiment.steps, switch=experiment.switch,
-                   log_every=experiment.log_every, quiet=quiet, desc=experiment.name, resume=state,
-                   checkpoint=save, checkpoint_every=checkpoint_every, stop_after=stop_after,
-                   phase_options=experiment.phase_options, log={k: LOGGERS[k](pinn) for k in experiment.log},
-                   **experiment.options)
-    if result.status == "interrupted":
-        return None
-    h = result.history
-    analysis = {}
-    for name in experiment.analysis:
-        analysis.update(ANALYSES[name](experiment, pinn, result.theta))
-    iterations = h.iteration[-1]
-    row: dict[str, Any] = {
-        "key": experiment.key, "name": experiment.name, "config": experiment.to_dict(),
-        "loss": h.loss[-1], "terms": {k: v[-1] for k, v in h.terms.items()},
-        "l2re": h.l2re[-1] if h.l2re else math.nan, "iterations": iterations, "seconds": h.time[-1],
-        "seconds_per_iteration": h.time[-1] / max(iterations, 1), "status": result.status,
-        "history": {"step": h.step, "iteration": h.iteration, "phase": h.phase, "loss": h.loss, "terms": h.terms,
-                    "l2re": h.l2re, "grad_norm": h.grad_norm, "time": h.time, "extra": h.extra},
-        "analysis": analysis, "device": str(pinn.device),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **PROVENANCE,
-    }
+        result = train(pinn, experiment.method, experiment.steps, switch=experiment.switch,
+                       log_every=experiment.log_every, quiet=quiet, desc=experiment.name, resume=state,
+                       checkpoint=save if ckpt is not None else None,
+                       checkpoint_every=checkpoint_every if ckpt is not None else None, stop_after=stop_after,
+                       phase_options=experiment.phase_options, log={k: LOGGERS[k](pinn) for k in experiment.log},
+                       on_diverge="stop", **experiment.options)
+        if result.status == "interrupted":
+            return None
+        analysis: dict[str, float] = {}
+        for name in experiment.analysis:
+            analysis.update(ANALYSES[name](experiment, pinn, result.theta))
+        row = _row(experiment, result.history, result.status, analysis, str(pinn.device))
+    except Exception as err:  # noqa: BLE001 - any failure becomes a record, so that no run is lost
+        row = _failed_row(experiment, err, time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(threads)
     if store is None:
         return Record(id=0, **{**row, "config": experiment})
     new_id = store.append(row)
-    ckpt.unlink(missing_ok=True)
+    if ckpt is not None and row["status"] != "error":   # an error keeps its checkpoint: fix the cause, run again
+        ckpt.unlink(missing_ok=True)
     return store.records(key=experiment.key)[-1] if new_id else None
 
 
-def _run_remote(config: dict[str, Any], store: str, checkpoints: str | None, threads: int | None) -> str:
-    """A Ray task: run one experiment (given as a dict) in a worker process and return its name."""
+def _row(experiment: Experiment, h: Any, status: str, analysis: Mapping[str, float], device: str) -> dict[str, Any]:
+    """The store row of a finished (or diverged) run from its :class:`~pinnkit.train.History`."""
+    iterations = h.iteration[-1]
+    evals = h.evals[-1] if h.evals else None
+    return {
+        "key": experiment.key, "name": experiment.name, "config": experiment.to_dict(),
+        "loss": h.loss[-1], "terms": {k: v[-1] for k, v in h.terms.items()},
+        "l2re": h.l2re[-1] if h.l2re else math.nan, "iterations": iterations, "seconds": h.time[-1],
+        "seconds_per_iteration": h.time[-1] / max(iterations, 1), "status": status,
+        "history": {"step": h.step, "iteration": h.iteration, "phase": h.phase, "loss": h.loss, "terms": h.terms,
+                    "l2re": h.l2re, "grad_norm": h.grad_norm, "time": h.time, "extra": h.extra, "evals": h.evals,
+                    "stops": h.stops},
+        "analysis": dict(analysis), "device": device, "evals": evals, "message": "",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **PROVENANCE,
+    }
+
+
+def _failed_row(experiment: Experiment, err: BaseException, seconds: float) -> dict[str, Any]:
+    """The store row of a run that raised: status ``"error"`` and the exception, no numbers."""
+    return {
+        "key": experiment.key, "name": experiment.name, "config": experiment.to_dict(), "loss": math.nan,
+        "terms": {}, "l2re": math.nan, "iterations": 0, "seconds": seconds, "seconds_per_iteration": math.nan,
+        "status": "error", "history": {}, "analysis": {}, "device": experiment.device, "evals": None,
+        "message": f"{type(err).__name__}: {err}",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **PROVENANCE,
+    }
+
+
+def _run_remote(config: dict[str, Any], checkpoints: str | None, threads: int | None) -> dict[str, Any]:
+    """A Ray task: run one experiment (given as a dict) in a worker and return its store row; the driver writes
+    it (a worker never writes to a path on the driver's disk). Checkpoints go to the worker's own cache.
+    """
     e = Experiment.from_dict(config)
     if threads is not None:
         e = dataclasses.replace(e, threads=threads)
-    run(e, store, checkpoints=checkpoints)
-    return e.name
+    record = run(e, None, checkpoints=checkpoints)
+    assert record is not None
+    row = {f.name: getattr(record, f.name) for f in dataclasses.fields(record) if f.name != "id"}
+    row["config"] = e.to_dict()
+    return row
 
 
 def sweep(experiments: Iterable[Experiment], store: str | Path = DEFAULT_STORE, *, use_ray: bool = False,
@@ -434,25 +594,37 @@ def sweep(experiments: Iterable[Experiment], store: str | Path = DEFAULT_STORE, 
           skip_done: bool = True, checkpoints: str | Path | None = None) -> list[str]:
     """Run many experiments into one store: sequentially, or as Ray tasks (one per experiment).
 
+    A run that fails is recorded with its status (:func:`run`) and the sweep goes on. With Ray, tasks return
+    their rows and the driver appends each to the store as soon as it finishes (``ray.wait``).
+
     Args:
         experiments: the configs (e.g. :func:`load_config`).
-        store: the SQLite store every run appends to (SQLite serialises concurrent writers).
+        store: the SQLite store every run appends to.
         use_ray: run on Ray (``pip install pinnkit[sweep]``); ``ray_address`` joins a running cluster
             (``"auto"`` or ``"ray://host:10001"``), else a local Ray instance is started.
-        threads_per_task / gpus_per_task: the resources of each task (CPU threads; a GPU share).
-        skip_done: skip configs that already have a record in the store.
+        threads_per_task / gpus_per_task: the resources of each task (CPU threads; a GPU share). A GPU share
+            needs every experiment on ``device="cuda"`` (or ``"auto"``).
+        skip_done: skip configs that already have a record in the store (failed ones are run again).
+        checkpoints: checkpoint directory (default :func:`cache_dir`; with Ray, each worker's own).
 
     Returns:
-        The names of the experiments that ran.
+        The names of the experiments that ran, in the order they finished.
+
+    Raises:
+        ValueError: ``gpus_per_task > 0`` with an experiment on ``device="cpu"``.
     """
-    store_path = Path(store)
     todo = list(experiments)
+    if gpus_per_task > 0:
+        cpu = [e.name for e in todo if e.device == "cpu"]
+        if cpu:
+            raise ValueError(f"--gpus {gpus_per_task:g} gives each task a GPU, but {len(cpu)} experiment(s) run on "
+                             f"device='cpu' (e.g. {cpu[0]!r}); set device = \"cuda\" in the config")
+    db = Store(store)
     if skip_done:
-        done = Store(store_path)
-        todo = [e for e in todo if done.latest(e) is None]
+        todo = [e for e in todo if (r := db.latest(e)) is None or r.failed]
     if not use_ray:
         for e in todo:
-            run(e, store_path, checkpoints=checkpoints)
+            run(e, db, checkpoints=checkpoints)
         return [e.name for e in todo]
     try:
         import ray
@@ -464,10 +636,15 @@ def sweep(experiments: Iterable[Experiment], store: str | Path = DEFAULT_STORE, 
                  num_cpus=None if ray_address else max(os.cpu_count() or 1, threads_per_task))
     try:
         task = ray.remote(num_cpus=threads_per_task, num_gpus=gpus_per_task)(_run_remote)
-        refs = [task.remote(e.to_dict(), str(store_path.resolve()),
-                            None if checkpoints is None else str(Path(checkpoints).resolve()), threads_per_task)
-                for e in todo]
-        return list(ray.get(refs))
+        pending = [task.remote(e.to_dict(), None if checkpoints is None else str(checkpoints), threads_per_task)
+                   for e in todo]
+        ran = []
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            row = ray.get(ready[0])
+            db.append(row)
+            ran.append(row["name"])
+        return ran
     finally:
         if started:
             ray.shutdown()
@@ -527,10 +704,13 @@ def report(records: Sequence[Record]) -> str:
 
 # --- command line ------------------------------------------------------------------------------------------
 def _table(records: Sequence[Record]) -> str:
-    lines = [f"{'name':48s} {'loss':>9s} {'L2RE':>9s} {'iters':>7s} {'s/it':>8s} {'device':>6s} commit"]
+    lines = [f"{'name':52s} {'status':>9s} {'loss':>9s} {'L2RE':>9s} {'iters':>7s} {'evals':>7s} {'s/it':>8s} "
+             f"{'device':>6s} commit"]
     for r in records:
-        lines.append(f"{r.name[:48]:48s} {r.loss:9.2e} {r.l2re:9.2e} {r.iterations:7d} "
-                     f"{r.seconds_per_iteration:8.4f} {r.device:>6s} {r.git_commit}")
+        evals = "-" if r.evals is None else str(r.evals)
+        lines.append(f"{r.name[:52]:52s} {r.status:>9s} {r.loss:9.2e} {r.l2re:9.2e} {r.iterations:7d} {evals:>7s} "
+                     f"{r.seconds_per_iteration:8.4f} {r.device:>6s} {r.git_commit}"
+                     + (f"  ({r.message})" if r.message else ""))
     return "\n".join(lines)
 
 
@@ -547,19 +727,48 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_run.add_argument("--threads", type=int, default=1, help="CPU threads per run / Ray task")
     p_run.add_argument("--gpus", type=float, default=0.0, help="GPUs per Ray task")
     p_run.add_argument("--again", action="store_true", help="run configs that already have a record too")
+    p_run.add_argument("--shard", default=None, metavar="K/N",
+                       help="run only every N-th experiment, starting at the K-th (0-based): N processes share a "
+                            "list without running anything twice")
+    p_run.add_argument("--allow-dirty", action="store_true",
+                       help="run from a tree with uncommitted changes (the records name the diff's hash)")
     p_show = sub.add_parser("show", help="print the records of a store")
     p_show.add_argument("--store", default=str(DEFAULT_STORE))
     p_show.add_argument("--name", default=None, help="SQL LIKE pattern, e.g. 'table1/%%'")
     p_show.add_argument("--markdown", action="store_true", help="the table book/reproduction.md embeds")
+    p_merge = sub.add_parser("merge", help="append the records of another store that this one lacks")
+    p_merge.add_argument("source", help="the store to read (e.g. one that runs wrote outside the work tree)")
+    p_merge.add_argument("--store", default=str(DEFAULT_STORE))
     args = parser.parse_args(argv)
     if args.command == "show":
+        if not Path(args.store).is_file():
+            parser.error(f"no store at {args.store}; run experiments first or pass --store PATH")
         records = Store(args.store).records(name=args.name)
         print(report(records) if args.markdown else _table(records))
+        return 0
+    if args.command == "merge":
+        if not Path(args.source).is_file():
+            parser.error(f"no store at {args.source}")
+        added = Store(args.store).merge(Store(args.source))
+        print(f"merged {len(added)} record(s) into {args.store}" + "".join(f"\n  {n}" for n in added))
         return 0
     experiments = [e for path in args.configs for e in load_config(path)]
     if args.only:
         experiments = [e for e in experiments if args.only in e.name]
+    if args.shard:
+        try:
+            k, n = (int(x) for x in args.shard.split("/"))
+            if not 0 <= k < n:
+                raise ValueError
+        except ValueError:
+            parser.error(f"--shard takes K/N with 0 <= K < N, got {args.shard!r}")
+        experiments = experiments[k::n]
     experiments = [dataclasses.replace(e, threads=args.threads) for e in experiments]
+    if args.gpus > 0:
+        experiments = [dataclasses.replace(e, device="cuda") if e.device == "auto" else e for e in experiments]
+    if "+dirty" in PROVENANCE["git_commit"] and not args.allow_dirty:
+        parser.error(f"the work tree has uncommitted changes ({PROVENANCE['git_commit']}): a record must name "
+                     f"committed code. Commit first, or pass --allow-dirty (the records then name the diff's hash)")
     ran = sweep(experiments, args.store, use_ray=args.ray or args.ray_address is not None,
                 ray_address=args.ray_address, threads_per_task=args.threads, gpus_per_task=args.gpus,
                 skip_done=not args.again)

@@ -32,8 +32,10 @@ class PINN(FlatMLP):
         widths: hidden-layer widths.
         n_res, n_ic, n_bc: residual, initial and per-boundary point counts.
         seed: seeds both the initialisation and the collocation sample.
-        sampling: ``"grid"`` (residual points drawn from the interior of the PROBLEM's evaluation grid
-            ``problem.eval_shape``, as Rathore et al.) or ``"random"`` (uniform in the open domain).
+        sampling: ``"grid"`` (residual points drawn from the interior of the problem's evaluation grid
+            ``problem.eval_shape``, 254 x 98 points for the 256 x 100 grid), ``"authors"`` (Rathore et al.'s
+            points: the 255 x 100 interior of their 257 x 101 grid, drawn as their code draws them) or
+            ``"random"`` (uniform in the open domain).
         dtype, device: where ``theta`` and all points live.
         eval_shape: points per input column of the grid on which :meth:`l2re` is measured (``X_eval``);
             default ``problem.eval_shape``. It does NOT change where grid residual points are drawn from

@@ -148,6 +148,10 @@ def _check_positive(**sizes: int) -> dict[str, int]:
     return out
 
 
+#: Rathore et al.'s collocation grid (257 x-points, 101 t-points); ``sampling="authors"`` draws from its interior
+AUTHORS_GRID = (257, 101)
+
+
 class Problem:
     """A PDE on a box domain with its conditions and (optionally) an exact solution.
 
@@ -175,7 +179,8 @@ class Problem:
 
     def sample(self, n_res: int, n_ic: int, n_bc: int, seed: int = 0, method: str = "grid") -> Collocation:
         """Seeded collocation points; ``method='grid'`` draws residual points from the interior of the
-        evaluation grid (as Rathore et al.), ``'random'`` uniformly from the open domain.
+        evaluation grid, ``'authors'`` from the interior of Rathore et al.'s 257 x 101 grid exactly as their code
+        does, ``'random'`` uniformly from the open domain.
         """
         raise NotImplementedError
 
@@ -189,7 +194,9 @@ class Problem:
         mesh = torch.meshgrid(*self.axes(shape, dtype), indexing="ij")
         return torch.stack([m.reshape(-1) for m in mesh], dim=1)
 
-    def _interior(self, n: int, gen: torch.Generator, method: str) -> Tensor:
+    def _interior(self, n: int, gen: torch.Generator, method: str, seed: int = 0) -> Tensor:
+        if method == "authors":
+            return self._authors_interior(n, seed)
         if method == "grid":
             axes = [a[1:-1] for a in self.axes()]
             sizes = [len(a) for a in axes]
@@ -206,7 +213,25 @@ class Problem:
             lo = torch.tensor([b[0] for b in self.bounds], dtype=torch.float64)
             hi = torch.tensor([b[1] for b in self.bounds], dtype=torch.float64)
             return lo + (hi - lo) * torch.rand(n, self.dim, generator=gen, dtype=torch.float64)
-        raise ValueError(f"unknown sampling method {method!r}; valid: 'grid', 'random'")
+        raise ValueError(f"unknown sampling method {method!r}; valid: 'grid', 'authors', 'random'")
+
+    def _authors_interior(self, n: int, seed: int) -> Tensor:
+        """Rathore et al.'s residual points: ``n`` distinct points of the 255 x 100 interior (x without both ends,
+        t without t = 0) of the 257 x 101 grid, drawn as their code draws them (NumPy's legacy
+        ``choice(25500, n, replace=False)`` right after ``np.random.seed(seed)``, over the mesh ``(t, x)``
+        flattened with x fastest).
+        """
+        import numpy as np
+
+        if self.dim != 2:
+            raise ValueError(f"sampling='authors' is Rathore et al.'s (x, t) grid; {self.name} has {self.dim} inputs")
+        x, t = self.axes(AUTHORS_GRID)
+        xs, ts = x[1:-1], t[1:]
+        total = len(xs) * len(ts)
+        if n > total:
+            raise ValueError(f"n_res={n} exceeds the {total} interior points of the authors' {AUTHORS_GRID} grid")
+        idx = torch.from_numpy(np.random.RandomState(seed).choice(total, n, replace=False))
+        return torch.stack([xs[idx % len(xs)], ts[idx // len(xs)]], dim=1)
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v}" for k, v in vars(self).items() if not k.startswith("_"))
@@ -226,7 +251,7 @@ class _SpaceTime(Problem):
         x = torch.linspace(x0, x1, n_ic, dtype=torch.float64)
         t = torch.linspace(t0, t1, n_bc, dtype=torch.float64)
         return Collocation({
-            "residual": self._interior(n_res, gen, method),
+            "residual": self._interior(n_res, gen, method, seed),
             "initial": torch.stack([x, torch.full_like(x, t0)], dim=1),
             "boundary_low": torch.stack([torch.full_like(t, x0), t], dim=1),
             "boundary_high": torch.stack([torch.full_like(t, x1), t], dim=1),

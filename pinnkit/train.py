@@ -49,10 +49,12 @@ from .objective import TermsFn, as_terms, resolve, value_and_grad  # noqa: F401 
 from .soap import soap_stepper
 
 __all__ = ["train", "TrainResult", "TrainState", "History", "TrainingDiverged", "STEPPERS", "Stepper", "TorchStepper",
-           "adam", "lbfgs", "stepper_factory", "valid_options", "TermsFn", "value_and_grad", "resolve", "as_terms"]
+           "LBFGSStepper", "LBFGS_REASONS", "adam", "lbfgs", "stepper_factory", "valid_options", "TermsFn",
+           "value_and_grad", "resolve", "as_terms"]
 
-#: divergence is judged relative to ``max(|initial loss|, DIVERGE_FLOOR)``
-DIVERGE_FLOOR = 1e-30
+#: divergence is judged relative to ``max(|initial loss|, DIVERGE_FLOOR)``: an absolute floor, so that a loss
+#: that starts near zero (a resumed or well-initialised run) and rises to a small value is not called diverged
+DIVERGE_FLOOR = 1.0
 
 
 class TrainingDiverged(RuntimeError):
@@ -72,6 +74,10 @@ class History:
     l2re: list[float] = field(default_factory=list)
     time: list[float] = field(default_factory=list)  # wall seconds spent in optimizer steps so far
     extra: dict[str, list[Any]] = field(default_factory=dict)  # from ``log=`` callbacks (e.g. alignment)
+    evals: list[int | None] = field(default_factory=list)  # loss+gradient evaluations so far (None: not counted)
+    #: one entry per step of a stepper that reports how its step ended (L-BFGS): ``{"step": [...], "phase":
+    #: [...], "evals": [...], "reason": [...]}`` with the step's loss evaluations and why it stopped
+    stops: dict[str, list[Any]] = field(default_factory=dict)
 
 
 Status = Literal["converged", "max_steps", "diverged", "stalled", "interrupted"]
@@ -152,7 +158,8 @@ class TrainState:
 
     ``phase`` is the index of the current phase of the chain and ``done`` the steps it has made; ``stepper`` is
     that phase's ``state_dict()`` (``None`` for a stepper without one: it then restarts from ``theta``);
-    ``first`` is the first logged loss (the divergence reference). The ``log=`` callbacks' own state is not kept.
+    ``first`` is the first logged loss (the divergence reference); ``evals_done`` the loss evaluations of the
+    finished phases. The ``log=`` callbacks' own state is not kept.
     """
 
     method: str
@@ -167,6 +174,7 @@ class TrainState:
     history: History
     elapsed: float
     first: float | None
+    evals_done: int = 0   # loss evaluations of the phases before ``phase``
 
     def save(self, path: str | Path) -> None:
         """Write the state with :func:`torch.save` (plain containers and tensors only)."""
@@ -188,8 +196,10 @@ class Stepper(Protocol):
     """What :func:`train` needs from an optimizer: ``step()`` and the current iterate ``theta``.
 
     Optional: ``iterations_per_step`` (how Rathore et al. count one step; L-BFGS: its inner iterations; default
-    1), ``stalled`` (True after a step that found no acceptable point: the run stops), ``state_dict()`` /
-    ``load_state_dict()`` (for :class:`TrainState` checkpoints).
+    1), ``stalled`` (True after a step that found no acceptable point: the run stops), ``evals`` (loss and
+    gradient evaluations so far, logged in :attr:`History.evals`), ``last_stop`` (``(evals, reason)`` of the
+    latest step, logged in :attr:`History.stops`), ``state_dict()`` / ``load_state_dict()`` (for
+    :class:`TrainState` checkpoints).
     """
 
     @property
@@ -208,12 +218,14 @@ class TorchStepper:
         self.param = theta.detach().clone().requires_grad_(True)
         self.opt = make_opt([self.param])
         self.closure = closure
+        self.evals = 0   # loss + gradient evaluations so far
 
     @property
     def theta(self) -> Tensor:
         return self.param.detach()
 
     def _closure(self) -> Tensor:
+        self.evals += 1
         loss, _, g = value_and_grad(self.terms_fn, self.param)
         self.param.grad = g
         return loss
@@ -227,10 +239,67 @@ class TorchStepper:
 
     def state_dict(self) -> dict[str, Any]:
         """The optimizer's state (for :class:`TrainState`; ``theta`` is saved separately)."""
-        return {"opt": self.opt.state_dict()}
+        return {"opt": self.opt.state_dict(), "evals": self.evals}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.opt.load_state_dict(state["opt"])
+        self.evals = int(state.get("evals", 0))
+
+
+#: why a torch L-BFGS step ended, in the order torch checks (``torch.optim.LBFGS.step``)
+LBFGS_REASONS = {
+    "tolerance_grad:start": "max |gradient| <= tolerance_grad at the step's first evaluation (no iteration)",
+    "tolerance_change:gd": "directional derivative g.d > -tolerance_change: no descent left in float precision",
+    "max_iter": "max_iter inner iterations done (the normal end of a step)",
+    "max_eval": "max_eval loss evaluations used",
+    "tolerance_grad": "max |gradient| <= tolerance_grad after the line search",
+    "tolerance_change:step": "max |t d| <= tolerance_change: the step is below tolerance",
+    "tolerance_change:loss": "|loss change| < tolerance_change",
+}
+
+
+class _ReportingLBFGS(torch.optim.LBFGS):
+    """``torch.optim.LBFGS`` (its iterates, unchanged) that also says why each ``step()`` ended.
+
+    torch returns silently when one of its stopping tests fires; :attr:`last_reason` names which (a key of
+    :data:`LBFGS_REASONS`). It is read off the state torch leaves behind: the last direction ``d`` and step
+    ``t``, the gradient ``prev_flat_grad`` the last direction was computed from, and the loss and gradient at
+    the accepted point of the last line search (recorded in :meth:`_directional_evaluate`).
+    """
+
+    last_reason: str = ""
+    _accepted: dict[float, tuple[float, float]]
+
+    def _directional_evaluate(self, closure: Any, x: Any, t: Any, d: Any) -> Any:
+        loss, flat_grad = super()._directional_evaluate(closure, x, t, d)
+        self._accepted[float(t)] = (float(loss), float(flat_grad.abs().max()))
+        return loss, flat_grad
+
+    def step(self, closure: Any) -> Any:  # type: ignore[override]
+        self._accepted = {}
+        state = self.state[self._params[0]]
+        n0 = state.get("n_iter", 0)
+        out = super().step(closure)
+        self.last_reason = self._reason(state, state.get("n_iter", 0) - n0)
+        return out
+
+    def _reason(self, state: Mapping[str, Any], n: int) -> str:
+        group = self.param_groups[0]
+        if n == 0:
+            return "tolerance_grad:start"
+        d, t, g = state["d"], state["t"], state["prev_flat_grad"]
+        if float(g.dot(d)) > -group["tolerance_change"]:   # the break before any line search of the last iteration
+            return "tolerance_change:gd"
+        if n == group["max_iter"]:
+            return "max_iter"
+        if state["func_evals_step"] >= group["max_eval"]:
+            return "max_eval"
+        loss, gmax = self._accepted.get(float(t), (math.nan, math.nan))
+        if gmax <= group["tolerance_grad"]:
+            return "tolerance_grad"
+        if float(d.mul(t).abs().max()) <= group["tolerance_change"]:
+            return "tolerance_change:step"
+        return "tolerance_change:loss"
 
 
 def adam(terms_fn: TermsFn, theta: Tensor, lr: float = 1e-3) -> TorchStepper:
@@ -247,21 +316,51 @@ def adam(terms_fn: TermsFn, theta: Tensor, lr: float = 1e-3) -> TorchStepper:
     return TorchStepper(terms_fn, theta, lambda p: torch.optim.Adam(p, lr=lr))
 
 
-def lbfgs(terms_fn: TermsFn, theta: Tensor, lbfgs_iter: int = 20, history_size: int = 100) -> TorchStepper:
-    """Torch L-BFGS as Rathore et al.: lr 1, strong Wolfe line search.
+class LBFGSStepper(TorchStepper):
+    """Torch L-BFGS that reports, after every step, its loss evaluations and why it ended (:attr:`last_stop`)."""
+
+    opt: _ReportingLBFGS
+
+    def step(self) -> None:
+        before = self.evals
+        state = self.opt.state[self.param]
+        state["func_evals_step"] = 0
+
+        def closure() -> Tensor:
+            state["func_evals_step"] = state.get("func_evals_step", 0) + 1
+            return self._closure()
+
+        self.opt.step(closure)
+        self.last_stop = (self.evals - before, self.opt.last_reason)
+
+
+def lbfgs(terms_fn: TermsFn, theta: Tensor, lbfgs_iter: int = 20, history_size: int = 100,
+          tolerance_grad: float = 1e-7, tolerance_change: float = 1e-9) -> LBFGSStepper:
+    """Torch L-BFGS as Rathore et al.: lr 1, strong Wolfe line search, torch's tolerances.
+
+    torch ends a step early, silently, when a tolerance test fires (:data:`LBFGS_REASONS`); in float32 the test
+    ``g.d > -tolerance_change`` can fire at every step from some point on, and the run stands still. Each step's
+    loss evaluations and the reason it ended go to :attr:`History.stops`. ``tolerance_grad=0,
+    tolerance_change=0`` (with float64) lets every step run its ``lbfgs_iter`` iterations.
 
     Args:
         terms_fn: the loss (terms dict or scalar).
         theta: the starting point (copied).
         lbfgs_iter: inner iterations per step (``max_iter`` of torch; one step counts as this many iterations).
         history_size: stored ``(s, y)`` pairs.
+        tolerance_grad: torch's ``tolerance_grad`` (on max |gradient|).
+        tolerance_change: torch's ``tolerance_change`` (on g.d, the step and the loss change).
 
     Returns:
-        A :class:`TorchStepper`.
+        An :class:`LBFGSStepper`.
     """
     lbfgs_iter, history_size = size(lbfgs_iter, "lbfgs_iter", 1), size(history_size, "history_size", 1)
-    return TorchStepper(terms_fn, theta, lambda p: torch.optim.LBFGS(
-        p, lr=1.0, max_iter=lbfgs_iter, history_size=history_size, line_search_fn="strong_wolfe"), closure=True,
+    for name, tol in (("tolerance_grad", tolerance_grad), ("tolerance_change", tolerance_change)):
+        if not (isinstance(tol, (int, float)) and tol >= 0):
+            raise ValueError(f"{name} must be a number >= 0 (0 turns the test off), got {tol!r}")
+    return LBFGSStepper(terms_fn, theta, lambda p: _ReportingLBFGS(
+        p, lr=1.0, max_iter=lbfgs_iter, history_size=history_size, line_search_fn="strong_wolfe",
+        tolerance_grad=float(tolerance_grad), tolerance_change=float(tolerance_change)), closure=True,
         iterations_per_step=lbfgs_iter)
 
 
@@ -416,8 +515,10 @@ def train(objective: Any, method: str = "adam", steps: int = 1000, *, theta0: Te
         grad_tol: stop (``status="converged"``) when the gradient norm of a logged iterate is at most this.
         on_diverge: ``"raise"`` a :class:`TrainingDiverged`, or ``"stop"`` with ``status="diverged"`` and
             ``theta`` = the last finite logged iterate.
-        diverge: the loss diverged when ``loss - loss0 > diverge * max(|loss0|, 1e-30)`` (``loss0``: the first
-            logged loss), or when it or the gradient is not finite. Judged on the rise, so a loss that starts
+        diverge: the loss diverged when ``loss - loss0 > diverge * max(|loss0|, DIVERGE_FLOOR)`` (``loss0``: the
+            first logged loss; the floor is 1, so a loss starting at 1e-12 must rise by more than ``diverge`` in
+            absolute terms), when it or the gradient is not finite, or when a stepper reports a non-finite
+            quantity (``FloatingPointError``, e.g. NNCG's direction). Judged on the rise, so a loss that starts
             negative (a Ritz energy) and rises through zero is not flagged.
         l2re: ``theta -> relative L2 error`` logged with the loss (default ``objective.l2re`` for a PINN).
         log_every: log every this many steps (default: about 100 entries); the last step is always logged.
@@ -522,6 +623,8 @@ def train(objective: Any, method: str = "adam", steps: int = 1000, *, theta0: Te
             hist.terms.setdefault(name, []).append(float(v))
         hist.grad_norm.append(gn)
         hist.time.append(elapsed)
+        counted = 0 if stepper is None else getattr(stepper, "evals", None)
+        hist.evals.append(None if counted is None else evals_before + counted)
         if l2re is not None:
             hist.l2re.append(float(l2re(theta)))
         for name, fn in (log or {}).items():
@@ -535,14 +638,17 @@ def train(objective: Any, method: str = "adam", steps: int = 1000, *, theta0: Te
         sd = stepper.state_dict() if hasattr(stepper, "state_dict") else None
         return TrainState(method=method, steps=steps, switch=counts, k=k, iteration=it, phase=phase, done=done,
                           theta=theta.detach().clone(), stepper=sd, history=History(**dataclasses.asdict(hist)),
-                          elapsed=elapsed, first=first)
+                          elapsed=elapsed, first=first, evals_done=evals_before)
 
     stepper: Any = None
+    evals_before = 0 if resume is None else resume.evals_done   # evaluations of the finished phases
     done = False
     k_start, last_save = k, time.monotonic()
     with tqdm(total=steps, initial=k, desc=desc or method, disable=quiet, leave=False) as bar:
         for p in range(start_phase, len(phases)):
             phase, n = phases[p]
+            if stepper is not None:
+                evals_before += getattr(stepper, "evals", 0) or 0
             stepper = STEPPERS[phase](terms_fn, theta, **routed[p])
             made = 0
             if p == start_phase and resume is not None:
@@ -556,13 +662,22 @@ def train(objective: Any, method: str = "adam", steps: int = 1000, *, theta0: Te
                 before = theta.detach().clone() if on_step is not None else theta
                 _synchronize(theta)
                 t0 = time.perf_counter()
-                stepper.step()
+                try:
+                    stepper.step()
+                except FloatingPointError as err:   # a stepper's own non-finite check (NNCG's direction)
+                    if diverged(str(err)):
+                        status, done = "diverged", True
+                        break
                 _synchronize(theta)
                 elapsed += time.perf_counter() - t0
                 theta = stepper.theta
                 if on_step is not None:
                     on_step(k, before, theta.detach().clone(), stepper)
                 last_opts = routed[p]
+                stop = getattr(stepper, "last_stop", None)
+                if stop is not None:
+                    for key, value in (("step", k), ("phase", phase), ("evals", stop[0]), ("reason", stop[1])):
+                        hist.stops.setdefault(key, []).append(value)
                 k += 1
                 made += 1
                 it += getattr(stepper, "iterations_per_step", 1)

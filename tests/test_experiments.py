@@ -11,6 +11,12 @@ import torch
 
 from pinnkit.experiments import Experiment, Store, load_config, main, run, stored, sweep
 
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch):
+    """Checkpoints of the tests' runs go to a temporary cache, never to the user's ~/.cache/pinnkit."""
+    monkeypatch.setenv("PINNKIT_CACHE", str(tmp_path / "cache"))
+
 ROOT = Path(__file__).resolve().parents[1]
 
 TINY = Experiment(name="tiny/convection/adam+lbfgs", problem="convection", params={"beta": 1.0}, widths=(6,),
@@ -37,9 +43,13 @@ def test_shipped_configs_load(path):
 
 
 def test_paper_settings_in_configs():
-    table1 = {e.name: e for e in load_config(ROOT / "configs" / "rathore_table1.toml")}
-    assert len(table1) == 9
-    for e in table1.values():  # 41,000 iterations, an L-BFGS step counting 20
+    first = {e.name: e for e in load_config(ROOT / "configs" / "rathore_table1_seed123.toml")}
+    assert len(first) == 9 and {e.sampling for e in first.values()} == {"grid"}
+    authors = {e.name: e for name in ("rathore_table1", "rathore_table1_wave", "rathore_table1_float64")
+               for e in load_config(ROOT / "configs" / f"{name}.toml")}
+    assert len(authors) == 30 + 9 + 15 and {e.sampling for e in authors.values()} == {"authors"}
+    assert {e.seed for e in authors.values()} == {123, 234, 345, 456, 567}
+    for e in [*first.values(), *authors.values()]:  # 41,000 iterations, an L-BFGS step counting 20
         phases = e.method.split("+")
         adam = e.switch if phases == ["adam", "lbfgs"] else (e.steps if phases == ["adam"] else 0)
         lbfgs = e.steps - adam
@@ -125,7 +135,11 @@ def test_ray_sweep(tmp_path):
     assert recs["ray/0"].loss == pytest.approx(local.loss, rel=1e-10)
 
 
-def test_command_line(tmp_path, capsys):
+def test_command_line(tmp_path, capsys, monkeypatch):
+    import pinnkit.experiments as E
+
+    monkeypatch.setenv("PINNKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setitem(E.PROVENANCE, "git_commit", "0123456789ab")   # a clean tree
     cfg = tmp_path / "c.toml"
     cfg.write_text('[[experiment]]\nname = "cli"\nproblem = "convection"\nwidths = [4]\nn_res = 16\nn_ic = 4\n'
                    'n_bc = 2\nsteps = 3\nlog_every = 1\n')
@@ -133,6 +147,17 @@ def test_command_line(tmp_path, capsys):
     assert main(["run", str(cfg), "--store", store]) == 0
     assert main(["show", "--store", store]) == 0
     assert "cli" in capsys.readouterr().out
+    # a dirty tree is refused unless asked for; the record then names the diff's hash
+    monkeypatch.setitem(E.PROVENANCE, "git_commit", "0123456789ab+dirty.feedfacecafe")
+    with pytest.raises(SystemExit):
+        main(["run", str(cfg), "--store", store, "--again"])
+    assert "uncommitted changes" in capsys.readouterr().err
+    assert main(["run", str(cfg), "--store", store, "--again", "--allow-dirty"]) == 0
+    assert Store(store).records()[-1].git_commit.endswith("+dirty.feedfacecafe")
+    # show on a missing store is an error, not an empty new file
+    with pytest.raises(SystemExit):
+        main(["show", "--store", str(tmp_path / "none.sqlite")])
+    assert not (tmp_path / "none.sqlite").exists()
 
 
 def test_stored_reads_an_existing_store_and_never_creates_one(tmp_path):
