@@ -24,7 +24,7 @@ TermsFn = Callable[[Tensor], dict[str, Tensor]]
 #: theta -> scalar Tensor, or theta -> dict of scalar Tensors (summed)
 Loss = Callable[[Tensor], Union[Tensor, Mapping[str, Tensor]]]
 
-__all__ = ["Loss", "TermsFn", "total", "as_terms", "term", "resolve", "value_and_grad"]
+__all__ = ["Loss", "TermsFn", "function", "total", "as_terms", "term", "resolve", "value_and_grad"]
 
 
 def _sum_terms(out: Any) -> Tensor:
@@ -39,17 +39,53 @@ def _sum_terms(out: Any) -> Tensor:
     return out.reshape(())
 
 
-def total(f: Loss) -> Callable[[Tensor], Tensor]:
-    r"""``f`` as a scalar loss :math:`L(\theta) = \sum_k L_k(\theta)`: a dict of terms is summed, a scalar kept."""
+def function(objective: Any) -> Loss:
+    """The one way pinnkit reads an objective: a function of ``theta`` (scalar or dict of terms), an object with a
+    ``terms`` method (a :class:`~pinnkit.PINN`, a :class:`~pinnkit.regression.Regression`), or a dict of named
+    losses ``{"residual": f_r, "initial": f_0}`` (each ``theta -> scalar``), returned as a function of ``theta``.
+
+    >>> f = function({"a": lambda th: th.sum(), "b": lambda th: (th ** 2).sum()})
+    >>> {k: float(v) for k, v in f(torch.ones(2)).items()}
+    {'a': 2.0, 'b': 2.0}
+
+    Raises:
+        TypeError: anything else (the message lists what is accepted).
+    """
+    if isinstance(objective, Mapping):
+        fns = dict(objective)
+        bad = [k for k, g in fns.items() if not callable(g)]
+        if not fns or bad:
+            raise TypeError(f"a dict objective maps term names to functions theta -> scalar; "
+                            f"{'it is empty' if not fns else f'not callable: {bad}'}")
+        return lambda theta: {k: g(theta) for k, g in fns.items()}
+    terms = getattr(objective, "terms", None)
+    if callable(terms):
+        return terms
+    if callable(objective):
+        return objective
+    raise TypeError(f"an objective is a function of theta (returning a scalar or a dict of terms), an object with a "
+                    f".terms method (a PINN), or a dict of named losses; got {type(objective).__name__}")
+
+
+def total(f: Any) -> Callable[[Tensor], Tensor]:
+    r"""``f`` (any objective :func:`function` reads) as a scalar loss :math:`L(\theta) = \sum_k L_k(\theta)`:
+    a dict of terms is summed, a scalar kept.
+    """
+    fn = function(f)
+
     def loss(theta: Tensor) -> Tensor:
-        return _sum_terms(f(theta))
+        return _sum_terms(fn(theta))
     return loss
 
 
-def as_terms(f: Loss) -> TermsFn:
-    """``f`` as a terms function: a scalar loss becomes the one-term dict ``{"loss": f(theta)}``."""
+def as_terms(f: Any) -> TermsFn:
+    """``f`` (any objective :func:`function` reads) as a terms function: a scalar loss becomes the one-term dict
+    ``{"loss": f(theta)}``.
+    """
+    fn = function(f)
+
     def terms(theta: Tensor) -> dict[str, Tensor]:
-        out = f(theta)
+        out = fn(theta)
         return dict(out) if isinstance(out, Mapping) else {"loss": out}
     return terms
 
@@ -67,7 +103,7 @@ def resolve(objective: Any, theta0: Tensor | None) -> tuple[TermsFn, Tensor]:
     ``objective`` is a model with ``terms`` (and ``theta0``), such as a :class:`~pinnkit.PINN`, or a plain loss or
     terms function of ``theta`` (then ``theta0`` is required).
     """
-    terms_fn = as_terms(objective.terms if hasattr(objective, "terms") else objective)
+    terms_fn = as_terms(objective)
     if theta0 is None:
         if not hasattr(objective, "theta0"):
             raise ValueError("pass theta0= when the objective is a plain function of theta")

@@ -157,7 +157,7 @@ class TrainState:
     """A checkpoint of :func:`train`: enough to continue the run exactly where it stopped.
 
     ``phase`` is the index of the current phase of the chain and ``done`` the steps it has made; ``stepper`` is
-    that phase's ``state_dict()`` (``None`` for a stepper without one: it then restarts from ``theta``);
+    that phase's ``state_dict()`` (:func:`train` refuses to checkpoint a stepper without one);
     ``first`` is the first logged loss (the divergence reference); ``evals_done`` the loss evaluations of the
     finished phases. The ``log=`` callbacks' own state is not kept.
     """
@@ -650,6 +650,10 @@ def train(objective: Any, method: str = "adam", steps: int = 1000, *, theta0: Te
             if stepper is not None:
                 evals_before += getattr(stepper, "evals", 0) or 0
             stepper = STEPPERS[phase](terms_fn, theta, **routed[p])
+            if (checkpoint is not None or stop_after is not None) and not hasattr(stepper, "state_dict"):
+                raise TypeError(f"train({method!r}) with checkpoint=/stop_after=: the {phase!r} stepper has no "
+                                f"state_dict(), so a resumed run could not continue it exactly; run without "
+                                f"checkpoints, or give {type(stepper).__name__} state_dict()/load_state_dict()")
             made = 0
             if p == start_phase and resume is not None:
                 made = start_done

@@ -154,3 +154,23 @@ def test_sizes_accept_numpy_integers():
     for bad in (2.0, True, "3"):
         with pytest.raises(ValueError, match="positive integer"):
             pk.problems.Convection().sample(bad, 4, 4)
+
+
+def test_authors_sampling_draws_their_points():
+    """Rathore et al.'s get_data: meshgrid(x[1:-1], t[1:]) of the 257 x 101 grid, np.random.choice after seeding."""
+    import numpy as np
+
+    from pinnkit.problems import make
+
+    for name, seed in (("convection", 123), ("wave", 234)):
+        prob = make(name)
+        (x0, x1), (t0, t1) = prob.bounds
+        x, t = np.linspace(x0, x1, 257)[:, None], np.linspace(t0, t1, 101)[:, None]
+        xm, tm = np.meshgrid(x[1:-1], t[1:])
+        mesh = np.hstack([xm.reshape(-1, 1), tm.reshape(-1, 1)])
+        np.random.seed(seed)
+        want = mesh[np.random.choice(mesh.shape[0], 1000, replace=False)]
+        got = prob.sample(1000, 257, 101, seed=seed, method="authors").points["residual"].numpy()
+        assert np.abs(got - want).max() < 1e-12
+    with pytest.raises(ValueError, match="exceeds the 25500 interior points"):
+        make("convection").sample(25501, 4, 4, method="authors")

@@ -181,3 +181,109 @@ def test_on_step_sees_every_step_with_consecutive_iterates(pinn):
         torch.testing.assert_close(after, before)                 # theta_{k+1} of one call is theta_k of the next
     torch.testing.assert_close(calls[-1][2], run.theta)
     assert calls[0][3] == calls[2][3] != calls[3][3]              # one stepper per phase
+
+
+# --- L-BFGS: evaluations and stop reasons ------------------------------------------------------------------
+def _labelled_torch_lbfgs() -> type:
+    """torch's own ``LBFGS.step``, with ``self.why = <reason>`` written before each of its exits: an independent
+    reference for :class:`pinnkit.train.LBFGSStepper`'s reasons, which are read off the state torch leaves."""
+    import inspect
+    import textwrap
+
+    import torch.optim.lbfgs as L
+
+    lines = textwrap.dedent(inspect.getsource(L.LBFGS.step)).splitlines()
+    tests = [("if opt_cond:", "tolerance_grad:start"), ("if gtd > -tolerance_change", "tolerance_change:gd"),
+             ("if n_iter == max_iter:", "max_iter"), ("if current_evals >= max_eval", "max_eval"),
+             ("if opt_cond:", "tolerance_grad"), ("if d.mul(t).abs().max() <= tolerance_change", "tolerance_change:step"),
+             ("if abs(loss - prev_loss) < tolerance_change", "tolerance_change:loss")]
+    out, pending = [], None
+    for i, line in enumerate(lines):
+        s = line.strip()
+        if tests and s.startswith(tests[0][0]) and lines[i + 1].strip() in ("break", "return orig_loss"):
+            pending = tests.pop(0)[1]
+        elif pending and s in ("break", "return orig_loss"):
+            out.append(line[: len(line) - len(line.lstrip())] + f"self.why = {pending!r}")
+            pending = None
+        out.append(line)
+    assert not tests, f"torch's LBFGS.step changed shape; labels not placed: {tests}"
+    ns = dict(vars(L))
+    exec("\n".join(ln for ln in out if not ln.strip().startswith("@_use_grad")), ns)   # keeps @torch.no_grad()
+    return type("LabelledLBFGS", (L.LBFGS,), {"step": ns["step"]})
+
+
+@pytest.mark.parametrize("dtype,beta,steps", [(torch.float32, 10.0, 120), (torch.float64, 10.0, 40),
+                                              (torch.float32, 40.0, 120)])
+def test_lbfgs_reports_evaluations_and_why_each_step_ended(dtype, beta, steps):
+    from pinnkit.objective import value_and_grad
+
+    pinn = pk.PINN(pk.problems.Convection(beta=beta), widths=[10, 10], n_res=128, n_ic=32, n_bc=16, dtype=dtype)
+    run = pk.train(pinn, "lbfgs", steps=steps, quiet=True, log_every=10)
+    p = pinn.theta0.clone().requires_grad_(True)
+    ref = _labelled_torch_lbfgs()([p], lr=1, max_iter=20, history_size=100, line_search_fn="strong_wolfe")
+    calls = []
+
+    def closure():
+        calls.append(1)
+        loss, _, g = value_and_grad(pinn.terms, p)
+        p.grad = g
+        return loss
+
+    why, evals = [], []
+    for _ in range(steps):
+        before = len(calls)
+        ref.step(closure)
+        why.append(ref.why)
+        evals.append(len(calls) - before)
+    assert torch.equal(run.theta, p.detach())               # the same iterates as torch's L-BFGS
+    assert run.history.stops["reason"] == why and run.history.stops["evals"] == evals
+    assert run.history.stops["step"] == list(range(steps)) and set(run.history.stops["phase"]) == {"lbfgs"}
+    assert run.history.evals[-1] == len(calls) == sum(evals)
+    assert set(why) <= set(pk.train.__globals__["LBFGS_REASONS"])
+
+
+def test_a_frozen_float32_lbfgs_says_so_and_zero_tolerances_do_not_freeze():
+    """Past its float32 floor, torch's L-BFGS ends every step after one evaluation on g.d > -tolerance_change."""
+    pinn = pk.PINN(pk.problems.Convection(beta=1.0), widths=[8], n_res=32, n_ic=16, n_bc=8)
+    run = pk.train(pinn, "lbfgs", steps=300, quiet=True)
+    tail = run.history.stops["reason"][-20:]
+    assert tail == ["tolerance_change:gd"] * 20 and run.history.stops["evals"][-20:] == [1] * 20
+    p64 = pk.PINN(pk.problems.Convection(beta=1.0), widths=[8], n_res=32, n_ic=16, n_bc=8, dtype=torch.float64)
+    run64 = pk.train(p64, "lbfgs", steps=20, quiet=True, tolerance_grad=0.0, tolerance_change=0.0)
+    assert "tolerance_change:gd" not in run64.history.stops["reason"]
+    with pytest.raises(ValueError, match="tolerance_change must be a number >= 0"):
+        pk.train(pinn, "lbfgs", steps=1, quiet=True, tolerance_change=-1.0)
+
+
+def test_evaluations_are_counted_across_a_chain(pinn):
+    run = pk.train(pinn, "adam+lbfgs", steps=12, switch=10, quiet=True, log_every=1)
+    h = run.history
+    assert h.evals[:11] == list(range(11))                   # Adam: one loss + gradient per step
+    lbfgs = sum(h.stops["evals"])
+    assert h.evals[-1] == 10 + lbfgs and len(h.stops["evals"]) == 2 and h.stops["step"] == [10, 11]
+
+
+def test_a_stepper_that_reports_a_non_finite_step_ends_the_run_as_diverged():
+    class Bad:
+        def __init__(self, terms_fn, theta):
+            self.theta = theta.clone()
+
+        def step(self):
+            raise FloatingPointError("direction is not finite")
+
+    pk.train.__globals__["STEPPERS"]["_bad"] = Bad
+    try:
+        run = pk.train(lambda t: (t ** 2).sum(), "_bad", steps=5, theta0=torch.ones(2), quiet=True, on_diverge="stop")
+        assert run.status == "diverged" and run.steps == 0
+        with pytest.raises(pk.TrainingDiverged, match="direction is not finite"):
+            pk.train(lambda t: (t ** 2).sum(), "_bad", steps=5, theta0=torch.ones(2), quiet=True)
+    finally:
+        del pk.train.__globals__["STEPPERS"]["_bad"]
+
+
+def test_a_loss_rising_from_near_zero_is_not_divergence():
+    """2.7e-12 -> 3e-4 is a rise of 1e8 x the initial loss but tiny in absolute terms (the floor is 1)."""
+    values = iter([2.7e-12, 3e-4, 3e-4])
+    f = lambda t: (t ** 2).sum() * 0 + next(values, 3e-4)  # noqa: E731
+    run = pk.train(f, "adam", steps=2, theta0=torch.ones(2), quiet=True, log_every=1)
+    assert run.status == "max_steps" and run.loss == pytest.approx(3e-4)
