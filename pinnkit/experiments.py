@@ -482,7 +482,7 @@ def checkpoint_path(experiment: Experiment, directory: str | Path) -> Path:
 
 def run(experiment: Experiment, store: Store | str | Path | None = DEFAULT_STORE, *,
         checkpoints: str | Path | None = None, checkpoint_every: float = 300.0, stop_after: int | None = None,
-        quiet: bool = True) -> Record | None:
+        quiet: bool = True, resumable: bool | None = None) -> Record | None:
     """Train ``experiment`` (resuming from its checkpoint if one exists) and append its record to ``store``.
 
     No run is lost: a run whose loss becomes non-finite or diverges ends with ``status="diverged"`` (its record
@@ -491,13 +491,14 @@ def run(experiment: Experiment, store: Store | str | Path | None = DEFAULT_STORE
 
     Args:
         experiment: the config.
-        store: a :class:`Store` or a path to one (``None``: do not store and write no checkpoint, return the
-            record only).
+        store: a :class:`Store` or a path to one (``None``: do not store, return the record only; then no
+            checkpoint is written either, unless ``resumable=True``).
         checkpoints: checkpoint directory (default: ``cache_dir() / "checkpoints"``, outside the work tree).
         checkpoint_every: seconds between checkpoints.
         stop_after: stop (with a checkpoint) after this many steps *of this call* — a deliberate interruption,
             used by the tests to show that a resumed run equals an uninterrupted one.
         quiet: hide the progress bar.
+        resumable: checkpoint and resume (default: when there is a store).
 
     Returns:
         The new :class:`Record`, or ``None`` when ``stop_after`` interrupted the run.
@@ -507,7 +508,7 @@ def run(experiment: Experiment, store: Store | str | Path | None = DEFAULT_STORE
     if isinstance(store, (str, Path)):
         store = Store(store)
     ckpt: Path | None = None
-    if store is not None:
+    if resumable or (resumable is None and store is not None):
         ckpt = checkpoint_path(experiment, checkpoints if checkpoints is not None else cache_dir() / "checkpoints")
         ckpt.parent.mkdir(parents=True, exist_ok=True)
     threads = torch.get_num_threads()
@@ -539,11 +540,11 @@ def run(experiment: Experiment, store: Store | str | Path | None = DEFAULT_STORE
         row = _failed_row(experiment, err, time.perf_counter() - t0)
     finally:
         torch.set_num_threads(threads)
-    if store is None:
-        return Record(id=0, **{**row, "config": experiment})
-    new_id = store.append(row)
+    new_id = store.append(row) if store is not None else 0
     if ckpt is not None and row["status"] != "error":   # an error keeps its checkpoint: fix the cause, run again
         ckpt.unlink(missing_ok=True)
+    if store is None:
+        return Record(id=0, **{**row, "config": experiment})
     return store.records(key=experiment.key)[-1] if new_id else None
 
 
@@ -575,14 +576,15 @@ def _failed_row(experiment: Experiment, err: BaseException, seconds: float) -> d
     }
 
 
-def _run_remote(config: dict[str, Any], checkpoints: str | None, threads: int | None) -> dict[str, Any]:
+def _run_remote(config: dict[str, Any], checkpoints: str | None, threads: int | None,
+                checkpoint_every: float = 300.0) -> dict[str, Any]:
     """A Ray task: run one experiment (given as a dict) in a worker and return its store row; the driver writes
     it (a worker never writes to a path on the driver's disk). Checkpoints go to the worker's own cache.
     """
     e = Experiment.from_dict(config)
     if threads is not None:
         e = dataclasses.replace(e, threads=threads)
-    record = run(e, None, checkpoints=checkpoints)
+    record = run(e, None, checkpoints=checkpoints, checkpoint_every=checkpoint_every, resumable=True)
     assert record is not None
     row = {f.name: getattr(record, f.name) for f in dataclasses.fields(record) if f.name != "id"}
     row["config"] = e.to_dict()
@@ -591,7 +593,8 @@ def _run_remote(config: dict[str, Any], checkpoints: str | None, threads: int | 
 
 def sweep(experiments: Iterable[Experiment], store: str | Path = DEFAULT_STORE, *, use_ray: bool = False,
           ray_address: str | None = None, threads_per_task: int = 1, gpus_per_task: float = 0.0,
-          skip_done: bool = True, checkpoints: str | Path | None = None) -> list[str]:
+          skip_done: bool = True, checkpoints: str | Path | None = None,
+          checkpoint_every: float = 300.0) -> list[str]:
     """Run many experiments into one store: sequentially, or as Ray tasks (one per experiment).
 
     A run that fails is recorded with its status (:func:`run`) and the sweep goes on. With Ray, tasks return
@@ -606,6 +609,7 @@ def sweep(experiments: Iterable[Experiment], store: str | Path = DEFAULT_STORE, 
             needs every experiment on ``device="cuda"`` (or ``"auto"``).
         skip_done: skip configs that already have a record in the store (failed ones are run again).
         checkpoints: checkpoint directory (default :func:`cache_dir`; with Ray, each worker's own).
+        checkpoint_every: seconds between checkpoints of a run.
 
     Returns:
         The names of the experiments that ran, in the order they finished.
@@ -624,7 +628,7 @@ def sweep(experiments: Iterable[Experiment], store: str | Path = DEFAULT_STORE, 
         todo = [e for e in todo if (r := db.latest(e)) is None or r.failed]
     if not use_ray:
         for e in todo:
-            run(e, db, checkpoints=checkpoints)
+            run(e, db, checkpoints=checkpoints, checkpoint_every=checkpoint_every)
         return [e.name for e in todo]
     try:
         import ray
@@ -636,8 +640,8 @@ def sweep(experiments: Iterable[Experiment], store: str | Path = DEFAULT_STORE, 
                  num_cpus=None if ray_address else max(os.cpu_count() or 1, threads_per_task))
     try:
         task = ray.remote(num_cpus=threads_per_task, num_gpus=gpus_per_task)(_run_remote)
-        pending = [task.remote(e.to_dict(), None if checkpoints is None else str(checkpoints), threads_per_task)
-                   for e in todo]
+        pending = [task.remote(e.to_dict(), None if checkpoints is None else str(checkpoints), threads_per_task,
+                               checkpoint_every) for e in todo]
         ran = []
         while pending:
             ready, pending = ray.wait(pending, num_returns=1)
@@ -727,6 +731,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_run.add_argument("--threads", type=int, default=1, help="CPU threads per run / Ray task")
     p_run.add_argument("--gpus", type=float, default=0.0, help="GPUs per Ray task")
     p_run.add_argument("--again", action="store_true", help="run configs that already have a record too")
+    p_run.add_argument("--checkpoint-every", type=float, default=300.0, metavar="SECONDS",
+                       help="seconds between checkpoints of a run (default 300)")
     p_run.add_argument("--shard", default=None, metavar="K/N",
                        help="run only every N-th experiment, starting at the K-th (0-based): N processes share a "
                             "list without running anything twice")
@@ -771,7 +777,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                      f"committed code. Commit first, or pass --allow-dirty (the records then name the diff's hash)")
     ran = sweep(experiments, args.store, use_ray=args.ray or args.ray_address is not None,
                 ray_address=args.ray_address, threads_per_task=args.threads, gpus_per_task=args.gpus,
-                skip_done=not args.again)
+                skip_done=not args.again, checkpoint_every=args.checkpoint_every)
     print(f"ran {len(ran)} experiment(s) into {args.store}")
     return 0
 

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import Tensor
@@ -299,6 +299,23 @@ class NNCGStepper:
     def last(self) -> NNCGStep | None:
         """Diagnostics of the latest step (None before the first)."""
         return self.diagnostics[-1] if self.diagnostics else None
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything the next step depends on, for :class:`pinnkit.train.TrainState`: the step count (it decides
+        when the preconditioner is refreshed), the preconditioner, the CG warm start and the sketch's random
+        state (``theta`` is saved separately; the diagnostics are not kept).
+        """
+        pre = self.precond
+        return {"k": self.k, "d": self.d, "gen": self.gen.get_state(),
+                "precond": None if pre is None else {"U": pre.U, "lhat": pre.lhat, "mu": pre.mu,
+                                                     "indefinite": pre.indefinite}}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.k, self.d = int(state["k"]), state["d"]
+        self.gen.set_state(state["gen"])
+        pre = state["precond"]
+        self.precond = None if pre is None else NystromPreconditioner(pre["U"], pre["lhat"], float(pre["mu"]),
+                                                                      bool(pre["indefinite"]))
 
     def step(self) -> None:
         """One NNCG iteration.

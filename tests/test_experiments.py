@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 import os
 import sqlite3
 from pathlib import Path
@@ -185,3 +187,122 @@ def test_loss_at_reads_the_logged_history():
     assert rec.loss_at(h["iteration"][1] + 1) == h["loss"][1]          # the last log point at or before
     with pytest.raises(ValueError, match="no log point"):
         rec.loss_at(-1)
+
+
+# --- no run is lost; a store that lasts ----------------------------------------------------------------------
+def test_key_hashes_only_what_changes_the_result():
+    assert dataclasses.replace(TINY, name="other", threads=2).key == TINY.key
+    assert dataclasses.replace(TINY, dtype="float32").key != TINY.key
+    assert dataclasses.replace(TINY, sampling="authors").key != TINY.key
+
+
+def test_failed_and_diverged_runs_are_recorded_and_a_sweep_goes_on(tmp_path):
+    store = tmp_path / "s.sqlite"
+    bad = dataclasses.replace(TINY, name="bad", params={"beta": "not a number"}, analysis=())
+    wild = dataclasses.replace(TINY, name="wild", method="adam", steps=6, switch=None, phase_options={},
+                               options={"lr": 1e30}, dtype="float32", analysis=())
+    good = dataclasses.replace(TINY, name="good", analysis=())
+    assert sweep([bad, wild, good], store) == ["bad", "wild", "good"]
+    recs = {r.name: r for r in Store(store).records()}
+    assert recs["bad"].status == "error" and "ValueError" in recs["bad"].message and recs["bad"].failed
+    assert recs["wild"].status == "diverged" and recs["wild"].failed and math.isfinite(recs["wild"].loss)
+    assert recs["good"].status == "max_steps" and not recs["good"].failed
+    assert recs["good"].evals == recs["good"].history["evals"][-1] > 0
+    # failed runs are not "done": the next sweep tries them again, the good one is skipped
+    assert sweep([bad, wild, good], store) == ["bad", "wild"]
+
+
+def test_store_migrates_an_old_file_and_refuses_a_newer_one(tmp_path):
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript("""CREATE TABLE records (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL, name TEXT NOT NULL, config TEXT NOT NULL,
+        loss REAL, terms TEXT, l2re REAL, iterations INTEGER, seconds REAL, seconds_per_iteration REAL,
+        status TEXT, history TEXT, analysis TEXT, pinnkit_version TEXT, git_commit TEXT, torch_version TEXT,
+        device TEXT, created TEXT NOT NULL);""")
+    config = {**TINY.to_dict(), "retired_field": 1}          # a field this version no longer knows loads leniently
+    db.execute("INSERT INTO records (key, name, config, loss, terms, l2re, iterations, seconds, "
+               "seconds_per_iteration, status, history, analysis, pinnkit_version, git_commit, torch_version, "
+               "device, created) VALUES ('oldkey', 'old', ?, 1.0, '{}', 0.5, 10, 1.0, 0.1, 'max_steps', '{}', '{}', "
+               "'0.1.0', 'abc', '2.2', 'cpu', 'then')", (json.dumps(config),))
+    db.commit()
+    db.close()
+    (rec,) = Store(path).records()
+    assert rec.key == TINY.key and rec.evals is None and rec.message == "" and rec.config == TINY
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2
+    newer = sqlite3.connect(path)
+    newer.execute("PRAGMA user_version = 99")
+    newer.commit()
+    newer.close()
+    with pytest.raises(ValueError, match="newer than this pinnkit"):
+        Store(path)
+
+
+def test_merge_appends_what_is_missing(tmp_path):
+    a, b = Store(tmp_path / "a.sqlite"), Store(tmp_path / "b.sqlite")
+    rec = run(dataclasses.replace(TINY, analysis=()), b)
+    assert a.merge(b) == [rec.name] and a.merge(b) == []
+    (copied,) = a.records()
+    assert (copied.key, copied.loss, copied.history) == (rec.key, rec.loss, rec.history)
+
+
+def test_config_tables_merge_deeply_and_every_experiment_is_validated(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[base]\nproblem = "convection"\noptions = { lr = 1e-2, history_size = 5 }\n'
+                   '[[experiment]]\nname = "a"\noptions = { lr = 1e-3 }\n')
+    (e,) = load_config(cfg)
+    assert e.options == {"lr": 1e-3, "history_size": 5}
+    cfg.write_text('[[experiment]]\nname = "ok"\nproblem = "convection"\n'
+                   '[[experiment]]\nname = "typo"\nproblem = "convection"\nmethod = "adamm"\n')
+    with pytest.raises(ValueError, match=r"c.toml: experiment 'typo': .*method.*unknown optimizer 'adamm'"):
+        load_config(cfg)
+    cfg.write_text('[[experiment]]\nname = "x"\nproblem = "convection"\nwidth = 5\n')
+    with pytest.raises(ValueError, match=r"experiment 'x': unknown experiment field\(s\) \['width'\]"):
+        load_config(cfg)
+
+
+def test_run_without_a_store_writes_no_checkpoint_and_restores_threads(tmp_path, monkeypatch):
+    monkeypatch.setenv("PINNKIT_CACHE", str(tmp_path / "cache"))
+    threads = torch.get_num_threads()
+    rec = run(dataclasses.replace(TINY, analysis=(), threads=threads + 1), None, stop_after=None)
+    assert rec is not None and not (tmp_path / "cache").exists() and torch.get_num_threads() == threads
+
+
+def test_gpus_need_cuda_experiments(tmp_path):
+    with pytest.raises(ValueError, match="device='cpu'"):
+        sweep([TINY], tmp_path / "g.sqlite", gpus_per_task=1)
+
+
+def test_a_killed_run_resumes_from_its_checkpoint(tmp_path):
+    """A real process, killed mid-run: nothing half-written in the store, and the resumed run equals one that was
+    never interrupted (Adam's state and the history come back from the checkpoint)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cache = tmp_path / "cache"
+    cfg = tmp_path / "k.toml"
+    cfg.write_text('[[experiment]]\nname = "killed"\nproblem = "convection"\nparams = { beta = 1.0 }\n'
+                   'widths = [16, 16]\nn_res = 256\nn_ic = 32\nn_bc = 16\nmethod = "adam+lbfgs"\nsteps = 4000\n'
+                   'switch = 3900\nlog_every = 100\nseed = 3\n')
+    (exp,) = load_config(cfg)
+    store = tmp_path / "k.sqlite"
+    env = {**os.environ, "PINNKIT_CACHE": str(cache)}
+    proc = subprocess.Popen([sys.executable, "-m", "pinnkit.experiments", "run", str(cfg), "--store", str(store),
+                             "--checkpoint-every", "0.2", "--allow-dirty"], env=env, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ckpt = cache / "checkpoints" / f"{exp.key}.pt"
+    deadline = time.monotonic() + 600
+    while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ckpt.exists(), "the run wrote no checkpoint before it ended: " + proc.stderr.read().decode()[-500:]
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert Store(store).records() == []                     # killed: no record, and no broken one
+    resumed = run(exp, store, checkpoints=cache / "checkpoints")
+    whole = run(exp, tmp_path / "whole.sqlite", checkpoints=tmp_path / "other")
+    assert resumed.loss == whole.loss and resumed.history["loss"] == whole.history["loss"]
+    assert resumed.evals == whole.evals and resumed.history["stops"] == whole.history["stops"]
+    assert not ckpt.exists() and len(Store(store).records()) == 1

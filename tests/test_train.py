@@ -160,6 +160,51 @@ def test_an_interrupted_run_resumes_to_the_same_result(tmp_path):
         pk.train(pinn, "adam+soap", resume=saved[-1], **{**kw, "steps": 10})
 
 
+def _resume_options(name, model):
+    """Options each registered optimizer needs on a small regression problem (Gauss-Newton and LM: the residual)."""
+    return {"gauss_newton": {"residual": model.residual_vector},
+            "levenberg_marquardt": {"residual": model.residual_vector},
+            "nncg": {"rank": 5, "refresh": 2, "cg_iters": 5, "mu": 1e-1}}.get(name, {})
+
+
+@pytest.mark.parametrize("name", sorted(pk.STEPPERS))
+def test_every_registered_optimizer_resumes_exactly(name, tmp_path):
+    """Interrupted twice (state saved and loaded from disk) = never interrupted, for every optimizer in STEPPERS."""
+    from pinnkit.regression import Regression
+
+    model = Regression(widths=[5], n=24, target=lambda x: torch.sin(3 * x), dtype=torch.float64, seed=1)
+    kw = dict(theta0=model.theta0, quiet=True, log_every=1, **_resume_options(name, model))
+    whole = pk.train(model, name, steps=6, on_diverge="stop", **kw)
+    path = tmp_path / "state.pt"
+    part = pk.train(model, name, steps=6, on_diverge="stop", stop_after=2,
+                    checkpoint=lambda s: s.save(path), **kw)
+    if part.status != "interrupted":            # a Newton variant that converged or stalled before step 2
+        assert part.history.loss == whole.history.loss[: len(part.history.loss)]
+        return
+    for _ in range(2):
+        part = pk.train(model, name, steps=6, on_diverge="stop", resume=TrainState.load(path), stop_after=2,
+                        checkpoint=lambda s: s.save(path), **kw)
+    assert part.history.loss == whole.history.loss and torch.equal(part.theta, whole.theta), name
+
+
+def test_a_stepper_without_state_is_refused_for_checkpoints():
+    class Stateless:
+        def __init__(self, terms_fn, theta):
+            self.theta = theta.clone()
+
+        def step(self):
+            self.theta = self.theta * 0.5
+
+    pk.STEPPERS["_stateless"] = Stateless
+    try:
+        f = lambda t: (t ** 2).sum()  # noqa: E731
+        assert pk.train(f, "_stateless", steps=3, theta0=torch.ones(2), quiet=True).status == "max_steps"
+        with pytest.raises(TypeError, match="has no state_dict"):
+            pk.train(f, "_stateless", steps=3, theta0=torch.ones(2), quiet=True, stop_after=1)
+    finally:
+        del pk.STEPPERS["_stateless"]
+
+
 def test_the_clock_waits_for_the_gpu(monkeypatch):
     import types
 
