@@ -43,7 +43,7 @@ WHICH = ("largest", "smallest", "both")
 __all__ = [
     "NORMALIZATIONS", "WHICH", "Directions", "from_eigenpairs", "Slice1D", "Slice2D", "normalize", "random_directions",
     "hessian_directions", "interpolate", "Evaluation", "evaluate", "slice_1d", "slice_2d", "plane_curvature",
-    "ritz_terms",
+    "slice_hessian", "ritz_terms",
 ]
 
 
@@ -474,6 +474,18 @@ def plane_curvature(f: Loss, theta: Tensor, d1: Tensor, d2: Tensor) -> Tensor:
     HQ = curvature.hvp_batch(total(f), theta.detach(), Q.T.contiguous())
     M = (Q.T @ HQ.T).to(torch.float64)
     return torch.linalg.eigvalsh(0.5 * (M + M.T))
+
+
+def slice_hessian(f: Loss, theta: Tensor, directions: Directions | Sequence[Tensor]) -> Tensor:
+    r"""The exact Hessian of a slice in its own coordinates, :math:`D^\top H D` with :math:`D = [\delta, \eta, \dots]`
+    the directions as columns (not orthonormalized: what the slice's :math:`\alpha, \beta` axes see), from
+    Hessian-vector products, float64 and symmetrized. :meth:`Slice2D.curvature` is the same by finite differences.
+    """
+    D = directions.vectors if isinstance(directions, Directions) else torch.stack([d.detach() for d in directions], 1)
+    D = D.to(theta.dtype)
+    HD = curvature.hvp_batch(total(f), theta.detach(), D.T.contiguous())
+    M = (D.T @ HD.T).to(torch.float64)
+    return 0.5 * (M + M.T)
 
 
 def ritz_terms(pinn: Any) -> Callable[[Tensor], dict[str, Tensor]]:

@@ -197,3 +197,17 @@ def test_reweighted_line_and_per_term_barrier():
         s.reweighted({"penalty": 1.0})
     with pytest.raises(ValueError, match="unknown term"):
         s.barrier(term="penalty")
+
+
+def test_slice_hessian_is_DtAD_and_matches_the_finite_difference_curvature():
+    f, A, lam, Q, c = quadratic()
+    r = L.random_directions(c, 2, seed=5)
+    D = r.vectors
+    M = L.slice_hessian(f, c, r)
+    assert M.dtype == F64 and M.shape == (2, 2)
+    assert torch.allclose(M, D.T @ A @ D, atol=1e-10)
+    assert torch.allclose(L.slice_hessian(f, c, [r[0], r[1]]), M, atol=1e-12)        # a list of tensors works too
+    s = L.slice_2d(f, c, r, span=0.5, n=5)
+    assert torch.allclose(s.curvature(), M, atol=1e-8)                               # exact on a quadratic
+    terms = lambda th: {"quad": f(th), "lin": th.sum()}                               # a linear term adds nothing
+    assert torch.allclose(L.slice_hessian(terms, c, r), M, atol=1e-10)
