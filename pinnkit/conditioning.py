@@ -537,3 +537,104 @@ def term_conditioning(residuals_fn: Callable[[Tensor], Mapping[str, Tensor]], th
 
 __all__ += ["term_hessians", "term_gauss_newton", "TermConditioning", "term_conditioning"]
 
+
+
+# --- conditioning on the directions that carry curvature ----------------------------------------------------
+def top_condition(eigenvalues: Tensor | Sequence[float] | Eigen, k: int) -> float:
+    r"""Condition number of the top ``k`` eigenvalues by magnitude: :math:`|\lambda|_{(1)} / |\lambda|_{(k)}`.
+
+    On a fixed number ``k`` of directions (e.g. the rank of the Gauss–Newton matrix, the directions that carry
+    curvature) two operators are compared on subspaces of the same dimension, and neither value is capped by a
+    relative cutoff as :attr:`RangeCondition.kappa` is (at most ``1/rcut``). Scale-invariant.
+
+    >>> ev = torch.tensor([1e-12, 0.01, 1.0, 4.0], dtype=torch.float64)
+    >>> top_condition(ev, 2), top_condition(ev, 3)
+    (4.0, 400.0)
+
+    Raises:
+        ValueError: ``k`` outside ``1 .. n`` or the ``k``-th magnitude is zero.
+    """
+    a = as_eigenvalues(eigenvalues).abs().sort(descending=True).values
+    if not 1 <= int(k) <= a.numel():
+        raise ValueError(f"k must be in 1 .. {a.numel()}, got {k}")
+    if float(a[int(k) - 1]) == 0.0:
+        raise ValueError(f"the {k}-th largest |eigenvalue| is zero: fewer than {k} directions carry curvature")
+    return float(a[0]) / float(a[int(k) - 1])
+
+
+def best_scalar_share(eigenvalues: Tensor | Sequence[float] | Eigen, lo: float = 0.5, hi: float = 2.0,
+                      ) -> tuple[float, float]:
+    r"""The best scalar preconditioner :math:`cA` for :func:`cluster_share`: ``(share, c)`` maximising the
+    fraction of eigenvalues of :math:`cA` in ``[lo, hi]`` over all :math:`c > 0`.
+
+    :func:`cluster_share` depends on scale, so a preconditioner :math:`PA` should be compared with the best
+    scalar multiple of :math:`A`, not with an arbitrary one (L-BFGS's :math:`\gamma`): that is what a step size
+    alone can do. The best window :math:`[\mathrm{lo}/c, \mathrm{hi}/c]` contains the most positive eigenvalues
+    of :math:`A` within a ratio ``hi/lo``; ``c`` maps its lower end to ``lo``.
+
+    >>> best_scalar_share(torch.tensor([1.0, 2.0, 3.0, 100.0, 0.0]))   # [1, 3] fits in a ratio 4: c = 0.5
+    (0.6, 0.5)
+    """
+    if not 0.0 < lo <= hi:
+        raise ValueError(f"need 0 < lo <= hi, got lo={lo}, hi={hi}")
+    ev = as_eigenvalues(eigenvalues)
+    pos = ev[ev > 0]
+    if pos.numel() == 0:
+        return 0.0, 1.0
+    right = torch.searchsorted(pos, pos * (hi / lo), right=True)     # pos is ascending
+    counts = right - torch.arange(pos.numel())
+    i = int(counts.argmax())
+    return float(counts[i]) / ev.numel(), lo / float(pos[i])
+
+
+@dataclass(frozen=True)
+class TopComparison:
+    r"""The Hessian and a preconditioned Hessian compared on their top ``k`` eigenvalues (see :func:`compare_top`).
+
+    Attributes:
+        k: the number of eigenvalues compared (e.g. the Gauss–Newton rank).
+        kappa_hessian: :func:`top_condition` of :math:`\nabla^2 L` (equal to that of any scalar multiple).
+        kappa_preconditioned: :func:`top_condition` of the preconditioned operator.
+        share_preconditioned: share of the top ``k`` of the preconditioned operator in ``[lo, hi]``.
+        share_best_scalar: the same for the best scalar multiple :math:`c\nabla^2 L` (:func:`best_scalar_share`
+            on the top ``k``).
+        c: that best scalar.
+    """
+
+    k: int
+    kappa_hessian: float
+    kappa_preconditioned: float
+    share_preconditioned: float
+    share_best_scalar: float
+    c: float
+
+    @property
+    def gain(self) -> float:
+        """``kappa_hessian / kappa_preconditioned``: how much the preconditioner lowers kappa on the top ``k``."""
+        return self.kappa_hessian / self.kappa_preconditioned
+
+
+def compare_top(hessian_eigenvalues: Tensor | Sequence[float] | Eigen,
+                preconditioned_eigenvalues: Tensor | Sequence[float] | Eigen, k: int, *, lo: float = 0.5,
+                hi: float = 2.0) -> TopComparison:
+    r"""Compare :math:`\nabla^2 L` and :math:`P\nabla^2 L` on their top ``k`` eigenvalues (by magnitude).
+
+    A preconditioner of the form :math:`P\nabla^2 L` (``P`` nonsingular) has the same null space as
+    :math:`\nabla^2 L`: it cannot lift the flat directions, only rearrange the others. So the fair comparison is on
+    a fixed number of directions that carry curvature, ``k`` = the rank of the Gauss–Newton matrix, with
+    ``kappa`` of the top ``k`` (:func:`top_condition`) and, for the scale-dependent share in ``[lo, hi]``, the best
+    scalar multiple of the Hessian as the baseline (:func:`best_scalar_share`).
+
+    >>> A = torch.tensor([0.0, 1e-3, 1.0, 10.0, 100.0], dtype=torch.float64)
+    >>> t = compare_top(A, torch.tensor([0.0, 1e-3, 0.9, 1.0, 1.2], dtype=torch.float64), 3)
+    >>> round(t.kappa_hessian), round(t.kappa_preconditioned, 3), t.share_preconditioned, round(t.share_best_scalar, 3)
+    (100, 1.333, 1.0, 0.333)
+    """
+    top = lambda e: (lambda a: a[a.abs().argsort(descending=True)[:int(k)]])(as_eigenvalues(e))  # noqa: E731
+    th, tp = top(hessian_eigenvalues), top(preconditioned_eigenvalues)
+    share_c, c = best_scalar_share(th, lo, hi)
+    return TopComparison(int(k), top_condition(th, int(k)), top_condition(tp, int(k)), cluster_share(tp, lo, hi),
+                         share_c, c)
+
+
+__all__ += ["top_condition", "best_scalar_share", "TopComparison", "compare_top"]

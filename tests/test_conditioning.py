@@ -264,3 +264,47 @@ def test_term_matrices_refuse_sizes_beyond_the_dense_limit():
         K.term_hessians(lambda th: {"a": (th ** 2).sum()}, big)
     with pytest.raises(ValueError, match="DENSE_LIMIT"):
         K.term_gauss_newton(lambda th: {"a": th}, big)
+
+
+# --- top-k comparison and the best scalar -------------------------------------------------------------------
+def test_top_condition_closed_form_and_scale_invariance():
+    ev = torch.tensor([-3e-9, 0.0, 1e-4, 0.01, 0.5, 2.0, 8.0], dtype=F64)
+    assert K.top_condition(ev, 1) == 1.0
+    assert K.top_condition(ev, 3) == pytest.approx(16.0)
+    assert K.top_condition(ev, 5) == pytest.approx(8e4)
+    assert K.top_condition(7.0 * ev, 4) == pytest.approx(K.top_condition(ev, 4))     # a scalar cannot change it
+    assert K.top_condition(-ev, 3) == pytest.approx(16.0)                            # by magnitude
+    with pytest.raises(ValueError):
+        K.top_condition(ev, 0)
+    with pytest.raises(ValueError):
+        K.top_condition(ev, 8)
+    with pytest.raises(ValueError):
+        K.top_condition(torch.tensor([1.0, 0.0, 0.0], dtype=F64), 2)
+
+
+def test_best_scalar_share_beats_every_scalar_on_a_grid():
+    ev = 10 ** torch.empty(200, dtype=F64).uniform_(-6, 3, generator=torch.Generator().manual_seed(0))
+    ev = torch.cat([ev, torch.zeros(50, dtype=F64), -ev[:10] * 1e-6])
+    share, c = K.best_scalar_share(ev)
+    assert K.cluster_share(c * ev) == pytest.approx(share)                     # c achieves the share ...
+    grid = 10 ** torch.linspace(-4, 7, 2001, dtype=F64)
+    assert share >= max(K.cluster_share(float(g) * ev) for g in grid) - 1e-12   # ... and no scalar does better
+    assert K.best_scalar_share(torch.tensor([-1.0, 0.0], dtype=F64)) == (0.0, 1.0)
+
+
+def test_compare_top_with_conjugate_pairs():
+    """Pairs along the top m eigenvectors make H_k A equal to 1 there: on the top m, kappa_k(H_k A) = 1 and every
+    eigenvalue is in [1/2, 2], while the best scalar multiple of A can place at most those within a ratio 4."""
+    P, m = 30, 8
+    A, lam, Q = spd(P, 1e6, seed=3)
+    order = lam.argsort(descending=True)
+    S = Q[:, order[:m].flip(0)].T.contiguous()
+    pairs = C.LBFGSPairs(S, S @ A, gamma=float(1.0 / lam[order[m - 1]]))
+    r = K.lbfgs_preconditioned(A, pairs)
+    t = K.compare_top(r.hessian.eigenvalues, r.lbfgs.eigenvalues, m)
+    top = lam[order[:m]]
+    assert t.k == m and t.kappa_hessian == pytest.approx(float(top[0] / top[-1]))
+    assert t.kappa_preconditioned == pytest.approx(1.0) and t.share_preconditioned == 1.0
+    assert t.gain == pytest.approx(float(top[0] / top[-1]))
+    assert t.share_best_scalar == pytest.approx(K.best_scalar_share(top)[0])
+    assert t.share_best_scalar < 1.0
