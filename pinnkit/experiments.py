@@ -681,20 +681,23 @@ def _fmt(x: float) -> str:
 
 
 def report(records: Sequence[Record]) -> str:
-    """A markdown table of ``records`` (one row per run, with its width, seed, device and commit), followed by
+    """A markdown table of ``records`` (one row per run, with its width, seed, precision, device, commit, status,
+    loss evaluations and wall time per evaluation; "—" where an older record did not count them), followed by
     the Fig. 10 growth fit when Fig. 10 records are present. ``book/reproduction.md`` embeds this text and
     ``tests/test_reproduction.py`` checks that it still matches the store.
     """
-    lines = ["| run | width | seed | device | commit | iterations | loss | L2RE | s/iteration |"
-             " lambda_max / min abs(lambda) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| run | width | seed | dtype | device | commit | status | iterations | loss evaluations | loss | L2RE |"
+             " ms per evaluation | lambda_max / min abs(lambda) |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     def natural(r: Record) -> tuple[str, int]:  # n_res=256 before n_res=1024
         return re.sub(r"\d+", lambda m: m.group().zfill(10), r.name), r.id
 
     for r in sorted(records, key=natural):
         c = r.config
         ratio = r.analysis.get("ratio_max_over_min_abs")
-        lines.append(f"| {r.name} | {'x'.join(map(str, c.widths))} | {c.seed} | {r.device} | {r.git_commit} | "
-                     f"{r.iterations} | `{_fmt(r.loss)}` | `{_fmt(r.l2re)}` | {r.seconds_per_iteration:.3g} | "
+        per_eval = "—" if not r.evals else f"{1e3 * r.seconds / r.evals:.3g}"
+        lines.append(f"| {r.name} | {'x'.join(map(str, c.widths))} | {c.seed} | {c.dtype} | {r.device} | "
+                     f"{r.git_commit} | {r.status} | {r.iterations} | {'—' if r.evals is None else r.evals} | "
+                     f"`{_fmt(r.loss)}` | `{_fmt(r.l2re)}` | {per_eval} | "
                      f"{'—' if ratio is None else '`' + _fmt(ratio) + '`'} |")
     fig10 = [r for r in records if r.name.startswith("fig10/") and "ratio_max_over_min_abs" in r.analysis]
     fit = fig10_fit(fig10)
