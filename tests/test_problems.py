@@ -74,7 +74,7 @@ def test_bad_inputs():
         pk.problems.make("burgers")
     with pytest.raises(ValueError, match="positive"):
         pk.problems.Convection().sample(0, 10, 10)
-    with pytest.raises(ValueError, match="valid: 'grid', 'random'"):
+    with pytest.raises(ValueError, match="valid: 'grid', 'authors', 'random'"):
         pk.problems.Convection().sample(10, 10, 10, method="sobol")
     with pytest.raises(ValueError, match="exceeds"):
         pk.problems.Convection().sample(10**6, 10, 10)
