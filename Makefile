@@ -16,9 +16,12 @@ MJ       := book/_vendor/mathjax
 CHROMIUM ?= /usr/bin/chromium
 # the perturbation of perturbed-test (any positive integer is another "machine"; see pinnkit.presets.perturbed)
 PERTURB  ?= 1
-# OpenMP wait policy of perturbed-test (PASSIVE on a machine shared with other jobs)
-PERTURB_WAIT ?= ACTIVE
+# OpenMP wait policy of perturbed-test (ACTIVE spins: faster for one notebook at a time, NBJOBS=0, on an idle CPU)
+PERTURB_WAIT ?= PASSIVE
 COLAB    ?= .venv-colab
+# how many notebooks the notebook tests run at once (one per core; NBJOBS=0 runs them in the test process)
+NBJOBS   ?= 2
+XDIST    := $(if $(filter 0,$(NBJOBS)),,-n $(NBJOBS) --dist loadscope)
 STORED   := _build/stored
 # browser-test builds the HTML from the stored outputs into $(STORED); BROWSER_HTML=_build/html tests the book
 # that `make book` built instead
@@ -34,7 +37,7 @@ export PINNKIT_THREADS ?= 1
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT      := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
 
-.PHONY: book test perturbed-test lint gpu-check env notebooks clean mathjax browser-deps browser-test colab-env colab-test
+.PHONY: book test notebook-test perturbed-test lint gpu-check env notebooks clean mathjax browser-deps browser-test colab-env colab-test
 
 env: $(VENV)/.installed
 
@@ -51,17 +54,22 @@ book: env mathjax
 	@echo "book: _build/html/index.html"
 
 test: env lint
-	PINNKIT_PRESET=classroom PINNKIT_DEVICE=cpu PINNKIT_PROGRESS=0 PINNKIT_REQUIRE_RAY=1 $(PY) -m pytest -q -p no:cacheprovider tests pinnkit --doctest-modules \
+	PINNKIT_PRESET=classroom PINNKIT_DEVICE=cpu PINNKIT_PROGRESS=0 PINNKIT_REQUIRE_RAY=1 $(PY) -m pytest -q -p no:cacheprovider tests pinnkit --doctest-modules
+	$(MAKE) --no-print-directory notebook-test perturbed-test browser-test colab-test
+
+# every chapter compared with its stored outputs, NBJOBS notebooks at a time (pytest-xdist; --dist loadscope keeps
+# a notebook's cells in order on one worker). Each runs with one torch thread, as the stored outputs were made.
+notebook-test: env
+	PINNKIT_PRESET=classroom PINNKIT_DEVICE=cpu PINNKIT_PROGRESS=0 $(PY) -m pytest -q -p no:cacheprovider $(XDIST) \
 		notebooks --nbval --nbval-current-env --nbval-sanitize-with tools/nbval_sanitize.cfg
-	$(MAKE) --no-print-directory perturbed-test browser-test colab-test
 
 # every chapter again as if on another CPU (PINNKIT_PERTURB=1: two torch threads and the initial parameters one
 # ulp off, see pinnkit.presets.perturbed): every assert must pass and every compared output match the stored one.
-# Its two OpenMP threads spin while they wait (ACTIVE): on these small problems sleeping threads made the run 2x
-# slower (measured 78 s against 40 s for chapters 2 and 7); the wait policy does not change any number
+# It runs NBJOBS notebooks at a time with two OpenMP threads each, so the threads sleep while they wait (PASSIVE):
+# spinning threads of two notebooks would fight for the cores. The wait policy does not change any number
 perturbed-test: env
 	OMP_WAIT_POLICY=$(PERTURB_WAIT) PINNKIT_PERTURB=$(PERTURB) PINNKIT_PRESET=classroom PINNKIT_DEVICE=cpu PINNKIT_PROGRESS=0 $(PY) -m pytest -q \
-		-p no:cacheprovider notebooks --nbval --nbval-current-env --nbval-sanitize-with tools/nbval_sanitize.cfg
+		-p no:cacheprovider $(XDIST) notebooks --nbval --nbval-current-env --nbval-sanitize-with tools/nbval_sanitize.cfg
 
 # ruff (pyflakes, pycodestyle, import order, bugbear, docstrings) and mypy over the package
 lint: env

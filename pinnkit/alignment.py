@@ -28,6 +28,7 @@ terms (Wang et al.'s type I conflict) is invisible to it; it measures *direction
 """
 from __future__ import annotations
 
+import copy
 import math
 import statistics
 from dataclasses import dataclass, field
@@ -228,11 +229,31 @@ class Trace:
     snapshots: Mapping[int, Tensor] = field(default_factory=dict)
 
 
-class _Lag1:
-    """The :func:`track` observer: ``pinnkit.train``'s ``on_step`` hook, called after every step ``k -> k+1``."""
+class _Redraw:
+    """Fresh residual points for every step: ``redraw(k)`` gives ``model`` (a private copy of the user's PINN) the
+    uniform random residual points of step ``k``, seeded by ``(seed, k)``; the initial and boundary points stay.
+    """
 
-    def __init__(self, terms_fn: TermsFn, method: str, log_every: int, keep: set[int]):
-        self.terms_fn, self.grad = terms_fn, torch.func.grad(total(terms_fn))
+    def __init__(self, model: Any, seed: int):
+        points = model.points["residual"]
+        self.model, self.seed, self.n, self.like = model, seed, points.shape[0], points
+
+    def __call__(self, k: int) -> None:
+        fresh = self.model.problem.sample(self.n, 1, 1, seed=1_000_003 * self.seed + k, method="random")
+        self.model.points = {**self.model.points, "residual": fresh.points["residual"].to(self.like)}
+
+
+class _Lag1:
+    r"""The :func:`track` observer: ``pinnkit.train``'s ``on_step`` hook, called after every step ``k -> k+1``.
+
+    With ``redraw`` (residual points resampled every step) the gradients at :math:`\theta_k` use step
+    :math:`k`'s points and those at :math:`\theta_{k+1}` step :math:`k+1`'s: each is the gradient the optimizer
+    is given at that step.
+    """
+
+    def __init__(self, terms_fn: TermsFn, method: str, log_every: int, keep: set[int],
+                 redraw: Callable[[int], None] | None = None):
+        self.terms_fn, self.grad, self.redraw = terms_fn, torch.func.grad(total(terms_fn)), redraw
         self.precondition = method in ("adam", "soap")
         self.log_every, self.keep = log_every, keep
         self.rec: dict[str, list[float]] = {k: [] for k in ("step", "intra", "inter", "inter_grad", "pre", "imb")}
@@ -243,8 +264,12 @@ class _Lag1:
 
     def __call__(self, k: int, theta: Tensor, theta_next: Tensor, stepper: Any) -> None:
         update = theta_next - theta
+        g = None
         if k % self.log_every == 0:
             g = self.next_g if self.next_g is not None else term_gradients(self.terms_fn, theta)
+        if self.redraw is not None:
+            self.redraw(k + 1)             # the points of step k + 1, before the step's gradients are computed
+        if g is not None:
             norms = [float(torch.linalg.vector_norm(v)) for v in g.values()]
             self.rec["step"].append(k)
             self.rec["intra"].append(alignment_score(g) if len(g) > 1 else math.nan)
@@ -263,7 +288,7 @@ class _Lag1:
 
 
 def track(objective: Any, method: str, steps: int, *, lr: float, log_every: int = 10, seed: int = 0,
-          snapshots: Sequence[float] = (0.25, 0.5, 1.0), **options: Any) -> Trace:
+          snapshots: Sequence[float] = (0.25, 0.5, 1.0), resample: bool = False, **options: Any) -> Trace:
     r"""Train ``objective`` with :func:`pinnkit.train` and log the alignments of :class:`Trace` at lag 1.
 
     At every log point :math:`k` (every ``log_every`` steps) it records the intra-step alignment at
@@ -282,6 +307,9 @@ def track(objective: Any, method: str, steps: int, *, lr: float, log_every: int 
         log_every: steps between log points.
         seed: recorded in the trace (the model's own seed sets the initialisation).
         snapshots: fractions of ``steps`` at which to keep :math:`\theta` (the nearest log point; 1.0 = the end).
+        resample: draw new residual points (uniform in the domain, as many as the model has) before every step,
+            as Wang et al. train (stochastic batches); the run uses a copy of ``objective``, which is left as it
+            is. Needs a :class:`~pinnkit.PINN`-like model (``points``, ``problem``).
         **options: passed to :func:`pinnkit.train` (e.g. ``precondition_frequency`` for SOAP); an option the
             optimizer does not accept raises a ``TypeError``.
 
@@ -294,9 +322,17 @@ def track(objective: Any, method: str, steps: int, *, lr: float, log_every: int 
     """
     if steps <= 0 or log_every <= 0:
         raise ValueError(f"steps and log_every must be positive, got steps={steps}, log_every={log_every}")
+    redraw = None
+    if resample:
+        if not (hasattr(objective, "points") and hasattr(objective, "problem")):
+            raise TypeError("resample=True needs a PINN-like model with `points` and `problem`, "
+                            f"got {type(objective).__name__}")
+        objective = copy.copy(objective)
+        redraw = _Redraw(objective, seed)
+        redraw(0)
     terms_fn, theta0 = resolve(objective, None)
     keep = {min(steps - 1, int(round(f * steps)) // log_every * log_every) for f in snapshots if f < 1}
-    observe = _Lag1(terms_fn, method, log_every, keep)
+    observe = _Lag1(terms_fn, method, log_every, keep, redraw)
     run = train(objective, method, steps, lr=lr, log_every=log_every, on_diverge="stop", quiet=True,
                 on_step=observe, **options)
     rec, theta, h = observe.rec, run.theta, run.history
@@ -362,7 +398,7 @@ class Study:
 
 def study(make: Callable[[int], Any], methods: Sequence[str], lrs: Sequence[float], steps: int,
           seeds: Sequence[int], tune_seed: int, log_every: int = 10, tunings: Mapping[str, Tuning] | None = None,
-          **options: Any) -> Study:
+          resample: bool = False, **options: Any) -> Study:
     """For each method: :func:`tune` the lr on ``tune_seed``, then :func:`track` it on every seed in ``seeds``.
 
     Args:
@@ -373,10 +409,12 @@ def study(make: Callable[[int], Any], methods: Sequence[str], lrs: Sequence[floa
         seeds: evaluation seeds (at least 3 for a claim).
         tune_seed: the seed used only for tuning.
         log_every: steps between log points of :func:`track`.
-        tunings: results of :func:`tune` to reuse (methods missing from it are tuned here).
+        tunings: results of :func:`tune` to reuse (methods missing from it are tuned here, on fixed points).
+        resample: new residual points every step in the tracked runs (see :func:`track`).
     """
     tunings = {m: (tunings or {}).get(m) or tune(make, m, lrs, steps, tune_seed, **options) for m in methods}
-    traces = {m: tuple(track(make(s), m, steps, lr=tunings[m].best, log_every=log_every, seed=s, **options)
+    traces = {m: tuple(track(make(s), m, steps, lr=tunings[m].best, log_every=log_every, seed=s, resample=resample,
+                             **options)
                        for s in seeds) for m in methods}
     return Study(tunings=tunings, traces=traces)
 

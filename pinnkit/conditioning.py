@@ -25,6 +25,9 @@ it by 10 and changes nothing about how hard the loss is to minimise. Everything 
   matrix's (rank at most the number of points), conditioning.
 * :func:`iterations_predicted` — what a condition number means: iterations of CG and of gradient descent to
   reduce the error by ``tol`` (worst-case bounds).
+* :func:`cg_bound`, :func:`cg_check` — what a whole spectrum predicts for CG (large outliers one iteration each,
+  never more than the number of distinct eigenvalues), and CG actually run on the operator to check it, in plain
+  float64 and with orthogonal residuals (exact arithmetic).
 
 Dense eigenvalue problems only: at classroom sizes (``P`` up to a few thousand) ``eigh`` is exact and cheap; larger
 ``P`` is refused (:data:`DENSE_LIMIT`); use :mod:`pinnkit.curvature` (Lanczos, SLQ) there.
@@ -220,8 +223,11 @@ def iterations_predicted(kappa: float, tol: float = 1e-6) -> IterationBounds:
     >>> b = iterations_predicted(1e4, tol=1e-6)
     >>> b.cg, b.gd
     (726, 69078)
-    >>> iterations_predicted(1e8, tol=1e-6).cg    # kappa ~ 1/rcut: CG needs ~7e4 iterations
+    >>> iterations_predicted(1e8, tol=1e-6).cg    # an upper bound only: never more than n distinct eigenvalues
     72544
+
+    For an operator whose eigenvalues are known, :func:`cg_bound` is sharper: it counts large outliers one
+    iteration each and caps the count at the number of distinct eigenvalues.
     """
     if not kappa >= 1.0 or math.isinf(kappa):
         raise ValueError(f"kappa must be a finite number >= 1, got {kappa}")
@@ -638,3 +644,190 @@ def compare_top(hessian_eigenvalues: Tensor | Sequence[float] | Eigen,
 
 
 __all__ += ["top_condition", "best_scalar_share", "TopComparison", "compare_top"]
+
+
+# --- CG iteration counts: a bound that counts outliers, checked against CG actually run ------------------
+def _chebyshev_steps(kappa: float, tol: float) -> int:
+    r"""Smallest ``m`` with :math:`1/T_m\bigl(\tfrac{\kappa+1}{\kappa-1}\bigr) \le \mathrm{tol}` (1 for ``kappa == 1``)."""
+    if kappa <= 1.0:
+        return 1
+    x = 2.0 / (kappa - 1.0)                                   # (kappa + 1) / (kappa - 1) = 1 + x
+    acosh_arg = math.log1p(x + math.sqrt(x * (x + 2.0)))      # arccosh(1 + x), accurate for small x
+    return max(1, math.ceil(math.acosh(1.0 / tol) / acosh_arg))
+
+
+@dataclass(frozen=True)
+class CGBound:
+    r"""Iterations CG needs, in exact arithmetic, to reduce the :math:`A`-norm error by ``tol`` (see :func:`cg_bound`).
+
+    Attributes:
+        tol: the error reduction asked for.
+        n: number of eigenvalues (the dimension of the operator's range).
+        distinct: number of distinct eigenvalues (relative gap above ``rtol``): CG terminates after at most this
+            many iterations.
+        chebyshev: the Chebyshev bound on the whole spectrum, :math:`\kappa = \lambda_{(1)}/\lambda_{(n)}`.
+        outliers: ``j``, the number of largest eigenvalues the best bound treats as outliers.
+        kappa_rest: :math:`\lambda_{(j+1)}/\lambda_{(n)}`, the condition number left after removing them.
+        iterations: :math:`\min\bigl(\text{distinct},\ \min_j\, j + m_{\rm Cheb}(\lambda_{(j+1)}/\lambda_{(n)})\bigr)`.
+    """
+
+    tol: float
+    n: int
+    distinct: int
+    chebyshev: int
+    outliers: int
+    kappa_rest: float
+    iterations: int
+
+
+def cg_bound(eigenvalues: Tensor | Sequence[float] | Eigen, tol: float = 1e-6, *, rtol: float = 1e-10) -> CGBound:
+    r"""Outlier-aware CG iteration bound for a symmetric positive-definite operator with these eigenvalues.
+
+    With :math:`\lambda_{(1)} \ge \dots \ge \lambda_{(n)} > 0` and :math:`m_{\rm Cheb}(\kappa)` the smallest ``m``
+    with :math:`1/T_m(\frac{\kappa+1}{\kappa-1}) \le \mathrm{tol}` (:math:`T_m` the Chebyshev polynomial,
+    :math:`m \approx \frac{\sqrt\kappa}2\ln\frac2{\mathrm{tol}}`): the polynomial
+    :math:`\prod_{i\le j}(1-\lambda/\lambda_{(i)})\,T_m(\cdot)/T_m(\cdot)` vanishes at the ``j`` largest eigenvalues
+    and is at most :math:`1/T_m` in magnitude on :math:`[\lambda_{(n)}, \lambda_{(j+1)}]`, so
+    :math:`\|e_{j+m}\|_A \le \mathrm{tol}\,\|e_0\|_A` for :math:`m = m_{\rm Cheb}(\lambda_{(j+1)}/\lambda_{(n)})`
+    (large outliers cost one iteration each; Nocedal & Wright Sec. 5.1). And CG terminates after as many
+    iterations as there are distinct eigenvalues. Both are statements about **exact** arithmetic: in floating
+    point CG loses orthogonality and can need several times more (Meurant & Strakoš 2006); :func:`cg_check` runs
+    it both ways.
+
+    Args:
+        eigenvalues: all eigenvalues of the operator on the space CG works in (e.g. the top ``k`` of a Hessian);
+            every one must be positive.
+        tol: :math:`A`-norm error reduction, in ``(0, 1)``.
+        rtol: eigenvalues closer than ``rtol`` relative to each other count as one (for ``distinct``).
+
+    Returns:
+        A :class:`CGBound`.
+
+    Raises:
+        ValueError: an eigenvalue ``<= 0`` (CG's bounds need a positive-definite operator) or ``tol`` outside
+            ``(0, 1)``.
+
+    >>> b = cg_bound([1.0] * 5 + [2.0] * 5, tol=1e-6)       # two distinct eigenvalues: two iterations
+    >>> b.distinct, b.iterations, b.chebyshev
+    (2, 2, 9)
+    >>> b = cg_bound(torch.cat([torch.linspace(1, 2, 100), torch.tensor([1e4, 1e6])]), tol=1e-6)
+    >>> b.chebyshev, b.outliers, b.iterations          # two outliers: 2 + Chebyshev on [1, 2]
+    (7255, 2, 11)
+    """
+    if not 0.0 < tol < 1.0:
+        raise ValueError(f"tol must be in (0, 1), got {tol}")
+    ev = as_eigenvalues(eigenvalues)
+    if float(ev[0]) <= 0.0:
+        raise ValueError(f"the smallest eigenvalue is {float(ev[0]):.3g} <= 0: CG's bounds need a positive-definite "
+                         "operator; pass the eigenvalues of the range, e.g. the top k (k = Gauss-Newton rank)")
+    a = ev.flip(0)                                             # descending
+    n = a.numel()
+    distinct = 1 + int((a[:-1] - a[1:] > rtol * a[:-1]).sum())
+    lo = float(a[-1])
+    steps = [j + _chebyshev_steps(float(a[j]) / lo, tol) for j in range(n)]
+    j = min(range(n), key=lambda i: steps[i])
+    return CGBound(float(tol), n, distinct, steps[0], j, float(a[j]) / lo, min(distinct, steps[j]))
+
+
+@dataclass(frozen=True, eq=False)
+class CGCheck:
+    r"""CG run on an operator, against :func:`cg_bound` (see :func:`cg_check`).
+
+    Attributes:
+        name: a label.
+        k: the number of top eigenvalues whose eigenspace holds the right-hand side.
+        eigenvalues: those ``k`` eigenvalues, descending (float64).
+        bound: :func:`cg_bound` of them.
+        measured: iterations of plain float64 CG to an :math:`A`-norm error below ``tol`` (``None``: not within
+            ``max_iter``).
+        measured_exact: the same with every new residual re-orthogonalised against all previous ones, which is
+            what exact arithmetic gives.
+        errors, errors_exact: :math:`\|x_i - x^*\|_A / \|x^*\|_A` after ``i = 0, 1, ...`` iterations.
+    """
+
+    name: str
+    k: int
+    eigenvalues: Tensor
+    bound: CGBound
+    measured: int | None
+    measured_exact: int | None
+    errors: Tensor
+    errors_exact: Tensor
+
+
+def _cg_errors(A: Tensor, b: Tensor, x_star: Tensor, tol: float, max_iter: int, reorthogonalize: bool,
+               ) -> tuple[int | None, Tensor]:
+    """Plain (or fully re-orthogonalised) CG from 0; relative A-norm errors per iteration, and the first one below tol."""
+    anorm = lambda e: math.sqrt(max(float(e @ (A @ e)), 0.0))  # noqa: E731
+    e0 = anorm(x_star)
+    x, r = torch.zeros_like(b), b.clone()
+    p, rr = r.clone(), r @ r
+    basis = [r / r.norm()]
+    errors, hit = [1.0], None
+    for i in range(1, max_iter + 1):
+        Ap = A @ p
+        alpha = rr / (p @ Ap)
+        x, r = x + alpha * p, r - alpha * Ap
+        errors.append(anorm(x - x_star) / e0)
+        if errors[-1] <= tol:
+            hit = i
+            break
+        if reorthogonalize:
+            Q = torch.stack(basis, 1)
+            for _ in range(2):                                  # twice is enough (Kahan-Parlett)
+                r = r - Q @ (Q.T @ r)
+            basis.append(r / r.norm())
+        rr, rr_old = r @ r, rr
+        p = r + (rr / rr_old) * p
+    return hit, torch.tensor(errors, dtype=torch.float64)
+
+
+def cg_check(A: Tensor, k: int, tol: float = 1e-6, *, name: str = "", seed: int = 0,
+             max_iter: int | None = None) -> CGCheck:
+    r"""Run CG on the symmetric matrix ``A`` with a fixed right-hand side in the span of its top ``k`` eigenvectors
+    and compare the iterations with :func:`cg_bound` of those ``k`` eigenvalues.
+
+    The right-hand side is :math:`b = V_k w` (:math:`V_k` the eigenvectors of the ``k`` largest eigenvalues, which
+    must be positive; tiny negative eigenvalues of a nearly converged Hessian stay outside, ``w`` standard normal
+    from ``seed``), so :math:`x^* = V_k\Lambda_k^{-1}w` and, in exact
+    arithmetic, CG never leaves that ``k``-dimensional invariant subspace: it solves with the operator whose
+    spectrum is the top ``k``, on the full matrix ``A`` (float64). Counted: the first iteration with
+    :math:`\|x_i - x^*\|_A \le \mathrm{tol}\,\|x^*\|_A` (``x_0 = 0``), for plain CG and for CG whose residuals are
+    kept orthogonal (exact arithmetic's behaviour).
+
+    Args:
+        A: a symmetric matrix, ``n x n`` with at least ``k`` positive eigenvalues.
+        k: the dimension of the subspace (e.g. the Gauss–Newton rank).
+        tol: :math:`A`-norm error reduction.
+        name: a label.
+        seed: seed of ``w``.
+        max_iter: iteration cap (default ``20 n``).
+
+    Returns:
+        A :class:`CGCheck`.
+
+    Raises:
+        ValueError: ``k`` outside ``1 .. n``, or fewer than ``k`` positive eigenvalues.
+
+    >>> A = torch.diag(torch.tensor([1e4, 1e2, 1.0, 1.0, 0.0], dtype=torch.float64))
+    >>> c = cg_check(A, 4)                             # top 4: three distinct eigenvalues
+    >>> c.bound.iterations, c.measured_exact, c.measured
+    (3, 3, 3)
+    """
+    A = A.detach().to(torch.float64).cpu()
+    A = 0.5 * (A + A.T)
+    n = A.shape[0]
+    if not 1 <= int(k) <= n:
+        raise ValueError(f"k must be in 1 .. {n}, got {k}")
+    lam, V = torch.linalg.eigh(A)
+    lam_k, V_k = lam[-int(k):].flip(0), V[:, -int(k):].flip(1)      # the k largest, descending
+    bound = cg_bound(lam_k, tol)
+    w = torch.randn(int(k), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    b, x_star = V_k @ w, V_k @ (w / lam_k)
+    cap = 20 * n if max_iter is None else int(max_iter)
+    hit, err = _cg_errors(A, b, x_star, tol, cap, False)
+    hit_x, err_x = _cg_errors(A, b, x_star, tol, cap, True)
+    return CGCheck(name, int(k), lam_k, bound, hit, hit_x, err, err_x)
+
+
+__all__ += ["CGBound", "cg_bound", "CGCheck", "cg_check"]

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence, cast
+from typing import Any, Callable, Sequence, cast
 
 import torch
 from torch import Tensor
@@ -31,9 +31,10 @@ from .pinn import PINN
 from .problems import Convection as Problem_convection
 from .problems import Problem, partial
 
-__all__ = ["LastLayer", "random_features", "fourier_features", "feature_weights", "operator_factors",
-           "derivative_gram", "operator_condition", "fit_power_law", "PowerLaw", "magnitude_ratio", "Fig10Point",
-           "fig10_sweep", "ResidualControl", "residual_control"]
+__all__ = ["LastLayer", "random_features", "fourier_features", "random_sine_features", "feature_weights",
+           "operator_factors", "derivative_gram", "order_scaling", "scaled", "operator_condition", "fit_power_law",
+           "PowerLaw", "t_quantile", "magnitude_ratio", "Fig10Point", "fig10_sweep", "ResidualControl",
+           "residual_control", "KernelPoint", "tangent_kernel_sweep", "authors_estimate"]
 
 
 class LastLayer:
@@ -202,6 +203,69 @@ def fourier_features(problem: Problem | str, n_freq: int, n_res: int = 512, seed
     return LastLayer(pinn, theta)
 
 
+def random_sine_features(problem: Problem | str, n_freq: int, n_res: int = 512, seed: int = 0,
+                         dtype: torch.dtype = torch.float64, device: str | torch.device | None = None,
+                         **pinn_kw: Any) -> LastLayer:
+    r"""A non-orthogonal companion of :func:`fourier_features` for a 1-D problem on :math:`(a, b)`: random sine
+    features :math:`\phi_j(x) = \sin\big(\omega_j (x - a) + b_j\big)` with one frequency per band,
+    :math:`\omega_j = \pi (j + u_j)/(b - a)`, :math:`u_j \sim U(-\tfrac12, \tfrac12)`, and random phases
+    :math:`b_j \sim U(0, 2\pi)` — the hidden layer of a sine-activated PINN with random weights, covering the same
+    frequencies as the sines :math:`j = 1, \dots, K` but not orthogonal on any grid. Plus the constant.
+
+    Differentiating still multiplies feature ``j`` by :math:`\omega_j` (and shifts its phase), so
+    :func:`order_scaling` undoes the operator exactly as :math:`(j\pi)^{-k}` does on the sines; what it cannot undo
+    is the features' own collinearity.
+
+    >>> import pinnkit as pk
+    >>> m = random_sine_features(pk.problems.Poisson1D(), n_freq=4, n_res=64, seed=0)
+    >>> w = feature_weights(m)[:, 0] / math.pi
+    >>> bool(((w - torch.arange(1, 5) ).abs() <= 0.5).all())
+    True
+    """
+    pinn = PINN(problem, widths=[n_freq], n_res=n_res, seed=seed, activation="sin", dtype=dtype, device=device,
+                **pinn_kw)
+    if pinn.problem.dim != 1:
+        raise ValueError(f"random_sine_features needs a 1-D problem, got dim={pinn.problem.dim}; "
+                         "use random_features for space-time problems")
+    (a, b), = pinn.problem.bounds
+    gen = torch.Generator().manual_seed(seed + 1)
+    w = math.pi * (torch.arange(1, n_freq + 1, dtype=torch.float64)
+                   + torch.rand(n_freq, generator=gen, dtype=torch.float64) - 0.5) / (b - a)
+    phase = 2 * math.pi * torch.rand(n_freq, generator=gen, dtype=torch.float64)
+    theta = pinn.theta0.clone()
+    theta[pinn.blocks[0].start:pinn.blocks[0].stop] = w.to(theta)
+    theta[pinn.blocks[1].start:pinn.blocks[1].stop] = (phase - w * a).to(theta)
+    return LastLayer(pinn, theta)
+
+
+def order_scaling(model: LastLayer, order: int) -> Tensor:
+    r"""Operator preconditioning for a sine/Fourier-feature model and the ``order``-th derivative: the diagonal
+    :math:`d` with :math:`d_j = |\omega_j|^{-k}` for feature ``j`` (first input's frequency, :math:`\omega_j =
+    j\pi` for :func:`fourier_features` on :math:`(0, 1)`) and :math:`1` for the constant. Rescaling the features,
+    :math:`\phi_j \to d_j\phi_j`, turns a Hessian :math:`H` into :func:`scaled` ``(H, d)`` :math:`= DHD`.
+
+    >>> import pinnkit as pk
+    >>> m = fourier_features(pk.problems.Poisson1D(), n_freq=2, n_res=16)
+    >>> [round(x, 6) for x in (order_scaling(m, 2) * torch.tensor([math.pi**2, 4 * math.pi**2, 1.0])).tolist()]
+    [1.0, 1.0, 1.0]
+    """
+    if order < 0:
+        raise ValueError(f"order must be >= 0, got {order}")
+    w = feature_weights(model)[:, 0].abs().to(torch.float64)
+    return torch.cat([w ** (-order), torch.ones(1, dtype=torch.float64)])
+
+
+def scaled(H: Tensor, d: Tensor) -> Tensor:
+    r""":math:`DHD` with :math:`D = \mathrm{diag}(d)`: the Hessian in rescaled parameters :math:`c = Dc'`
+    (features :math:`\phi_j \to d_j \phi_j`).
+
+    >>> scaled(torch.eye(2), torch.tensor([2.0, 3.0])).diag().tolist()
+    [4.0, 9.0]
+    """
+    d = d.to(H)
+    return d[:, None] * H * d[None, :]
+
+
 def derivative_gram(model: LastLayer, order: int, X: Tensor | None = None, constant: bool = False) -> Tensor:
     r"""The Hessian of :math:`\frac1N\|\partial_x^{\,k} u_c(X)\|^2` in ``c`` (first input, ``k = order``):
     :math:`\frac2N A_k^\top A_k` with :math:`(A_k)_{ij} = \partial_x^{\,k}\phi_j(X_i)`. ``order = 0`` is plain
@@ -251,12 +315,25 @@ class PowerLaw:
         slope: the exponent :math:`p`.
         prefactor: :math:`C`.
         xmin, xmax: the range of ``x`` the fit used (:func:`pinnkit.plots.plot_power_law` draws it only there).
+        stderr: the slope's standard error from the residuals of the fit (``nan`` with fewer than 3 points).
+        n_points: how many points were fitted.
     """
 
     slope: float
     prefactor: float
     xmin: float = 0.0
     xmax: float = math.inf
+    stderr: float = math.nan
+    n_points: int = 0
+
+    def ci(self) -> tuple[float, float]:
+        r"""The 95% confidence interval of the slope, :math:`p \pm t_{0.975,\,n-2}\,\mathrm{SE}` (Student's
+        ``t``: six points give :math:`t = 2.78`, not 2). ``(nan, nan)`` with fewer than 3 points.
+        """
+        if not self.n_points >= 3 or not math.isfinite(self.stderr):
+            return (math.nan, math.nan)
+        half = t_quantile(self.n_points - 2) * self.stderr
+        return (self.slope - half, self.slope + half)
 
     def __call__(self, x: Any) -> Any:
         return self.prefactor * x ** self.slope
@@ -267,6 +344,23 @@ class PowerLaw:
 
     def __repr__(self) -> str:
         return f"PowerLaw(slope={self.slope:.3g}, prefactor={self.prefactor:.3g}, x in [{self.xmin:g}, {self.xmax:g}])"
+
+
+#: two-sided 95% quantiles t_{0.975, df} of Student's t, df = 1..30
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def t_quantile(df: int) -> float:
+    """The two-sided 95% quantile :math:`t_{0.975}` of Student's t with ``df`` degrees of freedom (a table up to 30,
+    then the normal 1.96 with a first-order correction).
+
+    >>> t_quantile(4)
+    2.776
+    """
+    if df < 1:
+        raise ValueError(f"need at least one degree of freedom (three points), got df={df}")
+    return _T975[df - 1] if df <= 30 else 1.96 + 2.4 / df
 
 
 def fit_power_law(x: Any, y: Any, base: float = math.e) -> PowerLaw:
@@ -285,6 +379,9 @@ def fit_power_law(x: Any, y: Any, base: float = math.e) -> PowerLaw:
     2.0
     >>> fit_power_law([1, 2, 4], [5, 5, 5]).rounded()
     0.0
+    >>> f = fit_power_law([1, 2, 4, 8], [1.0, 4.4, 14.5, 70.0])   # noisy y ~ x^2: the CI brackets 2
+    >>> lo, hi = f.ci(); bool(lo < 2 < hi)
+    True
     """
     xt = torch.as_tensor(x, dtype=torch.float64)
     yt = torch.as_tensor(y, dtype=torch.float64)
@@ -293,7 +390,13 @@ def fit_power_law(x: Any, y: Any, base: float = math.e) -> PowerLaw:
     lx, ly = torch.log(xt), torch.log(yt)
     A = torch.stack([lx, torch.ones_like(lx)], dim=1)
     p, c = torch.linalg.lstsq(A, ly[:, None]).solution[:, 0]
-    return PowerLaw(float(p), math.exp(float(c)), float(xt.min()), float(xt.max()))
+    n = int(lx.numel())
+    se = math.nan
+    if n >= 3:
+        resid = ly - (p * lx + c)
+        sxx = float(((lx - lx.mean()) ** 2).sum())
+        se = math.sqrt(float((resid ** 2).sum()) / (n - 2) / sxx) if sxx > 0 else math.nan
+    return PowerLaw(float(p), math.exp(float(c)), float(xt.min()), float(xt.max()), se, n)
 
 
 # --- Rathore et al.'s Figure 10: a 129-parameter PINN as n_res grows ---------------------------------------
@@ -316,7 +419,7 @@ def magnitude_ratio(eigenvalues: Tensor | Sequence[float]) -> float:
 
 @dataclass(frozen=True)
 class Fig10Point:
-    """One point of :func:`fig10_sweep`: the trained PINN at one ``n_res``.
+    r"""One point of :func:`fig10_sweep`: the trained PINN at one ``n_res``.
 
     Attributes:
         n_res: residual points.
@@ -326,6 +429,11 @@ class Fig10Point:
         ratio: ``lmax / min_abs`` (:func:`magnitude_ratio`).
         n_negative: eigenvalues below ``-1e-8 * lmax``.
         seconds: wall time of training and eigensolve.
+        authors_first, authors_last: the first and the last (129th) value of the authors' estimator
+            (:func:`~pinnkit.power_iteration.deflated_power_iteration`, ``top_n = P``, ``tol = 1e-3``, at most 500
+            iterations, float32) on the float32 Hessian at the same ``theta``; ``nan`` when not asked for.
+        authors_ratio: :math:`|\lambda_1/\lambda_{129}|` as the authors plot it.
+        n_below: how many exact eigenvalues are smaller in magnitude than ``|authors_last|``.
     """
 
     n_res: int
@@ -336,11 +444,15 @@ class Fig10Point:
     ratio: float
     n_negative: int
     seconds: float
+    authors_first: float = math.nan
+    authors_last: float = math.nan
+    authors_ratio: float = math.nan
+    n_below: int = -1
 
 
 def fig10_sweep(n_res: Sequence[int], *, adam_steps: int, lbfgs_steps: int, lr: float, seed: int,
                 beta: float = 1.0, width: int = 32, dtype: torch.dtype = torch.float64,
-                device: str | torch.device | None = None) -> list[Fig10Point]:
+                device: str | torch.device | None = None, authors: bool = False) -> list[Fig10Point]:
     r"""Train a one-hidden-layer PINN (width 32: 129 parameters) on convection at each ``n_res`` with Adam
     (``lr``) then L-BFGS, and take the dense Hessian's eigenvalues at the end (``eigvalsh``: exact).
 
@@ -352,6 +464,8 @@ def fig10_sweep(n_res: Sequence[int], *, adam_steps: int, lbfgs_steps: int, lr: 
         adam_steps, lbfgs_steps: the schedule (Rathore et al.: 11,000 and 1,500, ``lr = 1e-4``).
         lr: Adam's learning rate.
         seed: initialisation and sampling seed.
+        authors: also run the authors' estimator (:func:`authors_estimate`) at each trained ``theta`` (on the
+            dense Hessian rounded to float32).
 
     Returns:
         One :class:`Fig10Point` per ``n_res``.
@@ -366,11 +480,47 @@ def fig10_sweep(n_res: Sequence[int], *, adam_steps: int, lbfgs_steps: int, lr: 
                     dtype=dtype, device=device)
         run = train(pinn, "adam+lbfgs", adam_steps + lbfgs_steps, switch=adam_steps, lr=lr,
                     log_every=max(1, (adam_steps + lbfgs_steps) // 10))
-        ev = torch.linalg.eigvalsh(hessian(pinn.loss, run.theta))
+        H = hessian(pinn.loss, run.theta)
+        ev = torch.linalg.eigvalsh(H)
+        extra: dict[str, Any] = {}
+        if authors:
+            est = authors_estimate(pinn, run.theta, seed=seed, hessian64=H if H.dtype == torch.float64 else None)
+            last = float(est.eigenvalues[-1])
+            extra = dict(authors_first=float(est.eigenvalues[0]), authors_last=last, authors_ratio=est.ratio,
+                         n_below=int((ev.abs() < abs(last)).sum()))
         out.append(Fig10Point(int(n), run.loss, run.l2re, float(ev[-1]), float(ev.abs().min()),
                               magnitude_ratio(ev), int((ev < -1e-8 * float(ev[-1])).sum()),
-                              time.perf_counter() - t0))
+                              time.perf_counter() - t0, **extra))
     return out
+
+
+def authors_estimate(pinn: PINN, theta: Tensor, *, seed: int = 0, top_n: int | None = None, tol: float = 1e-3,
+                     max_iter: int = 500, hessian64: Tensor | None = None) -> Any:
+    r"""Rathore et al.'s Figure 10 estimator at ``theta``: :func:`~pinnkit.power_iteration.deflated_power_iteration`
+    (``top_n`` = all parameters, ``tol = 1e-3``, at most 500 iterations per value) in **float32**, on the Hessian
+    of ``pinn``'s loss formed in float32 at ``theta`` rounded to float32, on the same points (a tanh network, as in
+    Figure 10).
+
+    The authors multiply by the Hessian with float32 autograd products; we form the float32 Hessian once (the
+    network is small) and multiply by it — the same operator up to float32 rounding, far below the estimator's own
+    error. ``hessian64``: a dense float64 Hessian already at hand, rounded to float32 instead of forming it again
+    (again the same operator up to float32 rounding, relative ``1e-7`` against a floor near ``1e-4`` of
+    :math:`\lambda_1`).
+
+    Returns:
+        A :class:`~pinnkit.power_iteration.DeflatedPower` (``.ratio``: :math:`|\lambda_1/\lambda_{129}|`).
+    """
+    from .power_iteration import deflated_power_iteration
+
+    if hessian64 is not None:
+        H32 = hessian64.to(torch.float32)
+    else:
+        p32 = PINN(pinn.problem, widths=list(pinn.widths), n_res=1, n_ic=1, n_bc=1, seed=0, dtype=torch.float32,
+                   device=pinn.device)
+        p32.points = {k: v.to(torch.float32) for k, v in pinn.points.items()}
+        H32 = hessian(p32.loss, theta.detach().to(torch.float32))
+    return deflated_power_iteration(H32, top_n=top_n or H32.shape[0], tol=tol, max_iter=max_iter, seed=seed,
+                                    dtype=torch.float32)
 
 
 @dataclass(frozen=True)
@@ -418,4 +568,64 @@ def residual_control(n_res: Sequence[int], *, seed: int, beta: float = 1.0, widt
         rc = range_condition(torch.linalg.eigvalsh(H), rcut=rcut)
         out.append(ResidualControl(int(n), rc.lmax, rc.smallest, rc.kappa, rc.rank,
                                    float(torch.linalg.matrix_norm(H - ref) / torch.linalg.matrix_norm(ref))))
+    return out
+
+
+def partial_term(pinn: PINN, name: str) -> Callable[[Tensor], Tensor]:
+    """``theta -> pinn.residuals(theta)[name]``: one term's residual vector as a function of ``theta``."""
+    return lambda theta: pinn.residuals(theta)[name]
+
+
+# --- Theorem 8.4's mechanism: the tangent kernel as n_res grows, where p >= n --------------------------------
+@dataclass(frozen=True)
+class KernelPoint:
+    r"""The tangent kernels at one ``n_res`` (:func:`tangent_kernel_sweep`).
+
+    Attributes:
+        n_res: residual points.
+        n_rows: rows of the whole loss's kernel, :math:`n = n_{\rm res} + n_{\rm ic} + n_{\rm bc}`.
+        n_params: :math:`p`.
+        lmax_res, lmin_res: extreme eigenvalues of the residual term's kernel
+            :math:`K_{\rm res} = J_{\rm res}J_{\rm res}^\top / n_{\rm res}` (``n_res`` square).
+        rel_min_res: ``lmin_res / lmax_res`` (near :math:`10^{-16}`: singular to working precision).
+        rel_min_all: the same for the whole loss's kernel :math:`JJ^\top` (``J``: Jacobian of
+            ``pinn.residual_vector``, each term scaled by :math:`1/\sqrt{N_k}`).
+    """
+
+    n_res: int
+    n_rows: int
+    n_params: int
+    lmax_res: float
+    lmin_res: float
+    rel_min_res: float
+    rel_min_all: float
+
+
+def tangent_kernel_sweep(n_res: Sequence[int], *, seed: int, width: int = 32, n_ic: int = 8, n_bc: int = 4,
+                         beta: float = 1.0, dtype: torch.dtype = torch.float64,
+                         device: str | torch.device | None = None) -> list[KernelPoint]:
+    r"""The tangent kernel :math:`JJ^\top` of a one-hidden-layer convection PINN (width 32: :math:`p = 129`, the
+    network of Figure 10) at its **initial** ``theta`` as ``n_res`` grows: the quantity behind Rathore et al.'s
+    Definition 8.3. With the residuals :math:`r` of the loss :math:`L = \|r\|^2`,
+    :math:`\|\nabla L\|^2 = 4 r^\top JJ^\top r \ge 4\lambda_{\min}(JJ^\top) L`: the loss is PL* with
+    :math:`\mu = 4\lambda_{\min}(JJ^\top)`, which can be positive only when :math:`p \ge n`.
+
+    The same ``seed`` gives the same network for every ``n_res``; the points are the problem's own grid samples.
+
+    Returns:
+        One :class:`KernelPoint` per ``n_res``.
+    """
+    from .curvature import jacobian
+
+    out = []
+    for n in n_res:
+        pinn = PINN(Problem_convection(beta), widths=[width], n_res=int(n), n_ic=n_ic, n_bc=n_bc, seed=seed,
+                    dtype=dtype, device=device)
+        theta = pinn.theta0
+        J = jacobian(pinn.residual_vector, theta)
+        Jr = jacobian(partial_term(pinn, "residual"), theta) / math.sqrt(int(n))
+        ev_all = torch.linalg.eigvalsh(J @ J.T)
+        ev = torch.linalg.eigvalsh(Jr @ Jr.T)
+        out.append(KernelPoint(int(n), J.shape[0], pinn.n_params, float(ev[-1]), float(ev[0]),
+                               float(ev[0] / ev[-1]), float(ev_all[0] / ev_all[-1])))
     return out

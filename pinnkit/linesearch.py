@@ -22,10 +22,11 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["LineSearchResult", "armijo"]
+__all__ = ["LineSearchResult", "armijo", "WolfeResult", "WOLFE_REASONS", "strong_wolfe"]
 
 
 @dataclass(frozen=True)
@@ -77,3 +78,152 @@ def armijo(f: Callable[[Tensor], Tensor], theta: Tensor, f0: float, g: Tensor, d
             return LineSearchResult(t, trial, value, True)
         t *= shrink
     return LineSearchResult(0.0, theta, float(f0), False)
+
+
+# --- strong Wolfe ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class WolfeResult:
+    r"""A strong Wolfe line search: the accepted ``step`` :math:`t` (``None``: the search failed), the value
+    :math:`\phi(t)` and slope :math:`\phi'(t)` there, the number of evaluations of :math:`\phi` (each one a loss and
+    gradient evaluation) and why it ended (``reason``, a key of :data:`WOLFE_REASONS`).
+    """
+
+    step: float | None
+    value: float
+    slope: float | None
+    evals: int
+    reason: str
+
+
+#: why :func:`strong_wolfe` ended
+WOLFE_REASONS = {
+    "wolfe": "the strong Wolfe conditions hold at the accepted step",
+    "extrapolation_limit": "maxiter doublings without bracketing a minimiser: the last trial is taken (scipy does so)",
+    "zoom_failed": "the zoom stage made maxiter interpolations without meeting the conditions (no step)",
+    "rounding": "the trial step became 0: rounding errors prevent progress (no step)",
+}
+
+
+def _cubicmin(a: float, fa: float, fpa: float, b: float, fb: float, c: float, fc: float) -> float | None:
+    """Minimiser of the cubic through ``(a, fa)``, ``(b, fb)``, ``(c, fc)`` with slope ``fpa`` at ``a`` (or None)."""
+    with np.errstate(divide="raise", over="raise", invalid="raise"):
+        try:
+            C, db, dc = fpa, np.float64(b - a), np.float64(c - a)
+            denom = (db * dc) ** 2 * (db - dc)
+            r1, r2 = fb - fa - C * db, fc - fa - C * dc
+            A = (dc ** 2 * r1 - db ** 2 * r2) / denom
+            B = (-dc ** 3 * r1 + db ** 3 * r2) / denom
+            xmin = a + (-B + np.sqrt(B * B - 3 * A * C)) / (3 * A)
+        except (ArithmeticError, FloatingPointError):
+            return None
+    return float(xmin) if np.isfinite(xmin) else None
+
+
+def _quadmin(a: float, fa: float, fpa: float, b: float, fb: float) -> float | None:
+    """Minimiser of the quadratic through ``(a, fa)``, ``(b, fb)`` with slope ``fpa`` at ``a`` (or None)."""
+    with np.errstate(divide="raise", over="raise", invalid="raise"):
+        try:
+            db = np.float64(b - a)
+            B = (fb - fa - fpa * db) / (db * db)
+            xmin = a - fpa / (2.0 * B)
+        except (ArithmeticError, FloatingPointError):
+            return None
+    return float(xmin) if np.isfinite(xmin) else None
+
+
+def strong_wolfe(phi: Callable[[float], tuple[float, float]], phi0: float, slope0: float,
+                 phi_prev: float | None = None, *, c1: float = 1e-4, c2: float = 0.9, amax: float | None = 1e100,
+                 maxiter: int = 10) -> WolfeResult:
+    r"""A step :math:`t` with :math:`\phi(t) \le \phi(0) + c_1 t\,\phi'(0)` and :math:`|\phi'(t)| \le
+    c_2|\phi'(0)|` (strong Wolfe), for :math:`\phi(t) = f(\theta + t d)`.
+
+    Nocedal & Wright's Algorithms 3.5 (bracketing by doubling) and 3.6 (zoom by safeguarded cubic, then quadratic,
+    then bisection interpolation), step for step as ``scipy.optimize``'s ``scalar_search_wolfe2`` (the same trial
+    steps and constants: cubic check 0.2, quadratic check 0.1, ``maxiter`` doublings and zoom iterations), so that
+    it can be tested against it. The first trial is scipy's :math:`t_1 = \min(1, 2.02(\phi(0) - \phi_{\rm prev})
+    / \phi'(0))` (1 when that is negative or ``phi_prev`` is None): a quadratic model through the last decrease.
+
+    >>> phi = lambda t: ((t - 0.3) ** 2, 2 * (t - 0.3))       # a parabola with its minimum at 0.3
+    >>> r = strong_wolfe(phi, 0.09, -0.6)
+    >>> round(r.step, 12), r.reason, r.evals
+    (0.3, 'wolfe', 2)
+
+    Args:
+        phi: ``t -> (phi(t), phi'(t))`` (one loss and gradient evaluation; ``phi'(t) = g(theta + t d) . d``).
+        phi0, slope0: :math:`\phi(0)` and :math:`\phi'(0) < 0`.
+        phi_prev: the loss before the previous step (sets the first trial; None: 1).
+        c1, c2: the constants, :math:`0 < c_1 < c_2 < 1`.
+        amax: the largest step.
+        maxiter: the most doublings, and the most zoom iterations.
+
+    Returns:
+        A :class:`WolfeResult` (``step=None`` when no step was found: ``reason`` says why).
+
+    Raises:
+        ValueError: not :math:`0 < c_1 < c_2 < 1`.
+    """
+    if not 0 < c1 < c2 < 1:
+        raise ValueError(f"strong Wolfe needs 0 < c1 < c2 < 1, got c1={c1}, c2={c2}")
+    cache: dict[float, tuple[float, float]] = {}
+
+    def ev(t: float) -> tuple[float, float]:
+        if t not in cache:
+            v, s = phi(t)
+            cache[t] = (float(v), float(s))
+        return cache[t]
+
+    def done(t: float | None, reason: str, value: float, slope: float | None) -> WolfeResult:
+        return WolfeResult(t, value, slope, len(cache), reason)
+
+    a0, a1 = 0.0, 1.0
+    if phi_prev is not None and slope0 != 0:
+        a1 = min(1.0, 1.01 * 2 * (phi0 - phi_prev) / slope0)
+    if a1 < 0:
+        a1 = 1.0
+    if amax is not None:
+        a1 = min(a1, amax)
+    f1, _ = ev(a1)
+    f0_, d0_ = phi0, slope0
+
+    def zoom(lo: float, hi: float, f_lo: float, f_hi: float, d_lo: float) -> WolfeResult:
+        f_rec, a_rec, aj = phi0, 0.0, None
+        for i in range(maxiter + 1):
+            da = hi - lo
+            a, b = (hi, lo) if da < 0 else (lo, hi)
+            if i > 0:
+                cchk = 0.2 * da
+                aj = _cubicmin(lo, f_lo, d_lo, hi, f_hi, a_rec, f_rec)
+            if i == 0 or aj is None or aj > b - cchk or aj < a + cchk:
+                qchk = 0.1 * da
+                aj = _quadmin(lo, f_lo, d_lo, hi, f_hi)
+                if aj is None or aj > b - qchk or aj < a + qchk:
+                    aj = lo + 0.5 * da
+            fj, dj = ev(aj)    # one evaluation gives value and slope (scipy asks for the slope only when needed)
+            if fj > phi0 + c1 * aj * slope0 or fj >= f_lo:
+                f_rec, a_rec, hi, f_hi = f_hi, hi, aj, fj
+            else:
+                if abs(dj) <= -c2 * slope0:
+                    return done(aj, "wolfe", fj, dj)
+                if dj * (hi - lo) >= 0:
+                    f_rec, a_rec, hi, f_hi = f_hi, hi, lo, f_lo
+                else:
+                    f_rec, a_rec = f_lo, lo
+                lo, f_lo, d_lo = aj, fj, dj
+        return done(None, "zoom_failed", phi0, None)
+
+    for i in range(maxiter):
+        if a1 == 0 or (amax is not None and a0 > amax):
+            return done(None, "rounding", phi0, None)
+        if f1 > phi0 + c1 * a1 * slope0 or (f1 >= f0_ and i > 0):
+            return zoom(a0, a1, f0_, f1, d0_)
+        _, d1 = ev(a1)
+        if abs(d1) <= -c2 * slope0:
+            return done(a1, "wolfe", f1, d1)
+        if d1 >= 0:
+            return zoom(a1, a0, f1, f0_, d1)
+        a2 = 2 * a1
+        if amax is not None:
+            a2 = min(a2, amax)
+        a0, a1, f0_, d0_ = a1, a2, f1, d1
+        f1, _ = ev(a1)
+    return done(a1, "extrapolation_limit", f1, None)

@@ -52,7 +52,8 @@ from .objective import TermsFn, total
 from .papers import RATHORE2024, RATHORE2024_SECONDS
 
 __all__ = ["NystromPreconditioner", "nystrom", "pcg", "CGResult", "NNCGStep", "NNCGStepper",
-           "nncg_stepper", "diagnostics_table", "RATHORE2024", "RATHORE2024_SECONDS", "optimizer_table"]
+           "nncg_stepper", "GDArmijoStepper", "gd_armijo_stepper", "diagnostics_table", "RATHORE2024",
+           "RATHORE2024_SECONDS", "optimizer_table"]
 
 MatVec = Callable[[Tensor], Tensor]
 
@@ -266,6 +267,10 @@ class NNCGStepper:
     """NNCG on a flat ``theta`` (the stepper protocol of :mod:`pinnkit.train`): ``step()`` = one Newton–CG
     iteration (one "iteration" in Rathore et al.'s count). ``diagnostics`` holds one :class:`NNCGStep` per step,
     ``last`` the latest. See the module docstring for ``safeguard`` (False, the default: the paper's algorithm).
+
+    Budgets: ``evals`` counts loss evaluations so far (per step one loss-and-gradient evaluation, the loss at the
+    current point, and every Armijo trial; :attr:`pinnkit.train.History.evals` logs it) and ``hvps`` the
+    Hessian-vector products (CG and the Nyström sketch).
     """
 
     iterations_per_step = 1
@@ -289,11 +294,17 @@ class NNCGStepper:
         self.precond: NystromPreconditioner | None = None
         self.d: Tensor | None = None
         self.k = 0
+        self.evals = 0     # loss evaluations so far (a gradient counts one)
+        self.hvps = 0      # Hessian-vector products so far
         self.diagnostics: list[NNCGStep] = []
 
     @property
     def theta(self) -> Tensor:
         return self._theta
+
+    def _counted(self, th: Tensor) -> Tensor:
+        self.evals += 1
+        return self.loss(th)
 
     @property
     def last(self) -> NNCGStep | None:
@@ -306,12 +317,13 @@ class NNCGStepper:
         state (``theta`` is saved separately; the diagnostics are not kept).
         """
         pre = self.precond
-        return {"k": self.k, "d": self.d, "gen": self.gen.get_state(),
+        return {"k": self.k, "d": self.d, "gen": self.gen.get_state(), "evals": self.evals, "hvps": self.hvps,
                 "precond": None if pre is None else {"U": pre.U, "lhat": pre.lhat, "mu": pre.mu,
                                                      "indefinite": pre.indefinite}}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.k, self.d = int(state["k"]), state["d"]
+        self.evals, self.hvps = int(state.get("evals", 0)), int(state.get("hvps", 0))
         self.gen.set_state(state["gen"])
         pre = state["precond"]
         self.precond = None if pre is None else NystromPreconditioner(pre["U"], pre["lhat"], float(pre["mu"]),
@@ -325,7 +337,8 @@ class NNCGStepper:
         """
         th = self._theta
         op = hvp_operator(self.loss, th)          # gradient graph built once, reused by every product below
-        g, f0 = op.grad, float(self.loss(th))
+        g, f0 = op.grad, float(self._counted(th))
+        self.evals += 1                           # the gradient (built by hvp_operator)
         if not (math.isfinite(f0) and bool(torch.isfinite(g).all())):
             raise FloatingPointError(f"NNCG step {self.k}: the loss or gradient is not finite at the current theta; "
                                      "train in float64 or stop the previous phase earlier")
@@ -348,7 +361,7 @@ class NNCGStepper:
         fallback = self.safeguard and not descent
         if fallback:                              # not a descent direction: use the preconditioned gradient
             d = self.precond.apply_inverse(g)
-        ls = armijo(self.loss, th, f0, g, -d, c1=self.alpha, shrink=self.beta, max_step=self.max_step)  # th - t d
+        ls = armijo(self._counted, th, f0, g, -d, c1=self.alpha, shrink=self.beta, max_step=self.max_step)  # th - t d
         self.d = cg.x.detach()                    # warm start from the CG solution, as the authors
         self._theta = ls.theta.detach()
         self.diagnostics.append(NNCGStep(
@@ -356,6 +369,7 @@ class NNCGStepper:
             exit=cg.exit, rel_residual=cg.rel_residual, precond_residual=cg.precond_residual,
             negative_curvature_hits=cg.negative_curvature_hits, descent=descent, fallback=fallback, t=ls.step,
             hvps=op.calls, refreshed=refreshed, indefinite=self.precond.indefinite))
+        self.hvps += op.calls
         self.k += 1
 
 
@@ -371,6 +385,74 @@ def nncg_stepper(terms_fn: TermsFn, theta: Tensor, *, mu: float = 1e-2, rank: in
     """
     return NNCGStepper(terms_fn, theta, mu=mu, rank=rank, refresh=refresh, cg_iters=cg_iters, cg_tol=cg_tol,
                        alpha=alpha, beta=beta, max_step=max_step, chunk=chunk, seed=seed, safeguard=safeguard)
+
+
+class GDArmijoStepper:
+    r"""Gradient descent with NNCG's Armijo search: :math:`\theta \leftarrow \theta - t\nabla L`, the first
+    trial :math:`t` = ``max_step``, halved (``beta``) until :math:`L` falls by ``alpha`` :math:`t\|\nabla L\|^2`.
+
+    The control for NNCG: the same line search and budget without curvature, so a gain NNCG makes and this does
+    not comes from the curvature, not from the line search. ``evals`` counts loss evaluations (one
+    loss-and-gradient evaluation per step and every Armijo trial), ``last_t`` the latest accepted step (0: none
+    accepted).
+
+    >>> import torch
+    >>> s = GDArmijoStepper(lambda th: {"loss": (th ** 2).sum()}, torch.ones(2, dtype=torch.float64), max_step=1.0)
+    >>> s.step(); s.theta.tolist(), s.last_t, s.evals      # t = 1 overshoots to -1, t = 1/2 lands on 0
+    ([0.0, 0.0], 0.5, 3)
+    """
+
+    iterations_per_step = 1
+
+    def __init__(self, terms_fn: TermsFn, theta: Tensor, alpha: float = 0.1, beta: float = 0.5,
+                 max_step: float = 1.0):
+        if not (0 < alpha < 1 and 0 < beta < 1 and max_step > 0):
+            raise ValueError(f"Armijo needs 0 < alpha < 1, 0 < beta < 1 and max_step > 0; got alpha={alpha}, "
+                             f"beta={beta}, max_step={max_step}")
+        self.loss = total(terms_fn)
+        self._theta = theta.detach().clone()
+        self.alpha, self.beta, self.max_step = float(alpha), float(beta), float(max_step)
+        self.evals, self.k, self.last_t = 0, 0, math.nan
+
+    @property
+    def theta(self) -> Tensor:
+        return self._theta
+
+    def _counted(self, th: Tensor) -> Tensor:
+        self.evals += 1
+        return self.loss(th)
+
+    def step(self) -> None:
+        """One gradient step with Armijo backtracking.
+
+        Raises:
+            FloatingPointError: the loss or gradient is not finite (``theta`` is left unchanged).
+        """
+        th = self._theta.detach().requires_grad_(True)
+        f = self.loss(th)
+        (g,) = torch.autograd.grad(f, th)
+        self.evals += 1                           # the loss and its gradient
+        f0 = float(f.detach())
+        if not (math.isfinite(f0) and bool(torch.isfinite(g).all())):
+            raise FloatingPointError(f"GD step {self.k}: the loss or gradient is not finite; train in float64")
+        ls = armijo(self._counted, self._theta, f0, g, -g, c1=self.alpha, shrink=self.beta, max_step=self.max_step)
+        self._theta, self.last_t = ls.theta.detach(), ls.step
+        self.k += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        """The step count and evaluation count (``theta`` is saved separately)."""
+        return {"k": self.k, "evals": self.evals}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.k, self.evals = int(state["k"]), int(state.get("evals", 0))
+
+
+def gd_armijo_stepper(terms_fn: TermsFn, theta: Tensor, *, alpha: float = 0.1, beta: float = 0.5,
+                      max_step: float = 1.0) -> GDArmijoStepper:
+    """Stepper factory for :data:`pinnkit.train.STEPPERS` (``"gd_armijo"``): :class:`GDArmijoStepper` with
+    NNCG's Armijo constants (``alpha`` 0.1, ``beta`` 0.5, first trial ``max_step`` 1).
+    """
+    return GDArmijoStepper(terms_fn, theta, alpha=alpha, beta=beta, max_step=max_step)
 
 
 def diagnostics_table(steps: list[NNCGStep], digits: int = 2) -> str:

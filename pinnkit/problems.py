@@ -23,7 +23,7 @@ from torch import Tensor
 Fn = Callable[[Tensor], Tensor]
 
 __all__ = [
-    "Problem", "Collocation", "Poisson1D", "Convection", "Reaction", "Wave", "AllenCahn",
+    "Problem", "Collocation", "Poisson1D", "Poisson2D", "Convection", "Reaction", "Wave", "AllenCahn",
     "make", "PROBLEMS", "partial", "jet", "Jet", "sum_of_mean_squares",
 ]
 
@@ -463,9 +463,56 @@ class Poisson1D(Problem):
         return Collocation({"residual": X, "boundary": torch.tensor([[0.0], [1.0]], dtype=torch.float64)})
 
 
+class Poisson2D(Problem):
+    r""":math:`-\Delta u = 2\pi^2 \sin(\pi x)\sin(\pi y)` on :math:`(0, 1)^2`, :math:`u = 0` on the boundary
+    (Müller & Zeinhofer 2023, the energy natural gradient paper's first example).
+
+    Exact solution :math:`u = \sin(\pi x)\sin(\pi y)`.
+
+    Loss terms (weight 1 each): ``residual`` = :math:`\operatorname{mean}(-\Delta u - f)^2` over the interior
+    points; ``boundary`` = :math:`\operatorname{mean}\,u^2` over the boundary points (``n_bc`` evenly spaced
+    points on each of the four edges, corners excluded, so ``4 n_bc`` in all). Müller & Zeinhofer halve both
+    terms; the minimiser and the Gauss–Newton step are the same.
+
+    >>> p = Poisson2D(); X = torch.tensor([[0.5, 0.5]], dtype=torch.float64)
+    >>> float(p.exact(X)), round(float(p.forcing(X)), 4)   # 2 pi^2 = 19.7392
+    (1.0, 19.7392)
+    """
+
+    name = "poisson2d"
+    bounds = ((0.0, 1.0), (0.0, 1.0))
+    input_names = ("x", "y")
+    eval_shape = (101, 101)
+
+    def forcing(self, X: Tensor) -> Tensor:
+        return 2 * math.pi ** 2 * torch.sin(math.pi * X[:, 0]) * torch.sin(math.pi * X[:, 1])
+
+    def exact(self, X: Tensor) -> Tensor:
+        return torch.sin(math.pi * X[:, 0]) * torch.sin(math.pi * X[:, 1])
+
+    def residuals(self, u: Fn, pts: dict[str, Tensor]) -> dict[str, Tensor]:
+        X = pts["residual"]
+        j = jet(u, X, second=(0, 1))
+        return {
+            "residual": -(j.second[0] + j.second[1]) - self.forcing(X),
+            "boundary": u(pts["boundary"]),
+        }
+
+    def sample(self, n_res: int, n_ic: int = 1, n_bc: int = 25, seed: int = 0, method: str = "grid") -> Collocation:
+        """``n_res`` interior points (``method`` as :meth:`Problem.sample`; ``n_ic`` is unused) and ``n_bc``
+        evenly spaced points on each edge.
+        """
+        n_res, n_bc = _check_positive(n_res=n_res, n_bc=n_bc).values()
+        gen = torch.Generator().manual_seed(seed)
+        s = torch.linspace(0, 1, n_bc + 2, dtype=torch.float64)[1:-1]
+        zero, one = torch.zeros_like(s), torch.ones_like(s)
+        edges = [torch.stack(c, dim=1) for c in ((s, zero), (one, s), (s, one), (zero, s))]
+        return Collocation({"residual": self._interior(n_res, gen, method, seed), "boundary": torch.cat(edges)})
+
+
 PROBLEMS: dict[str, type[Problem]] = {
     "poisson1d": Poisson1D, "convection": Convection, "reaction": Reaction, "wave": Wave,
-    "allen_cahn": AllenCahn,
+    "allen_cahn": AllenCahn, "poisson2d": Poisson2D,
 }
 
 

@@ -20,7 +20,8 @@ phase declares is a ``TypeError`` that lists the valid ones. New optimizers plug
 
 Every run ends with a ``status``: ``"converged"`` (gradient norm at most ``grad_tol``), ``"max_steps"``,
 ``"diverged"`` (``on_diverge="stop"``), ``"stalled"`` (a Newton-family step found no acceptable step) or
-``"interrupted"`` (``stop_after``; continue with ``resume=`` a :class:`TrainState`). Step times are wall-clock
+``"interrupted"`` (``stop_after``; continue with ``resume=`` a :class:`TrainState`), or ``"max_seconds"`` (the
+``max_seconds=`` time budget was spent). Step times are wall-clock
 seconds of ``step()`` alone, with ``torch.cuda.synchronize`` before each clock reading on a GPU.
 
 Imports: this module imports the optimizers of :mod:`~pinnkit.newton`, :mod:`~pinnkit.nncg` and
@@ -42,14 +43,16 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from .bfgs import bfgs_stepper, ssbfgs_stepper, ssbroyden_stepper
+from .gauss_newton import METHODS as _GAUSS_NEWTON_METHODS
 from .nets import size
 from .newton import METHODS as _NEWTON_METHODS
-from .nncg import nncg_stepper
+from .nncg import gd_armijo_stepper, nncg_stepper
 from .objective import TermsFn, as_terms, resolve, value_and_grad  # noqa: F401 (re-exported)
 from .soap import soap_stepper
 
 __all__ = ["train", "TrainResult", "TrainState", "History", "TrainingDiverged", "STEPPERS", "Stepper", "TorchStepper",
-           "LBFGSStepper", "LBFGS_REASONS", "adam", "lbfgs", "stepper_factory", "valid_options", "TermsFn",
+           "LBFGSStepper", "LBFGS_REASONS", "adam", "lbfgs", "lbfgs64", "stepper_factory", "valid_options", "TermsFn",
            "value_and_grad", "resolve", "as_terms"]
 
 #: divergence is judged relative to ``max(|initial loss|, DIVERGE_FLOOR)``: an absolute floor, so that a loss
@@ -80,7 +83,7 @@ class History:
     stops: dict[str, list[Any]] = field(default_factory=dict)
 
 
-Status = Literal["converged", "max_steps", "diverged", "stalled", "interrupted"]
+Status = Literal["converged", "max_steps", "diverged", "stalled", "interrupted", "max_seconds"]
 
 
 @dataclass(frozen=True)
@@ -175,6 +178,7 @@ class TrainState:
     elapsed: float
     first: float | None
     evals_done: int = 0   # loss evaluations of the phases before ``phase``
+    cpu: float = 0.0      # process CPU seconds spent in optimizer steps so far (``budget_clock="cpu"``)
 
     def save(self, path: str | Path) -> None:
         """Write the state with :func:`torch.save` (plain containers and tensors only)."""
@@ -364,9 +368,25 @@ def lbfgs(terms_fn: TermsFn, theta: Tensor, lbfgs_iter: int = 20, history_size: 
         iterations_per_step=lbfgs_iter)
 
 
+def lbfgs64(terms_fn: TermsFn, theta: Tensor, lbfgs_iter: int = 20, history_size: int = 100) -> LBFGSStepper:
+    """:func:`lbfgs` in float64 with both tolerances at zero (``"lbfgs64"``): no step ends early on a rounding test,
+    so every step runs its ``lbfgs_iter`` iterations (arXiv 2505.10949's setting; ``History.stops`` says so).
+
+    Raises:
+        ValueError: ``theta`` is not float64 (build the model with ``dtype=torch.float64``).
+    """
+    if theta.dtype != torch.float64:
+        raise ValueError(f"lbfgs64 runs in float64, but theta is {theta.dtype}; build the model with "
+                         f"dtype=torch.float64 (e.g. pk.PINN(..., dtype=torch.float64)) or use 'lbfgs'")
+    return lbfgs(terms_fn, theta, lbfgs_iter, history_size, tolerance_grad=0.0, tolerance_change=0.0)
+
+
 #: every optimizer :func:`train` knows, by name: ``factory(terms_fn, theta, *, options) -> stepper``
 STEPPERS: dict[str, Callable[..., Stepper]] = {"adam": adam, "lbfgs": lbfgs, "soap": soap_stepper,
-                                               "nncg": nncg_stepper, **_NEWTON_METHODS}
+                                               "nncg": nncg_stepper, **_NEWTON_METHODS,
+                                               **_GAUSS_NEWTON_METHODS, "bfgs": bfgs_stepper,
+                                               "ssbfgs": ssbfgs_stepper, "ssbroyden": ssbroyden_stepper,
+                                               "lbfgs64": lbfgs64, "gd_armijo": gd_armijo_stepper}
 
 
 # --- options -------------------------------------------------------------------------------------------
@@ -498,6 +518,7 @@ def train(objective: Any, method: str = "adam", steps: int = 1000, *, theta0: Te
           desc: str | None = None, resume: TrainState | None = None,
           checkpoint: Callable[[TrainState], None] | None = None, checkpoint_every: float | None = None,
           stop_after: int | None = None, on_step: Callable[[int, Tensor, Tensor, Any], None] | None = None,
+          max_seconds: float | None = None, budget_clock: Literal["wall", "cpu"] = "wall",
           **options: Any) -> TrainResult:
     """Optimise ``objective`` from ``theta0`` with ``method`` and return the last iterate and its :class:`History`.
 
@@ -533,6 +554,13 @@ def train(objective: Any, method: str = "adam", steps: int = 1000, *, theta0: Te
         on_step: called after every optimizer step :math:`k \to k+1` as ``on_step(k, theta_k, theta_k1, stepper)``
             (copies of the two iterates; the stepper holds its state after the step), e.g. to measure consecutive
             updates at lag 1 (:func:`pinnkit.alignment.track`).
+        max_seconds: a time budget: stop (``status="max_seconds"``, the iterate logged) after the first step at
+            which the optimizer time (``History.time``: seconds inside ``step()``, the logging excluded) reaches
+            it; ``steps`` stays an upper bound. For comparisons at equal wall-clock time.
+        budget_clock: the clock of ``max_seconds``: ``"wall"`` (``History.time``) or ``"cpu"`` (the process's CPU
+            seconds inside ``step()``, :func:`time.process_time`, logged as ``History.extra["cpu_time"]``): on a
+            shared CPU, where other processes slow the wall clock, one thread's CPU time is the budget a quiet
+            machine's wall clock would give (not on a GPU, whose work the CPU clock does not see).
         **options: passed to every phase whose factory declares them: ``lr`` (Adam 1e-3, SOAP 3e-3),
             ``lbfgs_iter`` (20), ``history_size`` (100), NNCG's ``mu``/``rank``/..., Newton's ``residual``/
             ``damping``/... (see :func:`valid_options`).
@@ -558,6 +586,10 @@ def train(objective: Any, method: str = "adam", steps: int = 1000, *, theta0: Te
         raise ValueError(f"diverge must be positive, got {diverge}")
     log_every = max(1, steps // 100) if log_every is None else size(log_every, "log_every", 1)
     stop_after = None if stop_after is None else size(stop_after, "stop_after", 1)
+    if budget_clock not in ("wall", "cpu"):
+        raise ValueError(f"budget_clock must be 'wall' or 'cpu', got {budget_clock!r}")
+    if max_seconds is not None and not max_seconds > 0:
+        raise ValueError(f"max_seconds must be a positive number of seconds, got {max_seconds}")
     if checkpoint_every is not None and not checkpoint_every > 0:
         raise ValueError(f"checkpoint_every must be a positive number of seconds, got {checkpoint_every}")
     terms_fn, theta0 = resolve(objective, theta0)
@@ -573,6 +605,7 @@ def train(objective: Any, method: str = "adam", steps: int = 1000, *, theta0: Te
     hist = History()
     theta = theta0.detach().clone()
     elapsed, k, it, start_phase, start_done = 0.0, 0, 0, 0, 0
+    cpu = 0.0
     first: float | None = None
     resume_stepper: dict[str, Any] | None = None
     if resume is not None:
@@ -582,6 +615,7 @@ def train(objective: Any, method: str = "adam", steps: int = 1000, *, theta0: Te
         hist = History(**dataclasses.asdict(resume.history))   # a private copy of the lists
         theta = resume.theta.detach().clone().to(theta0.device, theta0.dtype)
         elapsed, k, it, first = resume.elapsed, resume.k, resume.iteration, resume.first
+        cpu = resume.cpu
         start_phase, start_done, resume_stepper = resume.phase, resume.done, resume.stepper
     good = theta                      # the last logged (finite) iterate
     status: Status = "max_steps"
@@ -623,6 +657,8 @@ def train(objective: Any, method: str = "adam", steps: int = 1000, *, theta0: Te
             hist.terms.setdefault(name, []).append(float(v))
         hist.grad_norm.append(gn)
         hist.time.append(elapsed)
+        if budget_clock == "cpu":
+            hist.extra.setdefault("cpu_time", []).append(cpu)
         counted = 0 if stepper is None else getattr(stepper, "evals", None)
         hist.evals.append(None if counted is None else evals_before + counted)
         if l2re is not None:
@@ -638,7 +674,7 @@ def train(objective: Any, method: str = "adam", steps: int = 1000, *, theta0: Te
         sd = stepper.state_dict() if hasattr(stepper, "state_dict") else None
         return TrainState(method=method, steps=steps, switch=counts, k=k, iteration=it, phase=phase, done=done,
                           theta=theta.detach().clone(), stepper=sd, history=History(**dataclasses.asdict(hist)),
-                          elapsed=elapsed, first=first, evals_done=evals_before)
+                          elapsed=elapsed, first=first, evals_done=evals_before, cpu=cpu)
 
     stepper: Any = None
     evals_before = 0 if resume is None else resume.evals_done   # evaluations of the finished phases
@@ -665,7 +701,7 @@ def train(objective: Any, method: str = "adam", steps: int = 1000, *, theta0: Te
                     break
                 before = theta.detach().clone() if on_step is not None else theta
                 _synchronize(theta)
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 try:
                     stepper.step()
                 except FloatingPointError as err:   # a stepper's own non-finite check (NNCG's direction)
@@ -674,6 +710,7 @@ def train(objective: Any, method: str = "adam", steps: int = 1000, *, theta0: Te
                         break
                 _synchronize(theta)
                 elapsed += time.perf_counter() - t0
+                cpu += time.process_time() - c0
                 theta = stepper.theta
                 if on_step is not None:
                     on_step(k, before, theta.detach().clone(), stepper)
@@ -690,6 +727,12 @@ def train(objective: Any, method: str = "adam", steps: int = 1000, *, theta0: Te
                     done = True
                     if not record(phase):
                         status = "stalled"
+                    break
+                spent = elapsed if budget_clock == "wall" else cpu
+                if max_seconds is not None and spent >= max_seconds and k < steps:   # time budget spent
+                    done = True
+                    if not record(phase):
+                        status = "max_seconds"
                     break
                 if k % log_every and not math.isfinite(float(theta.sum())) and diverged(
                         "the parameters became non-finite"):

@@ -1,4 +1,5 @@
 """Alignment score, per-term gradients, training loggers and preconditioned alignment."""
+import copy
 import math
 
 import pytest
@@ -226,3 +227,42 @@ def test_saddle_free_uses_absolute_eigenvalues():
     torch.testing.assert_close(al.precondition(M, v, damping=1e-12)["a"], torch.tensor([0.5, -0.25], dtype=torch.float64))
     torch.testing.assert_close(al.precondition(M, v, damping=1e-12, absolute=True)["a"],
                                torch.tensor([0.5, 0.25], dtype=torch.float64))
+
+
+def test_track_with_resampled_points_uses_each_steps_own_points():
+    """resample=True (Wang et al.'s fresh batches): step k's gradients use step k's points; checked against Adam
+    steps taken by hand on a copy whose residual points are redrawn the same way. The caller's model is unchanged."""
+    pinn = pk.PINN("convection", widths=[6], n_res=32, n_ic=8, n_bc=4, dtype=torch.float64, seed=2)
+    before = {k: v.clone() for k, v in pinn.points.items()}
+    tr = al.track(pinn, "adam", 5, lr=1e-2, log_every=2, seed=4, resample=True)
+    assert all(torch.equal(before[k], pinn.points[k]) for k in before)
+    by_hand = copy.copy(pinn)
+    redraw = al._Redraw(by_hand, 4)
+    batches = []
+    for k in range(6):
+        redraw(k)
+        batches.append(dict(by_hand.points))
+        assert k == 0 or not torch.equal(batches[k]["residual"], batches[k - 1]["residual"])
+        assert torch.equal(batches[k]["initial"], before["initial"])
+    by_hand.points = batches[0]
+    stepper = pk.STEPPERS["adam"](by_hand.terms, pinn.theta0, lr=1e-2)
+    thetas = [pinn.theta0]
+    for k in range(5):
+        by_hand.points = batches[k]
+        stepper.step()
+        thetas.append(stepper.theta.clone())
+    torch.testing.assert_close(tr.theta, thetas[-1])
+
+    def at(k, f):
+        by_hand.points = batches[k]
+        return f(thetas[k])
+
+    grad = torch.func.grad(by_hand.loss)
+    for i, k in enumerate(tr.step):
+        assert tr.intra[i] == pytest.approx(at(k, lambda th: al.intra_step_alignment(by_hand.terms, th)), abs=1e-10)
+        want = al.cosine(at(k, grad), at(k + 1, grad))
+        assert tr.inter_grad[i] == pytest.approx(want, abs=1e-10)
+    fixed = al.track(pinn, "adam", 5, lr=1e-2, log_every=2, seed=4)
+    assert abs(fixed.intra[-1] - tr.intra[-1]) > 1e-6       # the fresh points change what is measured
+    with pytest.raises(TypeError, match="PINN-like"):
+        al.track(pinn.terms, "adam", 3, lr=1e-2, resample=True)

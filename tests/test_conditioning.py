@@ -308,3 +308,78 @@ def test_compare_top_with_conjugate_pairs():
     assert t.gain == pytest.approx(float(top[0] / top[-1]))
     assert t.share_best_scalar == pytest.approx(K.best_scalar_share(top)[0])
     assert t.share_best_scalar < 1.0
+
+
+# --- cg_bound / cg_check: the outlier-aware bound against CG actually run ----------------------------------
+def _cg_iters(lam: torch.Tensor, w: torch.Tensor, tol: float) -> int:
+    """Plain float64 CG on diag(lam) x = w from 0: first iteration with A-norm error <= tol (independent code)."""
+    x_star = w / lam
+    anorm = lambda e: float(torch.sqrt((lam * e * e).sum()))   # noqa: E731
+    x, r = torch.zeros_like(w), w.clone()
+    p, rr = r.clone(), r @ r
+    for i in range(1, 10 * lam.numel()):
+        Ap = lam * p
+        a = rr / (p @ Ap)
+        x, r = x + a * p, r - a * Ap
+        if anorm(x - x_star) <= tol * anorm(x_star):
+            return i
+        rr, rr_old = r @ r, rr
+        p = r + rr / rr_old * p
+    raise AssertionError("CG did not converge")
+
+
+@pytest.mark.parametrize("n_out", [0, 3, 8])
+def test_cg_bound_counts_outliers_and_holds_for_cg_run(n_out):
+    """k outliers at 10..20 above a bulk in [1, 4]: plain float64 CG behaves as in exact arithmetic here (outliers
+    further out delay it: see test_cg_check_exact_arithmetic_within_bound_and_float64_delay)."""
+    g = torch.Generator().manual_seed(n_out)
+    bulk = torch.linspace(1.0, 4.0, 200, dtype=F64)
+    out = torch.linspace(10.0, 20.0, n_out, dtype=F64) if n_out else torch.zeros(0, dtype=F64)
+    lam = torch.cat([bulk, out])
+    tol = 1e-6
+    b = K.cg_bound(lam, tol)
+    measured = _cg_iters(lam, torch.randn(lam.numel(), generator=g, dtype=F64), tol)
+    assert b.outliers == n_out and b.kappa_rest == pytest.approx(4.0)
+    assert measured <= b.iterations <= measured + n_out + 5          # a bound, and a tight one
+    if n_out:
+        assert b.chebyshev > b.iterations                               # counting the outliers is sharper
+        assert b.chebyshev == K._chebyshev_steps(float(lam.max() / lam.min()), tol)
+
+
+def test_cg_bound_caps_at_distinct_eigenvalues_and_rejects():
+    lam = torch.tensor([1.0, 1.0, 1e3, 1e3, 1e6, 1e6, 1e6], dtype=F64)
+    b = K.cg_bound(lam, 1e-10)
+    assert b.distinct == 3 and b.iterations == 3
+    assert _cg_iters(lam, torch.ones(7, dtype=F64), 1e-10) <= 3
+    assert K._chebyshev_steps(1.0, 1e-6) == 1
+    # sqrt(kappa)/2 ln(2/tol) is the large-kappa form of the exact Chebyshev count
+    assert K._chebyshev_steps(1e8, 1e-6) == pytest.approx(K.iterations_predicted(1e8, 1e-6).cg, rel=1e-3)
+    with pytest.raises(ValueError, match="positive-definite"):
+        K.cg_bound([0.0, 1.0])
+    with pytest.raises(ValueError, match="tol"):
+        K.cg_bound([1.0, 2.0], tol=0.0)
+
+
+def test_cg_check_exact_arithmetic_within_bound_and_float64_delay():
+    """A rotated matrix whose top 30 eigenvalues span six decades (a trained PINN's Hessian at k = Gauss-Newton
+    rank) above a null space: CG with re-orthogonalised residuals ends within k = 30 as the bound says, plain
+    float64 CG loses orthogonality and needs more; on a spectrum within a factor 4 both agree with the bound."""
+    P, k = 120, 30
+    g = torch.Generator().manual_seed(3)
+    Q, _ = torch.linalg.qr(torch.randn(P, P, generator=g, dtype=F64))
+    lam = torch.cat([torch.logspace(0, 6, k, dtype=F64), torch.zeros(P - k, dtype=F64)])
+    c = K.cg_check((Q * lam) @ Q.T, k, 1e-6)
+    assert c.bound.iterations == k and c.bound.chebyshev > 100 * k
+    assert c.measured_exact is not None and c.measured_exact <= c.bound.iterations
+    assert c.measured is not None and c.measured > c.bound.iterations
+    assert bool((c.errors_exact[1:] <= c.errors_exact[:-1] * (1 + 1e-8)).all())   # A-norm error never grows
+    lam2 = torch.cat([torch.linspace(1, 4, k, dtype=F64), torch.zeros(P - k, dtype=F64)])
+    c2 = K.cg_check((Q * lam2) @ Q.T, k, 1e-6)
+    assert c2.measured == c2.measured_exact and c2.measured is not None and c2.measured <= c2.bound.iterations
+    # outliers 30..1000 times the bulk: exact arithmetic within the bound, float64 delayed by them
+    lam3 = torch.cat([torch.linspace(1.0, 4.0, 100, dtype=F64), 10 ** torch.linspace(1.5, 3, 8, dtype=F64)])
+    c3 = K.cg_check(torch.diag(lam3), lam3.numel(), 1e-6)
+    assert c3.bound.outliers == 8 and c3.measured_exact is not None and c3.measured_exact <= c3.bound.iterations
+    assert c3.measured is not None and c3.measured > c3.bound.iterations
+    with pytest.raises(ValueError, match="k must be"):
+        K.cg_check(torch.eye(3, dtype=F64), 4)

@@ -101,3 +101,68 @@ def test_residual_control_and_fig10_sweep_tiny():
     (pt,) = F.fig10_sweep([64], adam_steps=3, lbfgs_steps=1, lr=1e-3, seed=0, width=4)
     assert pt.n_res == 64 and math.isfinite(pt.ratio) and pt.ratio >= 1.0
     assert pt.ratio == pytest.approx(pt.lmax / pt.min_abs)
+
+
+def test_power_law_confidence_interval_matches_scipy():
+    scipy_stats = pytest.importorskip("scipy.stats")
+    x = [256, 512, 1024, 2048, 4096, 8192]
+    y = [6.4e9, 4.0e10, 7.1e9, 4.9e9, 8.9e9, 3.0e10]
+    fit = F.fit_power_law(x, y)
+    ref = scipy_stats.linregress([math.log(v) for v in x], [math.log(v) for v in y])
+    assert fit.slope == pytest.approx(ref.slope, rel=1e-10)
+    assert fit.stderr == pytest.approx(ref.stderr, rel=1e-8)
+    lo, hi = fit.ci()
+    t = scipy_stats.t.ppf(0.975, len(x) - 2)
+    assert lo == pytest.approx(ref.slope - t * ref.stderr, rel=1e-3)
+    assert hi == pytest.approx(ref.slope + t * ref.stderr, rel=1e-3)
+    assert math.isnan(F.fit_power_law([1, 2], [1, 4]).ci()[0])      # two points: no interval
+
+
+def test_t_quantile_table_against_scipy():
+    scipy_stats = pytest.importorskip("scipy.stats")
+    for df in (1, 2, 4, 10, 30, 60):
+        assert F.t_quantile(df) == pytest.approx(scipy_stats.t.ppf(0.975, df), rel=2e-3)
+    with pytest.raises(ValueError, match="three points"):
+        F.t_quantile(0)
+
+
+def test_operator_preconditioning_on_sines_gives_kappa_one():
+    """Scaling sin(j pi x) by (j pi)^-2 undoes the second derivative exactly (orthogonal on the grid)."""
+    m = F.fourier_features(pk.problems.Poisson1D(), n_freq=8, n_res=128)
+    G = F.derivative_gram(m, 2, constant=True)
+    assert _kappa(G) == pytest.approx(8 ** 4, rel=0.02)
+    assert _kappa(F.scaled(G, F.order_scaling(m, 2))) == pytest.approx(1.0, abs=1e-6)
+    # the whole PINN loss: (K pi)^4 / 2 before, 2 after (the boundary term's curvature on the constant)
+    assert _kappa(m.hessian()) == pytest.approx((8 * math.pi) ** 4 / 2, rel=0.01)
+    assert _kappa(F.scaled(m.hessian(), F.order_scaling(m, 2))) == pytest.approx(2.0, rel=0.01)
+
+
+def test_random_sine_features_precondition_to_plain_regression():
+    """On non-orthogonal random sines the second derivative, divided out, leaves plain regression's Gram matrix."""
+    m = F.random_sine_features(pk.problems.Poisson1D(), n_freq=12, n_res=256, seed=1)
+    w = F.feature_weights(m)[:, 0] / math.pi
+    assert bool(((w - torch.arange(1, 13)).abs() <= 0.5).all())
+    G2 = F.scaled(F.derivative_gram(m, 2, constant=True), F.order_scaling(m, 2))
+    G0 = F.derivative_gram(m, 0)
+    assert torch.allclose(G2[:-1, :-1], G0, rtol=1e-10, atol=1e-12)
+    assert _kappa(G0) > 2.0                        # not orthogonal: kappa is not 1
+    with pytest.raises(ValueError, match="1-D"):
+        F.random_sine_features(pk.problems.Convection(beta=1.0), n_freq=3)
+
+
+def test_tangent_kernel_sweep_small():
+    pts = F.tangent_kernel_sweep([4, 8, 200], seed=0, width=8, n_ic=4, n_bc=2)
+    assert [q.n_res for q in pts] == [4, 8, 200] and pts[0].n_params == 33
+    assert pts[0].n_rows == 4 + 4 + 2
+    assert pts[0].rel_min_res > pts[1].rel_min_res             # the kernel's bottom falls as n_res grows
+    assert abs(pts[2].rel_min_res) < 1e-13                     # n_res > p: singular
+    # the periodicity residual at t = 0 is the difference of the initial residuals at x = 0 and 2 pi: singular
+    assert all(abs(q.rel_min_all) < 1e-13 for q in pts)
+
+
+def test_authors_estimate_on_a_tiny_network():
+    pinn = pk.PINN(pk.problems.Convection(1.0), widths=[3], n_res=32, n_ic=8, n_bc=4, seed=0, dtype=torch.float64)
+    est = F.authors_estimate(pinn, pinn.theta0, seed=0)
+    ev = torch.linalg.eigvalsh(pk.curvature.hessian(pinn.loss, pinn.theta0))
+    assert est.eigenvalues.shape == (pinn.n_params,)
+    assert abs(float(est.eigenvalues[0])) == pytest.approx(float(ev.abs().max()), rel=1e-2)

@@ -249,3 +249,38 @@ def test_bad_options_name_the_fix():
     with pytest.raises(ValueError, match="alpha"):
         NNCGStepper(lambda th: {"l": (th ** 2).sum()}, torch.zeros(2, dtype=DT), alpha=1.5)
     assert isinstance(nystrom(torch.eye(3, dtype=DT), 3, 2, 1.0), NystromPreconditioner)
+
+
+def test_nncg_counts_its_evaluations_and_hvps_and_train_logs_them():
+    """evals = per step 2 (the gradient and the loss at theta) + the Armijo trials; hvps = the steps' products."""
+    pinn = pk.PINN(pk.problems.Convection(beta=2.0), widths=[6], n_res=32, n_ic=8, n_bc=4, dtype=DT)
+    run = pk.train(pinn, "nncg", 4, quiet=True, log_every=1, rank=5, cg_iters=10, mu=1e-1)
+    st, diag = run.stepper, run.stepper.diagnostics
+    trials = [1 + round(math.log2(1 / d.t)) if d.t > 0 else 40 for d in diag]   # beta = 1/2, first trial t = 1
+    assert st.evals == sum(2 + n for n in trials)
+    assert st.hvps == sum(d.hvps for d in diag) > 0
+    assert run.history.evals[-1] == st.evals and run.history.evals[0] == 0
+    state = st.state_dict()
+    fresh = nncg_stepper(pinn.terms, run.theta, rank=5, cg_iters=10, mu=1e-1)
+    fresh.load_state_dict(state)
+    assert (fresh.evals, fresh.hvps) == (st.evals, st.hvps)
+
+
+def test_gd_armijo_is_gradient_descent_with_the_armijo_rule():
+    """On a quadratic 0.5 th^T A th the accepted step is the largest t = 2^-j with f(th - t g) <= f - 0.1 t |g|^2,
+    checked against a brute-force search; it is registered for pk.train and never raises the loss."""
+    from pinnkit.nncg import GDArmijoStepper, gd_armijo_stepper
+    A = torch.diag(torch.tensor([10.0, 1.0], dtype=DT))
+    f = lambda th: 0.5 * th @ A @ th  # noqa: E731
+    th0 = torch.tensor([1.0, 1.0], dtype=DT)
+    s = GDArmijoStepper(lambda th: {"f": f(th)}, th0)
+    s.step()
+    g = A @ th0
+    expected = next(t for t in (0.5 ** j for j in range(40)) if f(th0 - t * g) <= f(th0) - 0.1 * t * float(g @ g))
+    assert s.last_t == expected and torch.allclose(s.theta, th0 - expected * g)
+    assert s.evals == 1 + 1 + round(math.log2(1 / expected))
+    assert pk.STEPPERS["gd_armijo"] is gd_armijo_stepper
+    run = pk.train(lambda th: {"f": f(th)}, "gd_armijo", 20, theta0=th0, quiet=True, log_every=1)
+    assert all(b <= a for a, b in zip(run.history.loss, run.history.loss[1:])) and run.loss < 1e-3 * float(f(th0))
+    with pytest.raises(ValueError, match="Armijo"):
+        gd_armijo_stepper(lambda th: {"f": f(th)}, th0, beta=1.5)

@@ -8,7 +8,7 @@ import pinnkit as pk
 from pinnkit.problems import partial
 
 CASES = [pk.problems.Poisson1D(1), pk.problems.Poisson1D(3), pk.problems.Convection(1), pk.problems.Convection(40),
-         pk.problems.Reaction(5), pk.problems.Wave(1), pk.problems.Wave(5)]
+         pk.problems.Reaction(5), pk.problems.Wave(1), pk.problems.Wave(5), pk.problems.Poisson2D()]
 
 
 @pytest.mark.parametrize("problem", CASES, ids=repr)
@@ -18,7 +18,8 @@ def test_exact_solution_has_zero_residuals(problem):
     res = problem.residuals(problem.exact, pts)
     # derivatives of the exact solution scale like the PDE's coefficients: compare relative to them
     coef = {"Convection": problem.__dict__.get("beta", 1), "Wave": (2 * math.pi * problem.__dict__.get("beta", 1)) ** 2,
-            "Poisson1D": (math.pi * problem.__dict__.get("k", 1)) ** 2}.get(type(problem).__name__, 10.0)
+            "Poisson1D": (math.pi * problem.__dict__.get("k", 1)) ** 2,
+            "Poisson2D": 2 * math.pi ** 2}.get(type(problem).__name__, 10.0)
     for name, r in res.items():
         assert r.dtype == torch.float64 and r.numel() > 0
         assert float(r.abs().max()) < 1e-12 * coef * scale, (name, float(r.abs().max()))
@@ -70,7 +71,7 @@ def test_allen_cahn_initial_condition_and_no_exact():
 
 
 def test_bad_inputs():
-    with pytest.raises(ValueError, match="valid names: allen_cahn, convection, poisson1d, reaction, wave"):
+    with pytest.raises(ValueError, match="valid names: allen_cahn, convection, poisson1d, poisson2d, reaction, wave"):
         pk.problems.make("burgers")
     with pytest.raises(ValueError, match="positive"):
         pk.problems.Convection().sample(0, 10, 10)
@@ -121,6 +122,8 @@ def _forward_mode_residual(problem, u, X):
         return d(d(u, 1), 1)(X) - 4 * d(d(u, 0), 0)(X)
     if isinstance(problem, pk.problems.AllenCahn):
         return d(u, 1)(X) - problem.diffusion * d(d(u, 0), 0)(X) + problem.reaction * (u(X) ** 3 - u(X))
+    if isinstance(problem, pk.problems.Poisson2D):
+        return -d(d(u, 0), 0)(X) - d(d(u, 1), 1)(X) - problem.forcing(X)
     return -d(d(u, 0), 0)(X) - problem.forcing(X[:, 0])
 
 
@@ -174,3 +177,18 @@ def test_authors_sampling_draws_their_points():
         assert np.abs(got - want).max() < 1e-12
     with pytest.raises(ValueError, match="exceeds the 25500 interior points"):
         make("convection").sample(25501, 4, 4, method="authors")
+
+
+def test_poisson2d_points_and_boundary():
+    """Müller & Zeinhofer's 2D Poisson problem: interior points inside the square, n_bc points on each edge where
+    the exact solution vanishes, and a PINN on it whose loss is the sum of its two mean squares."""
+    p = pk.problems.make("poisson2d")
+    pts = p.sample(100, n_bc=10, seed=0).points
+    X, B = pts["residual"], pts["boundary"]
+    assert X.shape == (100, 2) and ((X > 0) & (X < 1)).all()
+    assert B.shape == (40, 2) and (((B == 0) | (B == 1)).sum(1) == 1).all()
+    assert float(p.exact(B).abs().max()) < 1e-15
+    pinn = pk.PINN(p, widths=[8], n_res=50, n_bc=5, dtype=torch.float64)
+    t = pinn.terms(pinn.theta0)
+    assert sorted(t) == ["boundary", "residual"]
+    assert torch.allclose(pinn.loss(pinn.theta0), (pinn.residual_vector(pinn.theta0) ** 2).sum())

@@ -1,9 +1,10 @@
 """Maintain the chapters: the generated header cells, and executing them top to bottom.
 
     python tools/notebooks.py header            # (re)write badge + setup cell in every notebook
-    python tools/notebooks.py execute [NB ...]  # run in place in a fresh kernel, classroom preset
-                                                # (all notebooks: also records run times in book/runtimes.md
-                                                # and writes them into each chapter's "Run time" line)
+    python tools/notebooks.py execute [NB ...] [--record]   # run in place in a fresh kernel, classroom preset
+                                                # (all notebooks, or the named ones with --record: also records
+                                                # their run times in book/runtimes.md and writes them into each
+                                                # chapter's "Run time" line)
 
 The Colab badge and the setup cell come from the one repository setting in ``book/_config.yml``.
 """
@@ -98,8 +99,12 @@ def execute(paths: list[Path], record: Path | None = None) -> None:
             nbformat.write(nb, path)
         rows.append(f"| `{path.name}` | {seconds:.0f} |")
         print(f"executed {path.relative_to(ROOT)} in {seconds:.0f} s")
-    if record is not None:
-        record.write_text("| chapter | seconds (wall, fresh kernel) |\n|---|---|\n" + "\n".join(rows) + "\n")
+    if record is not None:   # merge: chapters not run now keep their measured times
+        row = re.compile(r"^\| `([^`]+)` \| (\d+) \|$", flags=re.M)
+        known = dict(row.findall(record.read_text())) if record.exists() else {}
+        known.update(dict(row.findall("\n".join(rows))))
+        body = "\n".join(f"| `{name}` | {sec} |" for name, sec in sorted(known.items()))
+        record.write_text("| chapter | seconds (wall, fresh kernel) |\n|---|---|\n" + body + "\n")
 
 
 if __name__ == "__main__":
@@ -108,7 +113,9 @@ if __name__ == "__main__":
     if cmd == "header":
         header(paths)
     elif cmd == "execute":
-        execute(paths, record=None if args else ROOT / "book" / "runtimes.md")
+        record = not args or "--record" in args      # all notebooks, or named ones with --record
+        paths = [Path(a).resolve() for a in args if a != "--record"] or NOTEBOOKS
+        execute(paths, record=ROOT / "book" / "runtimes.md" if record else None)
     else:
         print(__doc__)
         sys.exit(2)

@@ -42,6 +42,20 @@ def check_param_count(answer: int, n_in: int = 2, widths: tuple[int, ...] = (50,
     return verdict(int(answer) == expected, "Count weights (fan_in x fan_out) and biases (fan_out) layer by layer.")
 
 
-def check_preset(name: str) -> bool:
-    """The preset ``pk.setup()`` chooses on a machine with a CUDA GPU and no ``PINNKIT_PRESET``."""
-    return verdict(str(name).strip().lower() == "paper", "Read pinnkit.presets.current: what happens with CUDA?")
+def check_bias_shift(value: float | None, pinn: Any) -> bool:
+    """Exercise 3: the smallest loss along ``theta0 + c e``, ``e`` the output bias's entry of ``theta``.
+
+    A constant ``c`` added to the output moves neither the residual (derivatives) nor the periodic boundary term
+    (a difference); the initial term ``mean((u_j + c - sin x_j)^2)`` is smallest at ``c = -mean(u_j - sin x_j)``,
+    where it is the variance of ``u_j - sin x_j``.
+    """
+    if missing(value):
+        return False
+    terms = {k: float(v) for k, v in pinn.terms(pinn.theta0).items()}
+    x0 = pinn.points["initial"]
+    with torch.no_grad():
+        d = (pinn.predict(pinn.theta0, x0) - torch.sin(x0[:, 0])).double()
+    expected = terms["residual"] + terms["boundary"] + float(((d - d.mean()) ** 2).mean())
+    return verdict(close(value, expected, rtol=1e-3),
+                   f"The loss at c = 0 is {sum(terms.values()):.4g}. Which terms can a constant shift of u change? "
+                   "Minimise that one over c (a parabola), or scan c on a fine grid.")

@@ -15,13 +15,6 @@ def check_annihilating_beta(answer: float | None, wx: float = 1.5, wt: float = -
                    "Undo the rescaling to [-1, 1] (x: factor 1/pi, t: factor 2), then solve w_t + beta w_x = 0.")
 
 
-def check_order_slope(answer: float | None, order: int = 3) -> bool:
-    """Exercise 2: the measured slope of ``kappa ~ K^p`` for the ``order``-th derivative on Fourier features."""
-    if missing(answer):
-        return False
-    return verdict(abs(float(answer) - 2 * order) < 0.3,
-                   "Each derivative multiplies feature j by j pi; the Gram matrix squares it.")
-
 
 def check_null_dimension(answer: int | None) -> bool:
     """Exercise 3: zero eigenvalues of the residual term's Hessian for sin(j pi x) features plus a constant."""
@@ -40,3 +33,24 @@ def check_feature_curvature(answer: float, wx: float = 2.0, wt: float = 1.0, bet
 def check_slope(answer: float) -> bool:
     """The least-squares log-log slope through (1, 5), (10, 50), (100, 5000)."""
     return verdict(close(answer, 1.5, rtol=0.01), "Fit log y = p log x + log C by least squares (F.fit_power_law).")
+
+
+def check_preconditioned_residual(answer: float | None, beta: float = 1.0) -> bool:
+    """Exercise 2: kappa on the range (cutoff 1e-12) of the convection residual Hessian after operator
+    preconditioning (feature j scaled by 1 / |w_t + beta w_x|, the constant by 1), for the chapter's ``model(beta)``.
+    """
+    if missing(answer):
+        return False
+    import torch
+
+    from ..conditioning import range_condition
+    from ..features import operator_factors, random_features, scaled
+    from ..problems import Convection
+
+    m = random_features(Convection(beta=beta), width=16, scale=2.0, n_res=500, n_ic=101, n_bc=51, seed=0,
+                        activation="sin")
+    d = torch.cat([1 / operator_factors(m, beta).abs(), torch.ones(1, dtype=torch.float64)])
+    expected = range_condition(torch.linalg.eigvalsh(scaled(m.term_hessians()["residual"], d)), 1e-12).kappa
+    return verdict(close(answer, expected, rtol=0.05),
+                   "After the rescaling, column j of the residual matrix is cos(w_j.X + b_j): what is left is the "
+                   "conditioning of those cosine features, whatever beta is.")

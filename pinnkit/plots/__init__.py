@@ -14,10 +14,14 @@ matplotlib; they return result objects that these functions draw.
 - :mod:`~pinnkit.plots.alignment`: :func:`plot_score_geometry`, :func:`plot_vectors`,
   :func:`plot_alignment_history`, :func:`plot_study`, :func:`plot_preconditioned`;
 - :mod:`~pinnkit.plots.landscape`: :func:`plot_slice_1d`, :func:`plot_slice_2d` and the widget callback
-  :func:`explorer`.
+  :func:`explorer`;
+- :mod:`~pinnkit.plots.kernel`: :func:`plot_predicted_vs_measured`, :func:`plot_grid_modes`;
+- :mod:`~pinnkit.plots.optimizers`: :func:`plot_stops`, :func:`plot_race`, :func:`plot_curves`.
 """
 from .alignment import plot_alignment_history, plot_preconditioned, plot_score_geometry, plot_study, plot_vectors
+from .kernel import plot_grid_modes, plot_predicted_vs_measured
 from .landscape import EXPLORER_DIRECTIONS, explorer, plot_slice_1d, plot_slice_2d
+from .optimizers import plot_curves, plot_race, plot_stops
 from .spectra import (
                       plot_density,
                       plot_lanczos_convergence,
@@ -32,4 +36,5 @@ from .training import plot_history, plot_solution
 __all__ = ["plot_solution", "plot_history", "plot_density", "plot_log_density", "plot_spectra",
            "plot_lanczos_convergence", "plot_sorted_eigenvalues", "plot_power_law", "plot_saddle_slices",
            "plot_index_vs_loss", "plot_endpoint_fits", "plot_score_geometry", "plot_vectors", "plot_alignment_history",
-           "plot_study", "plot_preconditioned", "plot_slice_1d", "plot_slice_2d", "EXPLORER_DIRECTIONS", "explorer"]
+           "plot_study", "plot_preconditioned", "plot_slice_1d", "plot_slice_2d", "EXPLORER_DIRECTIONS", "explorer",
+           "plot_predicted_vs_measured", "plot_grid_modes", "plot_stops", "plot_race", "plot_curves"]

@@ -1,0 +1,136 @@
+"""Where and why an L-BFGS run stood still: the stop reason of every step, the step from which the run froze, and
+summaries of the stored paper-setting runs (medians and ranges over seeds, failures, evaluations).
+
+torch's L-BFGS ends a step silently when a tolerance test fires (:data:`pinnkit.train.LBFGS_REASONS`);
+:func:`pinnkit.train` logs each step's loss evaluations and reason in :attr:`~pinnkit.train.History.stops`.
+A run is *frozen* from the first step after which every step ended on a tolerance test (no step ran its
+``max_iter`` iterations or used up its evaluations again):
+
+>>> from pinnkit.train import History
+>>> h = History(stops={"step": [0, 1, 2, 3], "phase": ["lbfgs"] * 4, "evals": [25, 21, 3, 1],
+...                    "reason": ["max_iter", "max_iter", "tolerance_change:loss", "tolerance_change:gd"]})
+>>> frozen_step(h), reason_counts(h)
+(2, {'max_iter': 2, 'tolerance_change:loss': 1, 'tolerance_change:gd': 1})
+"""
+from __future__ import annotations
+
+import math
+import re
+import statistics
+from collections import Counter
+from typing import Any, Mapping, Sequence
+
+__all__ = ["frozen_step", "reason_counts", "ENDS_ON_TOLERANCE", "frozen_iteration", "records_summary",
+           "seconds_per_evaluation", "FAILED_L2RE"]
+
+#: stop reasons that are a tolerance test, not the normal end of a step (``max_iter``, ``max_eval``)
+ENDS_ON_TOLERANCE = ("tolerance_grad:start", "tolerance_change:gd", "tolerance_grad", "tolerance_change:step",
+                     "tolerance_change:loss")
+
+FAILED_L2RE = 0.5   #: a run with a relative L2 error above this is a failed fit (Rathore et al.'s failures: 0.7-1)
+
+
+def _stops(history: Any) -> Mapping[str, list[Any]]:
+    return history.stops if hasattr(history, "stops") else history.get("stops", {}) or {}
+
+
+def reason_counts(history: Any) -> dict[str, int]:
+    """How many L-BFGS steps ended for each reason (keys of :data:`pinnkit.train.LBFGS_REASONS`), in the order
+    the reasons first occur. ``history``: a :class:`~pinnkit.train.History` or a stored record's history dict.
+    """
+    return dict(Counter(_stops(history).get("reason", [])))
+
+
+def frozen_step(history: Any) -> int | None:
+    """Index into ``history.stops`` of the first step from which every later step ended on a tolerance test
+    (:data:`ENDS_ON_TOLERANCE`); ``None`` when the last step ran normally (or no step reported a reason).
+    """
+    reasons = _stops(history).get("reason", [])
+    first = None
+    for i in range(len(reasons) - 1, -1, -1):
+        if reasons[i] not in ENDS_ON_TOLERANCE:
+            break
+        first = i
+    return first
+
+
+def frozen_iteration(history: Mapping[str, Any], rtol: float = 1e-6) -> int | None:
+    """For a stored history without stop reasons: the first logged iteration from which the loss never changed by
+    more than ``rtol`` (relative to the final loss) again; ``None`` if it changed at the last log point.
+    """
+    its, loss = history.get("iteration", []), history.get("loss", [])
+    if len(loss) < 2:
+        return None
+    last, first = loss[-1], None
+    for i in range(len(loss) - 1, -1, -1):
+        if abs(loss[i] - last) > rtol * abs(last):
+            break
+        first = i
+    return None if first is None or first == len(loss) - 1 else int(its[first])
+
+
+def _group(name: str) -> str:
+    return re.sub(r"/seed=\d+$", "", name)
+
+
+def _spread(xs: Sequence[float]) -> str:
+    if len(xs) == 1:
+        return f"{xs[0]:.1e}"
+    return f"{statistics.median(xs):.1e} [{min(xs):.1e}, {max(xs):.1e}]"
+
+
+def records_summary(records: Sequence[Any]) -> str:
+    """One line per stored run family (its name without ``/seed=N``): how many seeds, the final loss and L2RE
+    (median [min, max] over seeds, two significant digits), failures (L2RE above :data:`FAILED_L2RE`), the median
+    loss evaluations and wall milliseconds per evaluation, and for runs with L-BFGS the median iteration from which
+    every step ended on a tolerance test, with the share of L-BFGS steps that did. Records of runs that raised are
+    counted but have no numbers. Reads whatever records exist, so it stays correct as more arrive.
+    """
+    groups: dict[str, list[Any]] = {}
+    for r in records:
+        groups.setdefault(_group(r.name), []).append(r)
+    head = (f"{'runs':38s}{'seeds':>6s}{'loss: median [min, max]':>28s}{'L2RE: median [min, max]':>28s}"
+            f"{'failed':>7s}{'evals':>8s}{'ms/eval':>8s}{'frozen from it.':>16s}{'tol. stops':>11s}")
+    lines = [head]
+    for name in sorted(groups):
+        rs = [r for r in groups[name] if r.status != "error"]
+        errors = len(groups[name]) - len(rs)
+        if not rs:
+            lines.append(f"{name:38s}{0:>6d}  ({errors} runs raised)")
+            continue
+        failed = sum(1 for r in rs if not r.l2re <= FAILED_L2RE)
+        evals = [r.evals for r in rs if r.evals]
+        per = [1e3 * r.seconds / r.evals for r in rs if r.evals]
+        frozen, tol, steps = [], 0, 0
+        for r in rs:
+            stops = _stops(r.history)
+            reasons = stops.get("reason", [])
+            if not reasons:
+                continue
+            tol += sum(x in ENDS_ON_TOLERANCE for x in reasons)
+            steps += len(reasons)
+            k = frozen_step(r.history)
+            if k is not None:   # the iteration count of that step: look it up in the logged steps
+                step = stops["step"][k]
+                its = dict(zip(r.history.get("step", []), r.history.get("iteration", [])))
+                before = [s for s in its if s <= step]
+                frozen.append(its[max(before)] if before else math.nan)
+        fr = f"{statistics.median(frozen):.0f}" if frozen else "-"
+        share = f"{tol}/{steps}" if steps else "-"
+        lines.append(f"{name:38s}{len(rs):>6d}{_spread([r.loss for r in rs]):>28s}"
+                     f"{_spread([r.l2re for r in rs]):>28s}{failed:>7d}"
+                     f"{(f'{statistics.median(evals):.0f}' if evals else '-'):>8s}"
+                     f"{(f'{statistics.median(per):.0f}' if per else '-'):>8s}{fr:>16s}{share:>11s}"
+                     + (f"  ({errors} raised)" if errors else ""))
+    return "\n".join(lines)
+
+
+def seconds_per_evaluation(run: Any, phase: str | None = None) -> float:
+    """Wall seconds per loss evaluation of a :class:`~pinnkit.train.TrainResult` (within one ``phase`` if given):
+    the optimizer time between log points over the evaluations counted there (NaN when none were counted).
+    """
+    h = run.history
+    pairs = [(h.evals[i] - h.evals[i - 1], h.time[i] - h.time[i - 1]) for i in range(1, len(h.step))
+             if (phase is None or h.phase[i - 1] == phase) and h.evals[i] is not None and h.evals[i - 1] is not None]
+    n = sum(p[0] for p in pairs)
+    return sum(p[1] for p in pairs) / n if n else math.nan

@@ -1,0 +1,62 @@
+"""pinnkit.stall: stop reasons of torch L-BFGS steps, where a run froze, summaries of stored runs."""
+import math
+from types import SimpleNamespace
+
+import torch
+
+import pinnkit as pk
+from pinnkit import stall
+from pinnkit.train import LBFGS_REASONS, History
+
+
+def test_frozen_step_is_the_start_of_the_final_run_of_tolerance_stops():
+    h = History(stops={"step": list(range(6)), "phase": ["lbfgs"] * 6, "evals": [25, 3, 25, 2, 1, 1],
+                       "reason": ["max_iter", "tolerance_change:loss", "max_iter", "tolerance_change:step",
+                                  "tolerance_change:gd", "tolerance_change:gd"]})
+    assert stall.frozen_step(h) == 3                       # the early tolerance stop at step 1 is not the freeze
+    h2 = History(stops={"step": [0, 1], "phase": ["lbfgs"] * 2, "evals": [1, 25], "reason": ["tolerance_change:gd",
+                                                                                              "max_iter"]})
+    assert stall.frozen_step(h2) is None and stall.frozen_step(History()) is None
+    assert set(stall.ENDS_ON_TOLERANCE) | {"max_iter", "max_eval"} == set(LBFGS_REASONS)
+
+
+def test_float32_lbfgs_freezes_on_a_tolerance_test_and_zero_tolerances_remove_it():
+    """A real run: float32 L-BFGS on a small PINN ends its late steps on a tolerance test; in float64 with both
+    tolerances at zero no step can end on one (only max_iter / max_eval)."""
+    pinn = pk.PINN(pk.problems.Convection(beta=2.0), widths=[8], n_res=32, n_ic=8, n_bc=4, seed=0)
+    run = pk.train(pinn, "lbfgs", 40, quiet=True, log_every=1)
+    k = stall.frozen_step(run.history)
+    assert k is not None and k < 40
+    assert all(e <= 3 for e in run.history.stops["evals"][k + 1:])     # frozen steps cost one or a few evaluations
+    p64 = pk.PINN(pk.problems.Convection(beta=2.0), widths=[8], n_res=32, n_ic=8, n_bc=4, seed=0, dtype=torch.float64)
+    r64 = pk.train(p64, "lbfgs", 5, theta0=run.theta.double(), quiet=True, log_every=1, tolerance_grad=0,
+                   tolerance_change=0)
+    assert set(stall.reason_counts(r64.history)) <= {"max_iter", "max_eval"}
+
+
+def test_frozen_iteration_of_a_stored_history():
+    h = {"iteration": [0, 100, 200, 300, 400], "loss": [1.0, 0.5, 0.2, 0.2 * (1 + 1e-8), 0.2]}
+    assert stall.frozen_iteration(h) == 200
+    assert stall.frozen_iteration({"iteration": [0, 1], "loss": [1.0, 0.5]}) is None
+
+
+def _rec(name, loss, l2re, evals=None, seconds=1.0, status="max_steps", history=None):
+    return SimpleNamespace(name=name, loss=loss, l2re=l2re, evals=evals, seconds=seconds, status=status,
+                           history=history or {})
+
+
+def test_records_summary_groups_seeds_and_counts_failures():
+    stops = {"step": [0, 1, 2], "phase": ["lbfgs"] * 3, "evals": [25, 1, 1],
+             "reason": ["max_iter", "tolerance_change:gd", "tolerance_change:gd"]}
+    hist = {"step": [0, 1, 2, 3], "iteration": [0, 20, 40, 60], "stops": stops}
+    recs = [_rec("t/conv/lbfgs/seed=1", 1e-2, 0.7, evals=27, seconds=2.7, history=hist),
+            _rec("t/conv/lbfgs/seed=2", 4e-2, 0.2, evals=27, seconds=5.4, history=hist),
+            _rec("t/conv/lbfgs/seed=3", 2e-2, 0.9, evals=27, seconds=8.1, history=hist),
+            _rec("t/conv/adam/seed=1", math.nan, math.nan, status="error")]
+    text = stall.records_summary(recs).splitlines()
+    row = next(line for line in text if line.startswith("t/conv/lbfgs "))
+    assert "2.0e-02 [1.0e-02, 4.0e-02]" in row and "7.0e-01 [2.0e-01, 9.0e-01]" in row
+    cols = row.split()
+    assert cols[1] == "3" and cols[-5] == "2" and cols[-4] == "27" and cols[-3] == "200"   # 2 failed; 200 ms/eval
+    assert cols[-2] == "20" and cols[-1] == "6/9"          # frozen from iteration 20; 6 of 9 steps on a tolerance
+    assert any("t/conv/adam" in line and "raised" in line for line in text)
