@@ -2,34 +2,13 @@
 and rejects a wrong one."""
 from __future__ import annotations
 
-import math
-import time
-
-import pytest
 import torch
+from test_exercises_ch00_ch01 import reaction_terms  # the from-scratch reaction loss (chapter 1, exercise 1)
 
 import pinnkit.exercises.homework as hw
 from pinnkit import curvature, problems, stationary
 from pinnkit.conditioning import range_condition
 from pinnkit.regression import Regression
-
-
-@pytest.fixture(autouse=True)
-def _quick():
-    """Every reference computation stays cheap (the brief: at most 10 s each; here 30 s on a loaded CPU)."""
-    start = time.process_time()
-    yield
-    assert time.process_time() - start < 30
-
-
-def reaction_terms(net, X_res, X_ic, X_lo, X_hi, rho, initial=None):
-    X = X_res.clone().requires_grad_(True)
-    u = net(X)[:, 0]
-    u_t = torch.autograd.grad(u.sum(), X, create_graph=True)[0][:, 1]
-    h = torch.exp(-((X_ic[:, 0] - math.pi) ** 2) / (2 * (math.pi / 4) ** 2)) if initial is None else initial(X_ic)
-    return {"residual": ((u_t - rho * u * (1 - u)) ** 2).mean(),
-            "initial": ((net(X_ic)[:, 0] - h) ** 2).mean(),
-            "boundary": ((net(X_lo) - net(X_hi)) ** 2).mean()}
 
 
 def test_hw1(capsys):
