@@ -78,17 +78,30 @@ def test_dense_and_cg_steps_agree():
 
 
 @pytest.mark.parametrize("problem", ["poisson2d", "convection", "reaction", "wave"])
-def test_rowwise_jacobian_equals_jacrev_or_declines(problem):
-    """The point-by-point Jacobian of a PINN's residual vector is jacrev's; the wave problem's two-part initial term
-    is not one value per point, so it declines (None) and the dense solver falls back to jacrev."""
+def test_rowwise_jacobian_equals_jacrev(problem):
+    """The point-by-point Jacobian of a PINN's residual vector is jacrev's, including the wave problem's two-part
+    initial and boundary terms (two values per point, stacked part after part)."""
     pinn = pk.PINN(problem, widths=[5], n_res=20, n_ic=6, n_bc=4, dtype=D, seed=0)
     th = pinn.theta0 + 0.1 * torch.randn(pinn.n_params, generator=torch.Generator().manual_seed(0), dtype=D)
     J = gn.rowwise_jacobian(pinn, th)
     ref = torch.func.jacrev(pinn.residual_vector)(th)
-    if problem == "wave":
-        assert J is None
-    else:
-        assert J.shape == ref.shape and torch.allclose(J, ref, rtol=1e-10, atol=1e-12)
+    assert J is not None and J.shape == ref.shape and torch.allclose(J, ref, rtol=1e-10, atol=1e-12)
+    assert torch.allclose(gn.gn_system(pinn.residual_vector, th, dense=True, model=pinn).J, ref, atol=1e-12)
+
+
+class _MeanTerm(pk.problems.Convection):
+    """Convection with an extra term that is not row-wise: the mean of u over the residual points."""
+
+    def residuals(self, u, pts):
+        out = super().residuals(u, pts)
+        return {**out, "mean": u(pts["residual"]).mean().reshape(1)}
+
+
+def test_rowwise_jacobian_declines_a_term_that_is_not_rowwise():
+    pinn = pk.PINN(_MeanTerm(), widths=[5], n_res=20, n_ic=6, n_bc=4, dtype=D, seed=0)
+    th = pinn.theta0
+    assert gn.rowwise_jacobian(pinn, th) is None
+    ref = torch.func.jacrev(pinn.residual_vector)(th)
     assert torch.allclose(gn.gn_system(pinn.residual_vector, th, dense=True, model=pinn).J, ref, atol=1e-12)
 
 
