@@ -41,10 +41,12 @@ def header_cells(path: Path) -> list:
     setup = nbformat.v4.new_code_cell(
         "# Setup: in Colab, install pinnkit (Colab's own torch is kept) and enable widgets; locally, nothing.\n"
         "import sys\n"
+        "\n"
         "if \"google.colab\" in sys.modules:\n"
         f"    %pip install -q \"pinnkit @ git+{url}@{branch}\"\n"
         "    from google.colab import output\n"
-        "    output.enable_custom_widget_manager()")
+        "\n"
+        "    output.enable_custom_widget_manager()")   # as `ruff format` writes it (notebooks/ruff.toml)
     for cell in (badge, setup):
         cell.metadata["tags"] = [HEADER_TAG]
     setup.metadata["tags"].append("remove-cell")   # the rendered book has its own launch button
