@@ -1,4 +1,6 @@
-# make book  - set up .venv and build the rendered book (executes every chapter) into _build/html
+# make book  - set up .venv and build the rendered book (executes every chapter) into _build/html, and the
+#              chapters' slide decks into _build/slides (make slides)
+# make book-stored - the book from the stored notebook outputs (no execution, seconds) into _build/stored/_build/html
 # make test  - set up .venv and run all tests: unit tests, doctests, nbval over every notebook, then
 #              browser-test (the book built from the stored outputs, in headless Chromium) and colab-test
 #              (the widget notebooks under ipywidgets 7.x, as in Colab, in a second venv .venv-colab), after
@@ -23,6 +25,8 @@ COLAB    ?= .venv-colab
 NBJOBS   ?= 2
 XDIST    := $(if $(filter 0,$(NBJOBS)),,-n $(NBJOBS) --dist loadscope)
 STORED   := _build/stored
+# where make slides writes the chapters' reveal.js decks
+SLIDES   ?= _build/slides
 # browser-test builds the HTML from the stored outputs into $(STORED); BROWSER_HTML=_build/html tests the book
 # that `make book` built instead
 BROWSER_HTML ?=
@@ -37,7 +41,7 @@ export PINNKIT_THREADS ?= 1
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT      := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
 
-.PHONY: book test notebook-test perturbed-test lint gpu-check env notebooks clean mathjax browser-deps browser-test colab-env colab-test
+.PHONY: book book-stored slides test notebook-test perturbed-test lint gpu-check env notebooks clean mathjax browser-deps browser-test colab-env colab-test
 
 env: $(VENV)/.installed
 
@@ -51,7 +55,33 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 book: env mathjax
 	rm -rf _build/html
 	PINNKIT_PROGRESS=0 $(VENV)/bin/jupyter-book build . --config book/_config.yml --toc book/_toc.yml -W -n --keep-going
-	@echo "book: _build/html/index.html"
+	$(MAKE) --no-print-directory slides
+	@echo "book: _build/html/index.html, slides: $(SLIDES)/"
+
+# the same book from the STORED notebook outputs (nbval checks them), without executing anything
+book-stored: env mathjax
+	rm -rf $(STORED)
+	$(PY) tools/book_stored.py $(STORED)/_config.yml
+	PINNKIT_PROGRESS=0 $(VENV)/bin/jupyter-book build . --config $(STORED)/_config.yml --toc book/_toc.yml \
+		--path-output $(STORED) -W -n --keep-going
+	@echo "book: $(STORED)/_build/html/index.html"
+
+# one reveal.js deck per chapter from the stored outputs, cut by each cell's metadata.slideshow.slide_type
+# (`python tools/notebooks.py slides` writes it): $(SLIDES)/NN_name.slides.html. Cells the book hides are hidden
+# (remove-cell, remove-input, remove-output); long slides scroll; 1280 px wide, so 88-character code fits.
+# Nothing is fetched while building; the decks load reveal.js and MathJax from their CDNs when opened (a projector
+# machine needs the internet). nbconvert belongs in pyproject's book extra; until it is there it is installed here.
+slides: env
+	$(PY) -c "import nbconvert" 2>/dev/null || $(PY) -m pip install -q "nbconvert>=7"
+	rm -rf $(SLIDES)
+	$(VENV)/bin/jupyter-nbconvert --to slides --output-dir $(SLIDES) --log-level=ERROR \
+		--SlidesExporter.reveal_scroll=True --SlidesExporter.reveal_width=1280 --SlidesExporter.reveal_height=800 \
+		--SlidesExporter.reveal_number=c/t --TagRemovePreprocessor.enabled=True \
+		--TagRemovePreprocessor.remove_cell_tags='["remove-cell", "remove_cell"]' \
+		--TagRemovePreprocessor.remove_input_tags='["remove-input", "remove_input"]' \
+		--TagRemovePreprocessor.remove_all_outputs_tags='["remove-output", "remove_output"]' \
+		notebooks/[0-9][0-9]_*.ipynb
+	@echo "slides: $$(ls $(SLIDES)/*.slides.html | wc -l) decks in $(SLIDES)/"
 
 test: env lint
 	PINNKIT_PRESET=classroom PINNKIT_DEVICE=cpu PINNKIT_PROGRESS=0 PINNKIT_REQUIRE_RAY=1 $(PY) -m pytest -q -p no:cacheprovider tests pinnkit --doctest-modules
@@ -74,7 +104,9 @@ perturbed-test: env
 # ruff (pyflakes, pycodestyle, import order, bugbear, docstrings) and mypy over the package
 lint: env
 	$(PY) -m ruff check pinnkit tests benchmarks tools
-	$(PY) -m mypy pinnkit
+	$(PY) -m ruff format --check notebooks
+	$(PY) -m ruff check --select E501 notebooks
+	$(PY) -m mypy pinnkit && $(PY) -m mypy --strict pinnkit --exclude 'pinnkit/(plots|book|exercises)/'
 
 # each chapter's main computation for a few steps at paper sizes on CUDA (skipped, not failed, without a GPU)
 gpu-check: env
@@ -103,10 +135,7 @@ $(VENV)/.browser: requirements-browser.txt $(VENV)/.installed
 # the book from the STORED notebook outputs (nbval has checked them), then every TOC page in headless Chromium
 browser-test: env mathjax browser-deps
 ifeq ($(strip $(BROWSER_HTML)),)
-	rm -rf $(STORED)
-	$(PY) tools/book_stored.py $(STORED)/_config.yml
-	PINNKIT_PROGRESS=0 $(VENV)/bin/jupyter-book build . --config $(STORED)/_config.yml --toc book/_toc.yml \
-		--path-output $(STORED) -W -n --keep-going
+	$(MAKE) --no-print-directory book-stored
 endif
 	PINNKIT_BOOK_HTML=$(or $(strip $(BROWSER_HTML)),$(STORED)/_build/html) CHROMIUM=$(CHROMIUM) \
 		$(PY) -m pytest -q -p no:cacheprovider tests/browser

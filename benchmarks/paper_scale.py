@@ -15,7 +15,8 @@ import time
 import torch
 
 import pinnkit as pk
-from pinnkit.nncg import RATHORE2024_SECONDS, optimizer_table
+from pinnkit.book.papers import RATHORE2024_SECONDS
+from pinnkit.book.tables import optimizer_table
 
 PROBLEMS = {"convection": pk.problems.Convection(40.0), "reaction": pk.problems.Reaction(5.0),
             "wave": pk.problems.Wave(5.0)}

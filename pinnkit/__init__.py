@@ -8,7 +8,7 @@ from .train import STEPPERS, History, TrainingDiverged, TrainResult, TrainState,
 # pinnkit.experiments is not imported here: it is also a command, `python -m pinnkit.experiments` (import it as
 # `from pinnkit import experiments`)
 from . import (alignment, conditioning, curvature, features, gauss_newton, landscape, linesearch, nets, newton, nncg,
-               objective, papers, presets, problems, regression, remedies, report, soap, stationary, tangent)
+               objective, presets, problems, regression, remedies, soap, stationary, tangent)
 from .pinn import PINN
 from .presets import Preset, setup
 
@@ -16,15 +16,17 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> object:
-    """``pinnkit.plots`` loads on first use, so that ``import pinnkit`` does not import matplotlib."""
-    if name == "plots":
+    """``pinnkit.plots`` and ``pinnkit.book`` load on first use, so that ``import pinnkit`` does not import matplotlib
+    (plots) or the book's chapter helpers (book).
+    """
+    if name in ("plots", "book"):
         import importlib
 
-        return importlib.import_module(".plots", __name__)
+        return importlib.import_module("." + name, __name__)
     raise AttributeError(f"module 'pinnkit' has no attribute {name!r}")
 
 
 __all__ = ["PINN", "Preset", "setup", "train", "History", "TrainResult", "TrainState", "TrainingDiverged", "STEPPERS",
-           "alignment", "conditioning", "curvature", "features", "gauss_newton", "landscape", "linesearch", "nets", "newton",
-           "nncg", "objective", "papers", "plots", "presets", "problems", "regression", "remedies", "report", "soap",
-           "stationary", "tangent"]
+           "alignment", "book", "conditioning", "curvature", "features", "gauss_newton", "landscape", "linesearch", "nets",
+           "newton", "nncg", "objective", "plots", "presets", "problems", "regression", "remedies", "soap", "stationary",
+           "tangent"]

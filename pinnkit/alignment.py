@@ -32,17 +32,17 @@ import copy
 import math
 import statistics
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence, cast
+from typing import Any, Callable, Mapping, Sequence, cast
 
 import torch
 from torch import Tensor
 
 from .objective import Loss, TermsFn, as_terms, resolve, total
-from .train import TrainingDiverged, train
+from .train import train
 
-__all__ = ["count_positive", "alignment_score", "cosine", "term_gradients", "intra_step_alignment", "IntraStep", "InterStep",
-           "optimizer_directions", "track", "Trace", "tune", "Tuning", "study", "Study", "RunSummary", "summarize",
-           "seed_spread", "Spread", "precondition", "preconditioned_alignment", "PreconditionedAlignment", "fan"]
+__all__ = ["alignment_score", "cosine", "term_gradients", "intra_step_alignment", "IntraStep", "InterStep",
+           "optimizer_directions", "track", "Trace", "Tuning", "Study", "seed_spread", "Spread", "precondition",
+           "preconditioned_alignment", "PreconditionedAlignment", "fan"]
 
 
 # --- the score ---------------------------------------------------------------------------------------
@@ -70,7 +70,7 @@ def _stack(vectors: Sequence[Tensor] | Mapping[str, Tensor] | Tensor) -> Tensor:
     if bad:
         raise ValueError(f"vector(s) {bad} have zero or non-finite norm, so their direction (and the alignment) is "
                          f"undefined; drop those terms (e.g. a loss term that is identically zero)")
-    return V / norms[:, None]
+    return cast(Tensor, V / norms[:, None])
 
 
 def alignment_score(vectors: Sequence[Tensor] | Mapping[str, Tensor] | Tensor) -> float:
@@ -133,6 +133,7 @@ class IntraStep:
         self.terms_fn = terms_fn
 
     def __call__(self, theta: Tensor, grad: Tensor | None = None) -> float:
+        """The intra-step alignment score of the term gradients at ``theta``."""
         return intra_step_alignment(self.terms_fn, theta)
 
 
@@ -149,9 +150,11 @@ class InterStep:
         self.previous: Tensor | None = None
 
     def reset(self) -> None:
+        """Forget the previous gradient (start a new run)."""
         self.previous = None
 
     def __call__(self, theta: Tensor, grad: Tensor) -> float:
+        """The cosine of ``grad`` with the previous call's gradient (NaN at the first call)."""
         prev, self.previous = self.previous, grad.detach().clone()
         return math.nan if prev is None else cosine(prev, grad)
 
@@ -360,30 +363,6 @@ class Tuning:
         return f"{self.method:5s} {cells}  -> lr {self.best:.0e}"
 
 
-def tune(make: Callable[[int], Any], method: str, lrs: Sequence[float], steps: int, seed: int,
-         **options: Any) -> Tuning:
-    """Sweep ``lrs`` for ``method`` on the model ``make(seed)`` and choose the lr with the lowest final loss
-    (a diverged run counts as infinite loss).
-
-    Args:
-        make: ``seed -> model`` (e.g. a :class:`~pinnkit.PINN` built with that seed).
-        method: a :data:`pinnkit.train.STEPPERS` name.
-        lrs: candidate learning rates.
-        steps: steps per run (the same budget as the comparison).
-        seed: the tuning seed (keep it out of the evaluation seeds).
-        **options: passed to :func:`pinnkit.train`.
-    """
-    losses = []
-    for lr in lrs:
-        try:
-            run = train(make(seed), method, steps, lr=lr, log_every=steps, quiet=True, **options)
-            losses.append(run.loss if math.isfinite(run.loss) else math.inf)
-        except TrainingDiverged:
-            losses.append(math.inf)
-    best = min(zip(losses, lrs))[1]
-    return Tuning(method=method, lrs=tuple(float(x) for x in lrs), losses=tuple(losses), best=float(best))
-
-
 @dataclass(frozen=True)
 class Study:
     """Optimizers compared over seeds, each at its own tuned learning rate: ``traces[method]`` one per seed."""
@@ -393,30 +372,8 @@ class Study:
     fraction: float = 0.5
 
     def summary(self, method: str) -> "Spread":
+        """The :class:`Spread` of ``method`` over the seeds."""
         return seed_spread(self.traces[method], self.fraction)
-
-
-def study(make: Callable[[int], Any], methods: Sequence[str], lrs: Sequence[float], steps: int,
-          seeds: Sequence[int], tune_seed: int, log_every: int = 10, tunings: Mapping[str, Tuning] | None = None,
-          resample: bool = False, **options: Any) -> Study:
-    """For each method: :func:`tune` the lr on ``tune_seed``, then :func:`track` it on every seed in ``seeds``.
-
-    Args:
-        make: ``seed -> model``; the seed sets the initialisation and the collocation points.
-        methods: optimizer names, e.g. ``("adam", "soap")``.
-        lrs: the learning-rate grid, the same for every method.
-        steps: steps per run (equal budget for every method).
-        seeds: evaluation seeds (at least 3 for a claim).
-        tune_seed: the seed used only for tuning.
-        log_every: steps between log points of :func:`track`.
-        tunings: results of :func:`tune` to reuse (methods missing from it are tuned here, on fixed points).
-        resample: new residual points every step in the tracked runs (see :func:`track`).
-    """
-    tunings = {m: (tunings or {}).get(m) or tune(make, m, lrs, steps, tune_seed, **options) for m in methods}
-    traces = {m: tuple(track(make(s), m, steps, lr=tunings[m].best, log_every=log_every, seed=s, resample=resample,
-                             **options)
-                       for s in seeds) for m in methods}
-    return Study(tunings=tunings, traces=traces)
 
 
 def _late_mean(xs: Sequence[float], fraction: float) -> float:
@@ -467,39 +424,6 @@ def seed_spread(traces: Sequence[Trace], fraction: float = 0.5) -> Spread:
 
 
 # --- summaries of pk.train runs --------------------------------------------------------------------
-@dataclass(frozen=True)
-class RunSummary:
-    """A :func:`pinnkit.train` run in four numbers: final loss and L2RE, and the mean intra- and inter-step
-    alignment over the late part of training (the ``log`` entries ``"intra"`` / ``"inter"``).
-    """
-
-    loss: float
-    l2re: float
-    intra: float
-    inter: float
-
-    def __str__(self) -> str:
-        return (f"loss {self.loss:.1e}  L2RE {self.l2re:.1e}  intra-step A (late) {self.intra:+.2f}  "
-                f"inter-step A (late) {self.inter:+.2f}")
-
-
-def summarize(run: Any, fraction: float = 0.5) -> RunSummary:
-    """:class:`RunSummary` of a :func:`pinnkit.train` result logged with ``IntraStep`` and ``InterStep``; the
-    alignments are averaged over the last ``fraction`` of the logged entries (NaN entries, such as the first
-    ``InterStep`` value, are skipped).
-
-    Raises:
-        ValueError: ``fraction`` outside (0, 1], or the run has no ``intra`` / ``inter`` logs.
-    """
-    if not 0 < fraction <= 1:
-        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
-    h = run.history
-    missing = {"intra", "inter"} - set(h.extra)
-    if missing:
-        raise ValueError(f"the run has no {sorted(missing)} logs; train with log={{'intra': IntraStep(terms), "
-                         f"'inter': InterStep()}}")
-    return RunSummary(loss=run.loss, l2re=run.l2re, intra=_late_mean(h.extra["intra"], fraction),
-                      inter=_late_mean(h.extra["inter"], fraction))
 
 
 # --- preconditioned term gradients (dense) ---------------------------------------------------------
@@ -585,10 +509,3 @@ def fan(n: int, spread: float, dtype: torch.dtype = torch.float64) -> Tensor:
     return torch.stack([ang.cos(), ang.sin()], dim=1)
 
 
-def count_positive(results: Iterable[PreconditionedAlignment], preconditioner: str, lo: float, hi: float) -> int:
-    """How many of ``results`` reach a positive alignment score with ``preconditioner`` (``"newton"``,
-    ``"saddle_free"`` or ``"gauss_newton"``) at some relative damping in ``[lo, hi]``.
-    """
-    if preconditioner not in ("newton", "saddle_free", "gauss_newton"):
-        raise ValueError(f"unknown preconditioner {preconditioner!r}; valid: newton, saddle_free, gauss_newton")
-    return sum(any(x > 0 for d, x in zip(r.dampings, getattr(r, preconditioner)) if lo <= d <= hi) for r in results)

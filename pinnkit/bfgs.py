@@ -166,6 +166,7 @@ class BFGSStepper:
 
     @property
     def theta(self) -> Tensor:
+        """The current iterate (a flat parameter vector)."""
         return self._theta
 
     def state_dict(self) -> dict[str, Any]:
@@ -173,6 +174,7 @@ class BFGSStepper:
         return {"H": self.H, "g": self.g, "f": self.f, "f_prev": self.f_prev, "evals": self.evals, "k": self.k}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a state written by :meth:`state_dict`."""
         self.H, self.g = state["H"], state["g"]
         self.f, self.f_prev = float(state["f"]), float(state["f_prev"])
         self.evals, self.k = int(state["evals"]), int(state["k"])

@@ -41,16 +41,14 @@ from typing import Callable, Mapping, Sequence, cast
 import torch
 from torch import Tensor
 
-from .curvature import Eigen, LBFGSFactor, LBFGSPairs, hessian
+from .curvature import DENSE_LIMIT, Eigen, LBFGSFactor, LBFGSPairs, hessian
 from .objective import term
 
-#: largest ``P`` for which :func:`lbfgs_preconditioned` / :func:`term_conditions` form dense matrices
-DENSE_LIMIT = 5000
 #: default relative cutoff of :func:`range_condition`: eigenvalues with ``|lambda| <= RCUT * max|lambda|`` are
 #: treated as zero (float64 eigensolvers resolve about ``1e-13`` of the norm at classroom ``P``)
 RCUT = 1e-8
 
-__all__ = ["DENSE_LIMIT", "RCUT", "RangeCondition", "range_condition", "cluster_share", "IterationBounds",
+__all__ = ["DENSE_LIMIT", "RCUT", "condition_number", "RangeCondition", "range_condition", "cluster_share", "IterationBounds",
            "iterations_predicted", "OperatorConditioning", "operator_conditioning", "LBFGSConditioning",
            "lbfgs_preconditioned", "term_conditions", "as_eigenvalues"]
 
@@ -70,6 +68,44 @@ def as_eigenvalues(eigenvalues: Tensor | Sequence[float] | Eigen) -> Tensor:
 
 
 # --- one symmetric matrix ----------------------------------------------------------------------------------
+def condition_number(eigenvalues: Tensor | Sequence[float] | Eigen, rcut: float) -> float:
+    r"""The condition number of a symmetric matrix with an explicit relative cutoff ``rcut``: the one definition
+    every condition number of the package uses.
+
+    .. math:: \kappa = \frac{\max_i |\lambda_i|}{\min\{|\lambda_i| : |\lambda_i| > \mathrm{rcut}\cdot\max_j
+              |\lambda_j|\}} \;\le\; \frac{1}{\mathrm{rcut}},
+
+    the 2-norm condition number :math:`\|A\|\,\|A_c^+\|` of :math:`A` restricted to its eigenvectors above the
+    cutoff (magnitudes: a negative eigenvalue counts by its size). ``rcut = 0`` keeps every nonzero eigenvalue
+    (:math:`\|A\|\,\|A^+\|`; :math:`\|A\|\,\|A^{-1}\|` for a nonsingular matrix) and has no ceiling. A value
+    near ``1/rcut`` says the spectrum runs on down to the cutoff: report ``rcut`` with every ``kappa``.
+    Invariant under :math:`A \to tA`, :math:`t \ne 0`.
+
+    Args:
+        eigenvalues: all eigenvalues (any order): a Tensor, a sequence or an :class:`~pinnkit.curvature.Eigen`.
+        rcut: the relative cutoff in ``[0, 1)``; eigenvalues with :math:`|\lambda| \le` ``rcut`` times the largest
+            magnitude count as zero.
+
+    Returns:
+        :math:`\kappa \ge 1`.
+
+    Raises:
+        ValueError: no eigenvalues, non-finite values, a zero matrix, or ``rcut`` outside ``[0, 1)``.
+
+    >>> condition_number([-2e-3, 0.0, 1e-12, 0.5, 4.0], rcut=1e-6)   # 4 / 2e-3: the 1e-12 and the 0 are cut
+    2000.0
+    >>> condition_number([1e-12, 1.0], rcut=1e-6), condition_number([1e-12, 1.0], rcut=0.0)
+    (1.0, 1000000000000.0)
+    """
+    if not 0.0 <= rcut < 1.0:
+        raise ValueError(f"rcut must be in [0, 1), got {rcut}")
+    a = as_eigenvalues(eigenvalues).abs()
+    norm = float(a.max())
+    if norm == 0.0:
+        raise ValueError("all eigenvalues are zero: the matrix has no range, so no condition number")
+    return norm / float(a[a > rcut * norm].min())
+
+
 @dataclass(frozen=True)
 class RangeCondition:
     r"""Scale-invariant conditioning of a symmetric matrix (see :func:`range_condition`).
@@ -81,7 +117,7 @@ class RangeCondition:
         norm: :math:`\max_i |\lambda_i|` (the 2-norm).
         lmax, lmin: the algebraically largest and smallest eigenvalues.
         smallest: :math:`\min\{|\lambda_i| : |\lambda_i| > \text{cutoff}\}`.
-        kappa: ``norm / smallest``, the condition number on the numerical range.
+        kappa: ``norm / smallest``, the condition number on the numerical range (:func:`condition_number`).
         rank: number of eigenvalues with :math:`|\lambda| >` ``cutoff`` (numerical rank).
         n_negative: number of eigenvalues below ``-cutoff``.
         effective_rank: :math:`\exp(-\sum_i p_i \log p_i)`, :math:`p_i = |\lambda_i| / \sum_j |\lambda_j|`
@@ -157,7 +193,7 @@ def range_condition(eigenvalues: Tensor | Sequence[float] | Eigen, rcut: float =
     p = p[p > 0]
     return RangeCondition(
         n=ev.numel(), rcut=float(rcut), cutoff=cutoff, norm=norm, lmax=float(ev[-1]), lmin=float(ev[0]),
-        smallest=float(above.min()), kappa=norm / float(above.min()), rank=int(above.numel()),
+        smallest=float(above.min()), kappa=condition_number(ev, rcut), rank=int(above.numel()),
         n_negative=int((ev < -cutoff).sum()), effective_rank=float(torch.exp(-(p * p.log()).sum())),
         stable_rank=float((a ** 2).sum()) / norm ** 2, intrinsic_dim=float(a.sum()) / norm)
 
@@ -565,7 +601,7 @@ def top_condition(eigenvalues: Tensor | Sequence[float] | Eigen, k: int) -> floa
         raise ValueError(f"k must be in 1 .. {a.numel()}, got {k}")
     if float(a[int(k) - 1]) == 0.0:
         raise ValueError(f"the {k}-th largest |eigenvalue| is zero: fewer than {k} directions carry curvature")
-    return float(a[0]) / float(a[int(k) - 1])
+    return condition_number(a[:int(k)], rcut=0.0)   # the top k, every one of them nonzero: no cutoff needed
 
 
 def best_scalar_share(eigenvalues: Tensor | Sequence[float] | Eigen, lo: float = 0.5, hi: float = 2.0,
@@ -636,7 +672,10 @@ def compare_top(hessian_eigenvalues: Tensor | Sequence[float] | Eigen,
     >>> round(t.kappa_hessian), round(t.kappa_preconditioned, 3), t.share_preconditioned, round(t.share_best_scalar, 3)
     (100, 1.333, 1.0, 0.333)
     """
-    top = lambda e: (lambda a: a[a.abs().argsort(descending=True)[:int(k)]])(as_eigenvalues(e))  # noqa: E731
+    def top(e: Tensor | Sequence[float] | Eigen) -> Tensor:
+        a = as_eigenvalues(e)
+        return a[a.abs().argsort(descending=True)[:int(k)]]
+
     th, tp = top(hessian_eigenvalues), top(preconditioned_eigenvalues)
     share_c, c = best_scalar_share(th, lo, hi)
     return TopComparison(int(k), top_condition(th, int(k)), top_condition(tp, int(k)), cluster_share(tp, lo, hi),
@@ -758,7 +797,9 @@ class CGCheck:
 def _cg_errors(A: Tensor, b: Tensor, x_star: Tensor, tol: float, max_iter: int, reorthogonalize: bool,
                ) -> tuple[int | None, Tensor]:
     """Plain (or fully re-orthogonalised) CG from 0; relative A-norm errors per iteration, and the first one below tol."""
-    anorm = lambda e: math.sqrt(max(float(e @ (A @ e)), 0.0))  # noqa: E731
+    def anorm(e: Tensor) -> float:
+        return math.sqrt(max(float(e @ (A @ e)), 0.0))
+
     e0 = anorm(x_star)
     x, r = torch.zeros_like(b), b.clone()
     p, rr = r.clone(), r @ r

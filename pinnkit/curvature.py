@@ -11,8 +11,8 @@ Every function takes a loss ``f`` of one flat parameter vector ``theta`` (``PINN
 * :func:`lanczos`, :func:`top_eigenpairs`, :func:`bottom_eigenpairs` — extreme eigenpairs from HVPs only.
 * :func:`spectral_density`, :func:`term_densities`, :func:`slq` — stochastic Lanczos quadrature (Rathore et al.).
 * :func:`preconditioned_spectrum`, :func:`lbfgs_pairs` — the spectrum of the L-BFGS-preconditioned Hessian.
-* :func:`condition_number`, :func:`jacobian`, :func:`gauss_newton`, :func:`gauss_newton_product` (scale-invariant
-  conditioning measures live in :mod:`pinnkit.conditioning`).
+* :func:`jacobian`, :func:`gauss_newton`, :func:`gauss_newton_product` (condition numbers and other
+  scale-invariant conditioning measures live in :mod:`pinnkit.conditioning`).
 
 **Conventions.** Eigenvectors are **columns** everywhere, ``(P, k)`` with ``vectors[:, i]`` belonging to
 ``values[i]``, as :func:`torch.linalg.eigh` returns them (:class:`Eigen`, ``LanczosResult.ritz_vectors``). A
@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence, cast
 
 import torch
 from torch import Tensor
@@ -55,7 +55,7 @@ __all__ = [
     "hvp_operator", "hessian", "hessian_eigh", "Eigen", "LanczosResult", "lanczos", "top_eigenpairs",
     "bottom_eigenpairs", "SpectralDensity", "LogSpectralDensity", "slq", "spectral_density", "term_densities",
     "shared_sigma", "LBFGSPairs", "lbfgs_pairs", "lbfgs_two_loop", "LBFGSFactor", "preconditioned_operator",
-    "preconditioned_spectrum", "condition_number", "jacobian", "gauss_newton", "gauss_newton_operator",
+    "preconditioned_spectrum", "jacobian", "gauss_newton", "gauss_newton_operator",
     "gauss_newton_product",
 ]
 
@@ -132,6 +132,7 @@ class LinearOperator:
                              f"{tuple(V.shape)}")
 
     def __call__(self, V: Tensor) -> Tensor:
+        """The operator applied to a vector, or to a batch of vectors stored as rows."""
         self._check(V)
         return self._rows(V)
 
@@ -225,17 +226,18 @@ class HVPOperator(LinearOperator):
         """The gradient at ``theta`` (free in reverse mode; one extra gradient in forward mode)."""
         if self.mode == "reverse":
             return self._g.detach()
-        return self._gradf(self._theta).detach()
+        return cast(Tensor, self._gradf(self._theta)).detach()
 
     def _one(self, v: Tensor) -> Tensor:
         if self.mode == "forward":
-            return torch.func.jvp(self._gradf, (self._theta,), (v,))[1]
+            return cast(Tensor, torch.func.jvp(self._gradf, (self._theta,), (v,))[1])
         if not self._g.requires_grad:       # gradient independent of theta: f is linear, H = 0
             return torch.zeros_like(v)
         with torch.enable_grad():
             return torch.autograd.grad(self._g, self._x, v, retain_graph=True)[0]
 
     def __call__(self, V: Tensor) -> Tensor:
+        """Hessian-vector products with a vector, or with a batch of vectors stored as rows."""
         self._check(V)
         V = V.to(self.dtype)
         if V.ndim == 1:
@@ -243,7 +245,7 @@ class HVPOperator(LinearOperator):
             return self._one(V).detach()
         self.calls += V.shape[0]
         if self.mode == "forward":
-            return torch.func.vmap(lambda v: torch.func.jvp(self._gradf, (self._theta,), (v,))[1])(V).detach()
+            return cast(Tensor, torch.func.vmap(lambda v: torch.func.jvp(self._gradf, (self._theta,), (v,))[1])(V)).detach()
         if not self._g.requires_grad:
             return torch.zeros_like(V)
         return self._block_product(V)
@@ -655,7 +657,7 @@ class SpectralDensity:
         0 for equal curves, 2 for curves without overlap).
         """
         import numpy as np
-        g = torch.cat([self.grid, other.grid]).unique().numpy()
+        g = np.unique(torch.cat([self.grid, other.grid]).numpy())
         a = np.interp(g, self.grid.numpy(), self.density.numpy(), left=0.0, right=0.0)
         b = np.interp(g, other.grid.numpy(), other.density.numpy(), left=0.0, right=0.0)
         trapezoid = getattr(np, "trapezoid", None) or np.trapz  # type: ignore[attr-defined]  # numpy < 2
@@ -804,6 +806,7 @@ class LBFGSPairs:
 
     @property
     def rho(self) -> Tensor:
+        r""":math:`\rho_i = 1/(s_i^\top y_i)` for every stored pair."""
         return 1.0 / (self.s * self.y).sum(1)
 
 
@@ -901,12 +904,14 @@ class LBFGSFactor:
         self.C = C
 
     def apply(self, X: Tensor) -> Tensor:
+        r""":math:`\tilde H x` for a vector ``(P+m,)`` or a batch of rows ``(k, P+m)``."""
         x1, x2 = X[..., :self.P], X[..., self.P:]
         for i in range(self.m):            # A x = V_{m-1}^T ... V_0^T x: V_0^T first
             x1 = x1 - self.rho[i] * (x1 @ self.y[i])[..., None] * self.s[i]
         return math.sqrt(self.gamma) * x1 + x2 @ self.C
 
     def apply_t(self, Z: Tensor) -> Tensor:
+        r""":math:`\tilde H^\top z` for a vector ``(P,)`` or a batch of rows ``(k, P)``."""
         z = Z
         for i in reversed(range(self.m)):  # A^T z = V_0 ... V_{m-1} z: V_{m-1} first
             z = z - self.rho[i] * (z @ self.s[i])[..., None] * self.y[i]
@@ -948,33 +953,6 @@ def preconditioned_spectrum(f: Loss, theta: Tensor, pairs: Any, n_probes: int = 
     return slq(op, op.dim, n_probes, steps, grid_size=grid_size, sigma2_factor=sigma2_factor, sigma=sigma, seed=seed)
 
 
-# --- condition numbers -------------------------------------------------------------------------------------
-def condition_number(eigenvalues: Tensor | Sequence[float] | Eigen, cutoff: float | None = None) -> float:
-    r""":math:`\kappa = \lambda_{\max} / \lambda_{\min}^{+}`, the smallest eigenvalue **above** ``cutoff``.
-
-    Default cutoff: :math:`n\,\varepsilon\,|\lambda|_{\max}` (``n`` eigenvalues, :math:`\varepsilon` the dtype's
-    machine epsilon: the numerical-rank threshold of ``torch.linalg.matrix_rank``); eigenvalues at or below it
-    (zero, tiny, negative) are ignored. Pass an explicit ``cutoff`` to compare runs fairly.
-
-    >>> condition_number(torch.tensor([-1.0, 1e-17, 0.5, 4.0], dtype=torch.float64))
-    8.0
-    """
-    ev = eigenvalues.values if isinstance(eigenvalues, Eigen) else eigenvalues
-    ev = torch.as_tensor(ev).reshape(-1)
-    if not ev.is_floating_point():
-        ev = ev.double()
-    if ev.numel() == 0:
-        raise ValueError("no eigenvalues given")
-    top = float(ev.max())
-    if cutoff is None:
-        cutoff = ev.numel() * torch.finfo(ev.dtype).eps * float(ev.abs().max())
-    pos = ev[ev > cutoff]
-    if top <= 0 or pos.numel() == 0:
-        raise ValueError(f"no eigenvalue above the cutoff {cutoff:.3g} (largest {top:.3g}); the matrix is not "
-                         "positive anywhere — lower the cutoff or look at the negative part")
-    return top / float(pos.min())
-
-
 # --- Jacobians and Gauss-Newton ----------------------------------------------------------------------------
 def jacobian(r: Callable[[Tensor], Tensor], theta: Tensor, *, force: bool = False) -> Tensor:
     r"""Jacobian :math:`J = \partial r / \partial \theta` (``m x P``) of a residual vector function, by ``jacrev``.
@@ -997,7 +975,7 @@ def jacobian(r: Callable[[Tensor], Tensor], theta: Tensor, *, force: bool = Fals
                          f"that); above DENSE_LIMIT**2 = {DENSE_LIMIT ** 2:,} entries use "
                          "pinnkit.curvature.gauss_newton_product / gauss_newton_operator (matrix-free), fewer "
                          "points, or pass force=True")
-    return torch.func.jacrev(r)(th)
+    return cast(Tensor, torch.func.jacrev(r)(th))
 
 
 def gauss_newton(r: Callable[[Tensor], Tensor], theta: Tensor, *, force: bool = False) -> Tensor:
@@ -1035,7 +1013,7 @@ def gauss_newton_product(r: Callable[[Tensor], Tensor], theta: Tensor, v: Tensor
 
     def one(u: Tensor) -> Tensor:
         Ju = torch.func.jvp(r, (th,), (u,))[1]
-        return 2.0 * vjp_fn(Ju)[0]
+        return cast(Tensor, 2.0 * vjp_fn(Ju)[0])
     if v.ndim == 1:
         return one(v)
     if v.ndim == 2:

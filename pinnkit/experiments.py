@@ -364,7 +364,7 @@ def load_config(path: str | Path) -> list[Experiment]:
     try:
         import tomllib
     except ModuleNotFoundError:  # pragma: no cover - Python 3.10
-        import tomli as tomllib  # type: ignore[no-redef]
+        import tomli as tomllib
 
     with open(path, "rb") as fh:
         cfg = tomllib.load(fh)
@@ -403,6 +403,7 @@ def _hessian_extremes(experiment: Experiment, pinn: Any, theta: torch.Tensor) ->
 
     The Hessian is formed in float64 at the trained ``theta`` on the run's own collocation points.
     """
+    from .conditioning import condition_number
     from .curvature import hessian
 
     exact = build(dataclasses.replace(experiment, dtype="float64"))
@@ -410,7 +411,7 @@ def _hessian_extremes(experiment: Experiment, pinn: Any, theta: torch.Tensor) ->
     lam = torch.linalg.eigvalsh(hessian(exact.loss, theta.to(torch.float64)))
     small = lam.abs().min()
     return {"lambda_max": float(lam.max()), "lambda_min": float(lam.min()), "min_abs_lambda": float(small),
-            "ratio_max_over_min_abs": float(lam.max().abs() / small), "n_params": float(lam.numel())}
+            "ratio_max_over_min_abs": condition_number(lam, rcut=0.0), "n_params": float(lam.numel())}
 
 
 def _intra_alignment(pinn: Any) -> Callable[[torch.Tensor, torch.Tensor], float]:

@@ -46,7 +46,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Callable, Literal, Mapping, cast
 
 import torch
 from torch import Tensor
@@ -71,7 +71,7 @@ def find_residual(terms_fn: Any) -> Residual | None:
     callables it closes over (two levels) are searched for an object with ``residual_vector``.
     """
     model = find_model(terms_fn)
-    return None if model is None else model.residual_vector  # type: ignore[no-any-return]
+    return None if model is None else cast(Callable[[Tensor], Tensor], model.residual_vector)
 
 
 def find_model(terms_fn: Any) -> Any:
@@ -310,6 +310,7 @@ class GaussNewtonStepper:
 
     @property
     def theta(self) -> Tensor:
+        """The current iterate (a flat parameter vector)."""
         return self._theta
 
     @property
@@ -322,6 +323,7 @@ class GaussNewtonStepper:
         return {"mu": self.mu, "nu": self.nu, "k": self.k, "evals": self.evals}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a state written by :meth:`state_dict`."""
         self.mu = None if state["mu"] is None else float(state["mu"])
         self.nu, self.k, self.evals = float(state["nu"]), int(state["k"]), int(state["evals"])
 

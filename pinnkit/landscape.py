@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence, cast
 
 import torch
 from torch import Tensor
@@ -140,7 +140,7 @@ def normalize(d: Tensor, theta: Tensor, blocks: Any = None, how: str = "filter")
     P = theta.numel()
     rms = torch.linalg.vector_norm(theta) / math.sqrt(P)
     if how == "global":
-        return d * (torch.linalg.vector_norm(theta) / torch.linalg.vector_norm(d))
+        return cast(Tensor, d * (torch.linalg.vector_norm(theta) / torch.linalg.vector_norm(d)))
     parts = []
     for start, stop, shape in _blocks(blocks, P):
         db, tb = d[start:stop], theta[start:stop]
@@ -473,7 +473,7 @@ def plane_curvature(f: Loss, theta: Tensor, d1: Tensor, d2: Tensor) -> Tensor:
     Q, _ = torch.linalg.qr(torch.stack([d1.detach(), d2.detach()], dim=1).to(theta.dtype))
     HQ = curvature.hvp_batch(total(f), theta.detach(), Q.T.contiguous())
     M = (Q.T @ HQ.T).to(torch.float64)
-    return torch.linalg.eigvalsh(0.5 * (M + M.T))
+    return cast(Tensor, torch.linalg.eigvalsh(0.5 * (M + M.T)))
 
 
 def slice_hessian(f: Loss, theta: Tensor, directions: Directions | Sequence[Tensor]) -> Tensor:

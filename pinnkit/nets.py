@@ -12,6 +12,7 @@ class Sin(nn.Module):
     """The activation :math:`\\sin(x)`."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        r""":math:`\sin(x)` elementwise."""
         return torch.sin(x)
 
 

@@ -22,13 +22,15 @@ All steps solve a model of the loss around :math:`\theta` with a curvature matri
 ============================  =========================================================================
 
 Each is a stepper registered in :data:`pinnkit.train.STEPPERS` (``factory(terms_fn, theta, *, options)`` with
-``.step()`` and ``.theta``), so :func:`pinnkit.train` runs them; :func:`run` is :func:`pinnkit.train` with the
-defaults of a Newton study (stop at a gradient tolerance, report divergence as a status instead of raising).
+``.step()`` and ``.theta``), so :func:`pinnkit.train` runs them: ``pk.train(model, "newton", steps,
+grad_tol=1e-10)`` iterates until the gradient tolerance (this module does not import :mod:`pinnkit.train`, which
+imports it for its registry).
 
->>> import torch
+>>> import torch, pinnkit as pk
 >>> A = torch.tensor([[3., 1.], [1., 2.]], dtype=torch.float64); b = torch.tensor([1., -1.], dtype=torch.float64)
 >>> f = lambda th: 0.5 * th @ A @ th - b @ th          # quadratic: one Newton step lands on A^{-1} b
->>> res = run(f, "newton", steps=5, theta0=torch.zeros(2, dtype=torch.float64))
+>>> res = pk.train(f, "newton", 5, theta0=torch.zeros(2, dtype=torch.float64), grad_tol=1e-10, log_every=1,
+...                quiet=True)
 >>> res.status, res.steps, bool(torch.allclose(res.theta, torch.linalg.solve(A, b)))
 ('converged', 1, True)
 """
@@ -45,7 +47,7 @@ from .curvature import hessian, jacobian
 from .linesearch import armijo
 from .objective import TermsFn, total, value_and_grad
 
-__all__ = ["newton_direction", "saddle_free_direction", "NewtonStepper", "StepInfo", "run", "METHODS",
+__all__ = ["newton_direction", "saddle_free_direction", "NewtonStepper", "StepInfo", "METHODS",
            "newton", "damped_newton", "saddle_free_newton", "gauss_newton", "levenberg_marquardt", "gradient_norm"]
 
 
@@ -184,6 +186,7 @@ class NewtonStepper:
 
     @property
     def theta(self) -> Tensor:
+        """The current iterate (a flat parameter vector)."""
         return self._theta
 
     def state_dict(self) -> dict[str, Any]:
@@ -191,9 +194,11 @@ class NewtonStepper:
         return {"mu": self.mu}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a state written by :meth:`state_dict`."""
         self.mu = float(state["mu"])
 
     def step(self) -> None:
+        """Advance one optimizer step (updates :attr:`theta`)."""
         theta = self._theta
         if self.variant in ("gauss_newton", "levenberg_marquardt"):
             assert self.residual is not None
@@ -367,35 +372,5 @@ def gradient_norm(terms_fn: TermsFn, theta: Tensor, *, damping: float = 1e-6, ma
 METHODS: dict[str, Callable[..., NewtonStepper]] = {
     "newton": newton, "damped_newton": damped_newton, "saddle_free_newton": saddle_free_newton,
     "gauss_newton": gauss_newton, "levenberg_marquardt": levenberg_marquardt, "gradient_norm": gradient_norm}
-
-
-def run(objective: Any, method: str = "newton", steps: int = 50, *, theta0: Tensor | None = None,
-        grad_tol: float = 1e-10, diverge: float = 1e8, log_every: int = 1, **options: Any) -> Any:
-    """:func:`pinnkit.train` with a Newton study's defaults: iterate until ``||grad|| <= grad_tol`` or ``steps``.
-
-    Unlike ``train``'s defaults it logs every step, has no progress bar, and reports divergence as
-    ``status="diverged"`` (``theta`` = the last finite logged iterate) instead of raising.
-
-    Args:
-        objective: a model with ``terms``/``theta0`` (``PINN``, ``Regression``) or a function ``theta -> loss``.
-        method: any name in :data:`pinnkit.train.STEPPERS` (``"newton"``, ``"lbfgs"``, ...; case-insensitive).
-        steps: at most this many steps (0 only evaluates ``theta0``).
-        theta0: the starting point (default ``objective.theta0``).
-        grad_tol: stop (``status="converged"``) when the gradient norm of a logged iterate is at most this.
-        diverge: ``status="diverged"`` when ``loss - loss0 > diverge * |loss0|``.
-        log_every: log (and test ``grad_tol``) every this many steps, and after the last.
-        **options: the stepper's options (``residual=``, ``damping=``, ``rcond=``, ``lr=``, ...).
-
-    Returns:
-        A :class:`pinnkit.train.TrainResult` (``status``, ``final_loss``, ``final_grad_norm``, ``history``).
-
-    Raises:
-        ValueError: unknown method or bad sizes. TypeError: an option no phase accepts.
-    """
-    # deferred: pinnkit.train imports this module's steppers for its registry, so importing train here at
-    # module level would make the two modules import each other
-    from .train import train
-    return train(objective, method, steps, theta0=theta0, grad_tol=grad_tol, diverge=diverge, log_every=log_every,
-                 on_diverge="stop", quiet=True, **options)
 
 

@@ -49,11 +49,9 @@ from torch import Tensor
 from .curvature import hvp_operator
 from .linesearch import armijo
 from .objective import TermsFn, total
-from .papers import RATHORE2024, RATHORE2024_SECONDS
 
 __all__ = ["NystromPreconditioner", "nystrom", "pcg", "CGResult", "NNCGStep", "NNCGStepper",
-           "nncg_stepper", "GDArmijoStepper", "gd_armijo_stepper", "diagnostics_table", "RATHORE2024",
-           "RATHORE2024_SECONDS", "optimizer_table"]
+           "nncg_stepper", "GDArmijoStepper", "gd_armijo_stepper"]
 
 MatVec = Callable[[Tensor], Tensor]
 
@@ -78,6 +76,7 @@ class NystromPreconditioner:
 
     @property
     def rank(self) -> int:
+        """The rank of the Nystrom approximation (its number of eigenvalues)."""
         return int(self.lhat.numel())
 
     def _apply(self, v: Tensor, power: float) -> Tensor:
@@ -300,6 +299,7 @@ class NNCGStepper:
 
     @property
     def theta(self) -> Tensor:
+        """The current iterate (a flat parameter vector)."""
         return self._theta
 
     def _counted(self, th: Tensor) -> Tensor:
@@ -322,6 +322,7 @@ class NNCGStepper:
                                                      "indefinite": pre.indefinite}}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a state written by :meth:`state_dict`."""
         self.k, self.d = int(state["k"]), state["d"]
         self.evals, self.hvps = int(state.get("evals", 0)), int(state.get("hvps", 0))
         self.gen.set_state(state["gen"])
@@ -416,6 +417,7 @@ class GDArmijoStepper:
 
     @property
     def theta(self) -> Tensor:
+        """The current iterate (a flat parameter vector)."""
         return self._theta
 
     def _counted(self, th: Tensor) -> Tensor:
@@ -444,6 +446,7 @@ class GDArmijoStepper:
         return {"k": self.k, "evals": self.evals}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a state written by :meth:`state_dict`."""
         self.k, self.evals = int(state["k"]), int(state.get("evals", 0))
 
 
@@ -455,45 +458,3 @@ def gd_armijo_stepper(terms_fn: TermsFn, theta: Tensor, *, alpha: float = 0.1, b
     return GDArmijoStepper(terms_fn, theta, alpha=alpha, beta=beta, max_step=max_step)
 
 
-def diagnostics_table(steps: list[NNCGStep], digits: int = 2) -> str:
-    """One line per NNCG step: CG iterations, exit reason, preconditioned residual, negative-curvature hits,
-    fallback, Armijo step and the loss ratio (rounded to ``digits`` significant digits, for compared outputs).
-    """
-    head = f"{'step':>4} {'CG its':>6} {'exit':<18} {'P-resid':>8} {'neg':>4} {'fallback':>8} {'t':>8} {'loss ratio':>10}"
-    lines = [head]
-    for s in steps:
-        ratio = s.loss_after / s.loss_before if s.loss_before else math.nan
-        lines.append(f"{s.step:>4} {s.cg_iters:>6} {s.exit:<18} {s.precond_residual:>8.{digits - 1}e} "
-                     f"{s.negative_curvature_hits:>4} {str(s.fallback):>8} {s.t:>8.{digits}g} {ratio:>10.{digits}g}")
-    return "\n".join(lines)
-
-
-def _seconds_per_iteration(run: Any, phase: str | None = None) -> float:
-    """Wall seconds per Rathore iteration (an L-BFGS step counts its inner iterations) within ``phase``."""
-    h = run.history
-    pairs = [(h.iteration[i] - h.iteration[i - 1], h.time[i] - h.time[i - 1]) for i in range(1, len(h.step))
-             if phase is None or h.phase[i - 1] == phase]
-    n = sum(p[0] for p in pairs)
-    return sum(p[1] for p in pairs) / n if n else math.nan
-
-
-def optimizer_table(runs: dict[str, dict[str, Any]], paper: dict[str, dict[str, tuple[float, float]]] | None = None,
-                    seconds: dict[str, dict[str, float]] | None = None) -> str:
-    """A text table, one row per (problem, method): our loss, L2RE, final gradient norm and seconds per Rathore
-    iteration of the last phase (``TrainResult``s in ``runs[problem][method]``; an L-BFGS step counts its 20 inner
-    iterations, an NNCG step 1) beside the paper's loss / L2RE (default :data:`RATHORE2024`) and seconds per
-    iteration (default :data:`RATHORE2024_SECONDS`; L-BFGS and NNCG only, on a Titan V).
-    """
-    paper = RATHORE2024 if paper is None else paper
-    seconds = RATHORE2024_SECONDS if seconds is None else seconds
-    head = (f"{'problem':<11}{'method':<17}{'loss':>9}{'L2RE':>9}{'|grad|':>9}{'s/it':>8}   "
-            f"{'paper loss':>10}{'paper L2RE':>11}{'paper s/it':>11}")
-    lines = [head, "-" * len(head)]
-    for prob, methods in runs.items():
-        for m, r in methods.items():
-            pl, pe = paper.get(prob, {}).get(m, (math.nan, math.nan))
-            last = m.split("+")[-1]
-            ps = seconds.get(prob, {}).get(last, math.nan) if "+" not in m or last == "nncg" else math.nan
-            lines.append(f"{prob:<11}{m:<17}{r.loss:>9.1e}{r.l2re:>9.1e}{r.grad_norm:>9.1e}"
-                         f"{_seconds_per_iteration(r, last):>8.3f}   {pl:>10.1e}{pe:>11.1e}{ps:>11.3g}")
-    return "\n".join(lines)

@@ -14,7 +14,7 @@ so there is one place where "sum the terms" is defined.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Union
+from typing import Any, Callable, Mapping, Union, cast
 
 import torch
 from torch import Tensor
@@ -60,9 +60,9 @@ def function(objective: Any) -> Loss:
         return lambda theta: {k: g(theta) for k, g in fns.items()}
     terms = getattr(objective, "terms", None)
     if callable(terms):
-        return terms
+        return cast(Loss, terms)
     if callable(objective):
-        return objective
+        return cast(Loss, objective)
     raise TypeError(f"an objective is a function of theta (returning a scalar or a dict of terms), an object with a "
                     f".terms method (a PINN), or a dict of named losses; got {type(objective).__name__}")
 

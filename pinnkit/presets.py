@@ -40,6 +40,7 @@ class Preset:
 
     @property
     def is_paper(self) -> bool:
+        """True for the paper preset (the papers' sizes)."""
         return self.name == "paper"
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import operator
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence, cast
 
 import torch
 from torch import Tensor
@@ -44,7 +44,7 @@ def partial(u: Fn, i: int) -> Fn:
     def du(X: Tensor) -> Tensor:
         e = torch.zeros_like(X)
         e[:, i] = 1.0
-        return torch.func.jvp(u, (X,), (e,))[1]
+        return cast(Tensor, torch.func.jvp(u, (X,), (e,))[1])
     return du
 
 
@@ -130,7 +130,8 @@ class Collocation:
 
     points: dict[str, Tensor]
 
-    def to(self, device=None, dtype=None) -> "Collocation":
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "Collocation":
+        """A copy with every point set moved to ``device`` / converted to ``dtype``."""
         return Collocation({k: v.to(device=device, dtype=dtype) for k, v in self.points.items()})
 
 
@@ -166,6 +167,7 @@ class Problem:
 
     @property
     def dim(self) -> int:
+        """The number of input coordinates (space and time)."""
         return len(self.bounds)
 
     # --- to implement -------------------------------------------------------------------------
@@ -185,11 +187,12 @@ class Problem:
         raise NotImplementedError
 
     # --- shared machinery ---------------------------------------------------------------------
-    def axes(self, shape: tuple[int, ...] | None = None, dtype=torch.float64) -> list[Tensor]:
+    def axes(self, shape: tuple[int, ...] | None = None, dtype: torch.dtype = torch.float64) -> list[Tensor]:
+        """Evenly spaced coordinates along each axis of the domain (``shape``: points per axis)."""
         shape = shape or self.eval_shape
         return [torch.linspace(lo, hi, n, dtype=dtype) for (lo, hi), n in zip(self.bounds, shape)]
 
-    def grid(self, shape: tuple[int, ...] | None = None, dtype=torch.float64) -> Tensor:
+    def grid(self, shape: tuple[int, ...] | None = None, dtype: torch.dtype = torch.float64) -> Tensor:
         """The evaluation grid as an ``(N, d)`` tensor, first input varying slowest (``indexing='ij'``)."""
         mesh = torch.meshgrid(*self.axes(shape, dtype), indexing="ij")
         return torch.stack([m.reshape(-1) for m in mesh], dim=1)
@@ -275,9 +278,11 @@ class Convection(_SpaceTime):
         self.beta = float(beta)
 
     def exact(self, X: Tensor) -> Tensor:
+        """The exact solution at the points ``X`` (rows), as a column."""
         return torch.sin(X[:, 0] - self.beta * X[:, 1])
 
     def residuals(self, u: Fn, pts: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The residual vectors of the loss terms of ``u`` at the collocation points ``pts``."""
         du = jet(u, pts["residual"]).grad
         x0 = pts["initial"]
         return {
@@ -309,11 +314,13 @@ class Reaction(_SpaceTime):
         self.rho = float(rho)
 
     def exact(self, X: Tensor) -> Tensor:
+        """The exact solution at the points ``X`` (rows), as a column."""
         h = _bump(X[:, 0])
         g = h * torch.exp(self.rho * X[:, 1])
         return g / (g + 1 - h)
 
     def residuals(self, u: Fn, pts: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The residual vectors of the loss terms of ``u`` at the collocation points ``pts``."""
         j = jet(u, pts["residual"])
         uX = j.value
         x0 = pts["initial"]
@@ -346,12 +353,14 @@ class Wave(_SpaceTime):
         self.beta = float(beta)
 
     def exact(self, X: Tensor) -> Tensor:
+        """The exact solution at the points ``X`` (rows), as a column."""
         x, t = X[:, 0], X[:, 1]
         b = self.beta
         return torch.sin(math.pi * x) * torch.cos(2 * math.pi * t) + 0.5 * torch.sin(b * math.pi * x) * torch.cos(
             2 * b * math.pi * t)
 
     def residuals(self, u: Fn, pts: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The residual vectors of the loss terms of ``u`` at the collocation points ``pts``."""
         j = jet(u, pts["residual"], second=(0, 1))
         x0 = pts["initial"]
         j0 = jet(u, x0)
@@ -382,9 +391,11 @@ class AllenCahn(_SpaceTime):
         self.reaction = float(reaction)
 
     def initial(self, x: Tensor) -> Tensor:
+        r"""The initial condition :math:`u(x, 0) = x^2\cos(\pi x)`."""
         return x ** 2 * torch.cos(math.pi * x)
 
     def residuals(self, u: Fn, pts: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The residual vectors of the loss terms of ``u`` at the collocation points ``pts``."""
         j = jet(u, pts["residual"], second=(0,))
         uX = j.value
         x0 = pts["initial"]
@@ -418,12 +429,15 @@ class Poisson1D(Problem):
         self.ritz_penalty = float(ritz_penalty)
 
     def forcing(self, x: Tensor) -> Tensor:
+        """The right-hand side of the equation at the given points."""
         return (self.k * math.pi) ** 2 * torch.sin(self.k * math.pi * x)
 
     def exact(self, X: Tensor) -> Tensor:
+        """The exact solution at the points ``X`` (rows), as a column."""
         return torch.sin(self.k * math.pi * X[:, 0])
 
     def residuals(self, u: Fn, pts: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The residual vectors of the loss terms of ``u`` at the collocation points ``pts``."""
         X = pts["residual"]
         return {
             "residual": -jet(u, X, second=(0,)).second[0] - self.forcing(X[:, 0]),
@@ -454,6 +468,7 @@ class Poisson1D(Problem):
         }
 
     def sample(self, n_res: int, n_ic: int = 1, n_bc: int = 1, seed: int = 0, method: str = "grid") -> Collocation:
+        """Collocation points: ``n_res`` interior points (an even grid or random) and the two boundary points."""
         (n_res,) = _check_positive(n_res=n_res).values()
         gen = torch.Generator().manual_seed(seed)
         if method == "grid":  # evenly spaced interior points: the natural 1-D grid
@@ -485,12 +500,15 @@ class Poisson2D(Problem):
     eval_shape = (101, 101)
 
     def forcing(self, X: Tensor) -> Tensor:
+        """The right-hand side of the equation at the given points."""
         return 2 * math.pi ** 2 * torch.sin(math.pi * X[:, 0]) * torch.sin(math.pi * X[:, 1])
 
     def exact(self, X: Tensor) -> Tensor:
+        """The exact solution at the points ``X`` (rows), as a column."""
         return torch.sin(math.pi * X[:, 0]) * torch.sin(math.pi * X[:, 1])
 
     def residuals(self, u: Fn, pts: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The residual vectors of the loss terms of ``u`` at the collocation points ``pts``."""
         X = pts["residual"]
         j = jet(u, X, second=(0, 1))
         return {
@@ -516,7 +534,7 @@ PROBLEMS: dict[str, type[Problem]] = {
 }
 
 
-def make(name: str, **params) -> Problem:
+def make(name: str, **params: Any) -> Problem:
     """Build a problem by name, e.g. ``make("convection", beta=10)``."""
     key = name.lower().replace("-", "_")
     if key not in PROBLEMS:

@@ -52,6 +52,7 @@ class Embedding:
     n_out: int
 
     def __call__(self, X: Tensor) -> Tensor:
+        """The embedded inputs: one row of features per row of ``X``."""
         raise NotImplementedError
 
 
@@ -84,6 +85,7 @@ class Periodic(Embedding):
         self.n_out = self.n_in - 1 + 2 * self.harmonics
 
     def __call__(self, X: Tensor) -> Tensor:
+        """The embedded inputs: one row of features per row of ``X``."""
         k = torch.arange(1, self.harmonics + 1, dtype=X.dtype, device=X.device)
         a = (2 * math.pi / self.period) * X[:, self.dim:self.dim + 1] * k
         rest = [X[:, j:j + 1] for j in range(self.n_in) if j != self.dim]
@@ -131,6 +133,7 @@ class FourierFeatures(Embedding):
         self.n_out = 2 * self.n_features + (self.n_in - len(self.dims) if keep_rest else 0)
 
     def __call__(self, X: Tensor) -> Tensor:
+        """The embedded inputs: one row of features per row of ``X``."""
         a = X[:, list(self.dims)] @ self.B.to(X.device, X.dtype).T
         rest = [X[:, j:j + 1] for j in range(self.n_in) if j not in self.dims and self.keep_rest]
         return torch.cat([torch.cos(a), torch.sin(a), *rest], dim=1)
@@ -155,6 +158,7 @@ class Concat(Embedding):
         self.n_out = sum(p.n_out for p in parts)
 
     def __call__(self, X: Tensor) -> Tensor:
+        """The embedded inputs: one row of features per row of ``X``."""
         return torch.cat([p(X) for p in self.parts], dim=1)
 
     def __repr__(self) -> str:
@@ -230,6 +234,7 @@ class EmbeddedPINN(PINN):
         self.n_in = self.problem.dim      # predict() takes (x, t) rows
 
     def u(self, theta: Tensor) -> Callable[[Tensor], Tensor]:
+        """The network with parameters ``theta`` as a function of the raw inputs (embedding first)."""
         net = FlatMLP.u(self, theta)
         return lambda X: net(self.embedding(X))
 
@@ -375,6 +380,7 @@ class WeightUpdate:
         self.weights.set(self.rule(theta), 0)
 
     def __call__(self, k: int, theta_k: Tensor, theta_k1: Tensor, stepper: Any) -> None:
+        """Update the weights after step ``k -> k+1`` when the schedule says so."""
         step = k + 1
         if step % self.every or (self.until is not None and step > self.until):
             return

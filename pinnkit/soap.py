@@ -199,9 +199,11 @@ class SOAPStepper:
 
     @property
     def theta(self) -> Tensor:
+        """The current iterate (a flat parameter vector)."""
         return torch.cat([p.detach().reshape(-1) for p in self.params])
 
     def step(self) -> None:
+        """Advance one optimizer step (updates :attr:`theta`)."""
         _, _, g = value_and_grad(self.terms_fn, self.theta)
         for p, b in zip(self.params, self.blocks):
             p.grad = g[b.start:b.stop].reshape(p.shape)
@@ -212,6 +214,7 @@ class SOAPStepper:
         return {"opt": self.opt.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a state written by :meth:`state_dict`."""
         self.opt.load_state_dict(state["opt"])
 
 

@@ -32,19 +32,17 @@ tolerances, and one definition used by every chapter:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, cast
 
 import torch
 from torch import Tensor
 
 from .curvature import hessian, jacobian
-from .newton import run
 from .objective import Loss, total
-from .train import train
 
-__all__ = ["LABELS", "StationaryPoint", "classify", "index_range", "zero_output", "table", "tangent_alignment",
+__all__ = ["LABELS", "StationaryPoint", "classify", "zero_output", "tangent_alignment",
            "CurvatureSplit", "curvature_split", "BasisFit", "basis_fit", "EscapeDirection", "escape_direction",
-           "Checkpoint", "checkpoints", "Endpoint", "survey", "endpoint_table", "Escape", "escape"]
+           "Endpoint"]
 
 LABELS = ("global minimum", "minimum", "maximum", "saddle", "degenerate", "not stationary")
 
@@ -78,6 +76,7 @@ class StationaryPoint:
 
     @property
     def stationary(self) -> bool:
+        """True unless the gradient norm was above ``grad_tol``."""
         return self.label != "not stationary"
 
     def index_at(self, eig_rtol: float) -> int:
@@ -91,16 +90,6 @@ class StationaryPoint:
             raise ValueError(f"eig_rtol must be >= 0, got {eig_rtol}")
         lam = self.eigenvalues
         return int((lam < -eig_rtol * float(lam.abs().max())).sum())
-
-
-def index_range(points: Sequence[StationaryPoint], eig_rtol: float) -> tuple[int, int]:
-    """The smallest and largest index of ``points`` at the relative zero tolerance ``eig_rtol``
-    (:meth:`StationaryPoint.index_at`): how much a set's index depends on where "zero" is drawn.
-    """
-    if not points:
-        raise ValueError("index_range() needs at least one point")
-    xs = [p.index_at(eig_rtol) for p in points]
-    return min(xs), max(xs)
 
 
 def classify(f: Loss, theta: Tensor, *, grad_tol: float = 1e-6, eig_rtol: float = 1e-8, eig_atol: float = 0.0,
@@ -285,23 +274,16 @@ def basis_fit(model: Any, theta: Tensor) -> BasisFit:
     th = theta.detach()
     start = model.blocks[-2].start
     rest = th[:start]
-    r_of_c = lambda c: model.residual_vector(torch.cat([rest, c]))   # noqa: E731
+
+    def r_of_c(c: Tensor) -> Tensor:
+        return cast(Tensor, model.residual_vector(torch.cat([rest, c])))
+
     c = th[start:]
     r = r_of_c(c).detach()
     Phi = torch.func.jacrev(r_of_c)(c)                              # (m, n_basis): r(c + d) = r + Phi d exactly
     d = torch.linalg.lstsq(Phi, -r[:, None], driver="gelsd").solution[:, 0]
     return BasisFit(n_basis=c.numel(), residual_norm=float(torch.linalg.vector_norm(r)),
                     best_in_span=float(torch.linalg.vector_norm(r + Phi @ d)))
-
-
-def table(points: dict[str, StationaryPoint]) -> str:
-    """A fixed-width text table (2 significant digits) of loss, gradient norm, index and label."""
-    name_w = max([4, *map(len, points)])
-    lines = [f"{'run':<{name_w}}  {'loss':>8}  {'|grad|':>8}  {'index':>5}  {'fraction':>8}  {'min eig':>8}  label"]
-    for name, p in points.items():
-        lines.append(f"{name:<{name_w}}  {p.loss:8.1e}  {p.grad_norm:8.1e}  {p.index:5d}  {p.index_fraction:8.2f}  "
-                     f"{p.min_eig:8.1e}  {p.label}")
-    return "\n".join(lines)
 
 
 @dataclass(frozen=True)
@@ -330,38 +312,6 @@ def _eig_pair(f: Loss, theta: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
 
 @dataclass(frozen=True)
-class Checkpoint:
-    """A point along a training run: the step count, the loss there and ``theta``."""
-
-    step: int
-    loss: float
-    theta: Tensor = field(repr=False)
-
-
-def checkpoints(model: Any, method: str, steps: int, *, every: int, **options: Any) -> list[Checkpoint]:
-    """Train ``model`` with :func:`pinnkit.train` and keep ``theta`` every ``every`` steps (and the last).
-
-    These are the starting points Dauphin et al. (2014) give their critical-point finders, so that the finders
-    sample stationary points at every loss level the training passes, not only near the initialisation.
-
-    Args:
-        model: a model with ``terms`` and ``theta0``.
-        method, steps: passed to :func:`pinnkit.train` (e.g. ``"adam"``, 1000).
-        every: keep a checkpoint every this many steps.
-        **options: the optimizer's options (``lr=``...).
-
-    Returns:
-        The checkpoints in step order, the first one ``theta0``.
-    """
-    if not isinstance(every, int) or every < 1:
-        raise ValueError(f"every must be a positive integer, got {every!r}")
-    res = train(model, method, steps, log_every=every, log={"theta": lambda th, g: th.detach().clone()},
-                quiet=True, **options)
-    h = res.history
-    return [Checkpoint(int(k), float(loss), th) for k, loss, th in zip(h.step, h.loss, h.extra["theta"])]
-
-
-@dataclass(frozen=True)
 class Endpoint:
     """Where one optimizer run from one start ended: the run, its classification, and the residual geometry.
 
@@ -372,109 +322,10 @@ class Endpoint:
 
     name: str
     seed: int
-    run: Any  # the pinnkit.train result of pinnkit.newton.run (status, final_loss, history, theta)
+    run: Any  # the pinnkit.train result (status, final_loss, history, theta)
     point: StationaryPoint
     residual_norm: float
     tangent_align: float
     start: str = "init"
-
-
-def survey(make_model: Callable[[int], Any], seeds: Sequence[int], methods: dict[str, tuple[str, int, dict]], *,
-           starts: Callable[[Any], Sequence[tuple[str, Tensor]]] | None = None, grad_tol: float = 1e-8,
-           eig_rtol: float = 1e-9, global_below: float | None = None, flat_ok: bool = False) -> list[Endpoint]:
-    """Run every ``methods[name] = (method, steps, options)`` of :func:`pinnkit.newton.run` from every start of
-    every seed's model (``make_model(seed)``, exposing ``loss``, ``theta0`` and ``residual_vector``) and classify
-    the endpoint with :func:`classify`.
-
-    Args:
-        make_model: ``seed -> model``.
-        seeds: the seeds.
-        methods: ``name -> (method, steps, options)``; ``options["residual"] = True`` passes the model's
-            ``residual_vector`` (Gauss–Newton, Levenberg–Marquardt).
-        starts: ``model -> [(name, theta), ...]`` starting points (default: ``[("init", model.theta0)]``), e.g.
-            from :func:`checkpoints`.
-        grad_tol, eig_rtol, global_below, flat_ok: passed to :func:`classify`.
-
-    Returns:
-        One :class:`Endpoint` per seed, start and method, in that order.
-    """
-    out = []
-    for seed in seeds:
-        model = make_model(seed)
-        points = [("init", model.theta0)] if starts is None else list(starts(model))
-        for start, theta0 in points:
-            for name, (method, steps, options) in methods.items():
-                opts = {k: (model.residual_vector if k == "residual" and v is True else v) for k, v in options.items()}
-                res = run(model, method, steps, theta0=theta0, **opts)
-                point = classify(model.loss, res.theta, grad_tol=grad_tol, eig_rtol=eig_rtol,
-                                 global_below=global_below, flat_ok=flat_ok)
-                r = model.residual_vector(res.theta).detach()
-                out.append(Endpoint(name, int(seed), res, point, float(torch.linalg.vector_norm(r)),
-                                    tangent_alignment(model.residual_vector, res.theta), start))
-    return out
-
-
-def endpoint_table(endpoints: Sequence[Endpoint]) -> str:
-    """One line per endpoint (2 significant digits): loss, ‖grad‖, index, index fraction, smallest eigenvalue,
-    ‖r‖, :func:`tangent_alignment`, max|theta|, label (and the start when not ``"init"``).
-    """
-    w = max([6, *(len(e.name) for e in endpoints)])
-    ws = max([0, *(len(e.start) for e in endpoints if e.start != "init")])
-    head = f"{'start':<{ws}}  " if ws else ""
-    lines = [f"{'method':<{w}}  seed  {head}{'loss':>7}  {'|grad|':>7}  index  {'frac':>4}  {'min eig':>8}  "
-             f"{'|r|':>7}  {'J^T r/|J||r|':>12}  {'max|th|':>7}  label"]
-    for e in endpoints:
-        p = e.point
-        st = f"{e.start:<{ws}}  " if ws else ""
-        lines.append(f"{e.name:<{w}}  {e.seed:4d}  {st}{p.loss:7.1e}  {p.grad_norm:7.1e}  {p.index:5d}  "
-                     f"{p.index_fraction:4.2f}  {p.min_eig:8.1e}  {e.residual_norm:7.1e}  {e.tangent_align:12.1e}  "
-                     f"{float(e.run.theta.abs().max()):7.0e}  {p.label}")
-    return "\n".join(lines)
-
-
-@dataclass(frozen=True)
-class Escape:
-    """Leaving a saddle: the loss there, after ``steps`` of ``method`` started *at* it (``stay``) and started
-    ``eps`` along its most negative eigenvector (``escaped``); ``slice_drop`` is
-    :math:`L(\\theta + \\epsilon v) - L(\\theta)` and ``predicted_drop`` its quadratic model
-    :math:`\\tfrac12\\lambda_{\\min}\\epsilon^2`.
-    """
-
-    lam_min: float
-    loss_saddle: float
-    slice_drop: float
-    predicted_drop: float
-    loss_stay: float
-    loss_escaped: float
-
-
-def escape(model: Any, theta: Tensor, *, eps: float = 1e-2, method: str = "lbfgs", steps: int = 20,
-           **options: Any) -> Escape:
-    """Run ``method`` (:func:`pinnkit.newton.run`) from the saddle ``theta`` and from ``theta + eps v_min``.
-
-    Args:
-        model: a model with ``loss`` and ``terms``.
-        theta: the saddle (not modified).
-        eps: the length of the kick along the most negative eigenvector (the sign that descends more is used).
-        method, steps, options: the optimizer run from both points.
-
-    Returns:
-        An :class:`Escape`.
-
-    Raises:
-        ValueError: ``eps <= 0``, or no negative eigenvalue at ``theta``.
-    """
-    if not eps > 0:
-        raise ValueError(f"eps must be positive, got {eps}")
-    f = model.loss
-    d = escape_direction(f, theta)
-    th = theta.detach()
-    L0 = float(f(th))
-    # either sign of v descends to second order; take the one that descends more
-    drops = [float(f(th + s * eps * d.v_min)) - L0 for s in (1.0, -1.0)]
-    sign = 1.0 if drops[0] <= drops[1] else -1.0
-    stay = run(model, method, steps, theta0=th, **options).final_loss
-    moved = run(model, method, steps, theta0=th + sign * eps * d.v_min, **options).final_loss
-    return Escape(d.lam_min, L0, min(drops), 0.5 * d.lam_min * eps ** 2, stay, moved)
 
 

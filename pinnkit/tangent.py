@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Mapping, Sequence, cast
 
 import torch
 from torch import Tensor
@@ -141,7 +141,7 @@ def white_residual_error(A: Tensor, generator: torch.Generator | None = None) ->
     True
     """
     z = torch.randn(A.shape[0], generator=generator, dtype=torch.float64).to(A)
-    return torch.linalg.lstsq(A, z[:, None], driver="gelsd" if A.device.type == "cpu" else None).solution[:, 0]
+    return cast(Tensor, torch.linalg.lstsq(A, z[:, None], driver="gelsd" if A.device.type == "cpu" else None).solution[:, 0])
 
 
 # --- what a spectrum predicts --------------------------------------------------------------------------------
@@ -339,11 +339,11 @@ def lbfgs_iterations(H: Tensor, e0: Tensor, tol: float = 1e-4, history_size: int
     def closure() -> Tensor:
         opt.zero_grad()
         f = 0.5 * x @ (H @ x)
-        f.backward()
+        f.backward()  # type: ignore[no-untyped-call]
         return f
 
     for k in range(1, max_iter + 1):
-        opt.step(closure)   # type: ignore[arg-type]
+        opt.step(closure)   # type: ignore[arg-type,no-untyped-call,unused-ignore]
         with torch.no_grad():
             if energy_norm(H, x.detach()) <= tol * E0:
                 return LBFGSCount(k, int(opt.state[x]["func_evals"]))

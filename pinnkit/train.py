@@ -26,7 +26,7 @@ seconds of ``step()`` alone, with ``torch.cuda.synchronize`` before each clock r
 
 Imports: this module imports the optimizers of :mod:`~pinnkit.newton`, :mod:`~pinnkit.nncg` and
 :mod:`~pinnkit.soap` for its registry; those import only :mod:`~pinnkit.objective` (and curvature, linesearch),
-never this module, so there is no import cycle (``newton.run`` defers its import of :func:`train`).
+never this module, so there is no import cycle.
 """
 from __future__ import annotations
 
@@ -51,9 +51,9 @@ from .nncg import gd_armijo_stepper, nncg_stepper
 from .objective import TermsFn, as_terms, resolve, value_and_grad  # noqa: F401 (re-exported)
 from .soap import soap_stepper
 
-__all__ = ["train", "TrainResult", "TrainState", "History", "TrainingDiverged", "STEPPERS", "Stepper", "TorchStepper",
-           "LBFGSStepper", "LBFGS_REASONS", "adam", "lbfgs", "lbfgs64", "stepper_factory", "valid_options", "TermsFn",
-           "value_and_grad", "resolve", "as_terms"]
+__all__ = ["train", "TrainResult", "TrainState", "History", "TrainingDiverged", "STEPPERS", "Callback", "Log",
+           "OnStep", "Checkpoint", "Stepper", "TorchStepper", "LBFGSStepper", "LBFGS_REASONS", "adam", "lbfgs",
+           "lbfgs64", "stepper_factory", "valid_options", "TermsFn", "value_and_grad", "resolve", "as_terms"]
 
 #: divergence is judged relative to ``max(|initial loss|, DIVERGE_FLOOR)``: an absolute floor, so that a loss
 #: that starts near zero (a resumed or well-initialised run) and rises to a small value is not called diverged
@@ -93,7 +93,7 @@ class TrainResult:
     ``"interrupted"`` by ``stop_after``; then ``theta`` is the current iterate, continue with ``resume=``).
 
     ``loss``, ``grad_norm`` and ``l2re`` are those of ``theta`` (the last history entry); ``final_loss`` and
-    ``final_grad_norm`` are the same numbers under the names :func:`pinnkit.newton.run` used. ``stepper`` is the
+    ``final_grad_norm`` are the same numbers under older names. ``stepper`` is the
     last phase's stepper (e.g. torch L-BFGS with its stored ``(s, y)`` pairs).
     """
 
@@ -106,22 +106,27 @@ class TrainResult:
 
     @property
     def loss(self) -> float:
+        """The loss at ``theta`` (the last history entry for a run)."""
         return self.history.loss[-1]
 
     @property
     def l2re(self) -> float:
+        """The relative L2 error at ``theta`` (NaN when not logged)."""
         return self.history.l2re[-1] if self.history.l2re else math.nan
 
     @property
     def grad_norm(self) -> float:
+        """The gradient norm at ``theta``."""
         return self.history.grad_norm[-1]
 
     @property
     def final_loss(self) -> float:
+        """Alias of :attr:`loss` (the name older code used)."""
         return self.history.loss[-1]
 
     @property
     def final_grad_norm(self) -> float:
+        """Alias of :attr:`grad_norm` (the name older code used)."""
         return self.history.grad_norm[-1]
 
     def _per(self, counts: list[int], phase: str | None) -> float:
@@ -195,6 +200,77 @@ class TrainState:
         return cls(**d)
 
 
+# --- callbacks -----------------------------------------------------------------------------------------
+class Callback:
+    r"""The one way to watch or extend a :func:`train` run: subclass it and override the hooks you need.
+
+    Every hook is a no-op here. :func:`train` calls, for each callback in ``callbacks=`` (in order):
+
+    * :meth:`logged` when it logs ``theta`` at step ``k`` (every ``log_every`` steps and at the end);
+    * :meth:`stepped` after every optimizer step :math:`k \to k+1`;
+    * :meth:`checkpoint` every ``checkpoint_every`` seconds and when ``stop_after`` interrupts the run.
+
+    ``train``'s ``log=``, ``on_step=`` and ``checkpoint=`` arguments are shorthands for the callbacks :class:`Log`,
+    :class:`OnStep` and :class:`Checkpoint`.
+
+    >>> import torch, pinnkit as pk
+    >>> class Count(Callback):
+    ...     steps = 0
+    ...     def stepped(self, k, before, after, stepper):
+    ...         self.steps += 1
+    >>> c = Count()
+    >>> _ = pk.train(lambda th: (th ** 2).sum(), "adam", 5, theta0=torch.ones(2), callbacks=[c], quiet=True)
+    >>> c.steps
+    5
+    """
+
+    def logged(self, k: int, theta: Tensor, grad: Tensor, history: History) -> None:
+        """At a log point: ``theta`` after ``k`` steps, its gradient, and the history with this entry logged."""
+
+    def stepped(self, k: int, before: Tensor, after: Tensor, stepper: Any) -> None:
+        r"""After step :math:`k \to k+1`: copies of the two iterates; ``stepper`` holds its state after the step."""
+
+    def checkpoint(self, state: TrainState) -> None:
+        """A :class:`TrainState` to save (e.g. ``state.save(path)``); continue with ``train(..., resume=state)``."""
+
+    def _overrides(self, hook: str) -> bool:
+        return getattr(type(self), hook) is not getattr(Callback, hook)
+
+
+class Log(Callback):
+    """Log quantities ``name -> f(theta, grad)`` into ``history.extra[name]`` at every log point (``log=``)."""
+
+    def __init__(self, fns: Mapping[str, Callable[[Tensor, Tensor], Any]]) -> None:
+        self.fns = dict(fns)
+
+    def logged(self, k: int, theta: Tensor, grad: Tensor, history: History) -> None:
+        """Append ``f(theta, grad)`` to ``history.extra[name]`` for every ``name, f``."""
+        for name, fn in self.fns.items():
+            history.extra.setdefault(name, []).append(fn(theta, grad))
+
+
+class OnStep(Callback):
+    """Call ``fn(k, theta_k, theta_k1, stepper)`` after every step (``on_step=``)."""
+
+    def __init__(self, fn: Callable[[int, Tensor, Tensor, Any], None]) -> None:
+        self.fn = fn
+
+    def stepped(self, k: int, before: Tensor, after: Tensor, stepper: Any) -> None:
+        """Pass the step on to ``fn``."""
+        self.fn(k, before, after, stepper)
+
+
+class Checkpoint(Callback):
+    """Call ``fn(state)`` with each :class:`TrainState` (``checkpoint=``)."""
+
+    def __init__(self, fn: Callable[[TrainState], None]) -> None:
+        self.fn = fn
+
+    def checkpoint(self, state: TrainState) -> None:
+        """Pass the state on to ``fn``."""
+        self.fn(state)
+
+
 # --- steppers ------------------------------------------------------------------------------------------
 class Stepper(Protocol):
     """What :func:`train` needs from an optimizer: ``step()`` and the current iterate ``theta``.
@@ -207,9 +283,11 @@ class Stepper(Protocol):
     """
 
     @property
-    def theta(self) -> Tensor: ...
+    def theta(self) -> Tensor:
+        """The current iterate (a flat parameter vector)."""
 
-    def step(self) -> None: ...
+    def step(self) -> None:
+        """Advance one optimizer step (updates :attr:`theta`)."""
 
 
 class TorchStepper:
@@ -226,6 +304,7 @@ class TorchStepper:
 
     @property
     def theta(self) -> Tensor:
+        """The current iterate (a flat parameter vector)."""
         return self.param.detach()
 
     def _closure(self) -> Tensor:
@@ -235,6 +314,7 @@ class TorchStepper:
         return loss
 
     def step(self) -> None:
+        """Advance one optimizer step (updates :attr:`theta`)."""
         if self.closure:  # torch types the closure as returning float; L-BFGS calls float() on our Tensor
             self.opt.step(self._closure)  # type: ignore[arg-type]
         else:
@@ -246,6 +326,7 @@ class TorchStepper:
         return {"opt": self.opt.state_dict(), "evals": self.evals}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a state written by :meth:`state_dict`."""
         self.opt.load_state_dict(state["opt"])
         self.evals = int(state.get("evals", 0))
 
@@ -275,7 +356,7 @@ class _ReportingLBFGS(torch.optim.LBFGS):
     _accepted: dict[float, tuple[float, float]]
 
     def _directional_evaluate(self, closure: Any, x: Any, t: Any, d: Any) -> Any:
-        loss, flat_grad = super()._directional_evaluate(closure, x, t, d)
+        loss, flat_grad = super()._directional_evaluate(closure, x, t, d)  # type: ignore[no-untyped-call]
         self._accepted[float(t)] = (float(loss), float(flat_grad.abs().max()))
         return loss, flat_grad
 
@@ -283,7 +364,7 @@ class _ReportingLBFGS(torch.optim.LBFGS):
         self._accepted = {}
         state = self.state[self._params[0]]
         n0 = state.get("n_iter", 0)
-        out = super().step(closure)
+        out = super().step(closure)  # type: ignore[no-untyped-call]
         self.last_reason = self._reason(state, state.get("n_iter", 0) - n0)
         return out
 
@@ -326,6 +407,7 @@ class LBFGSStepper(TorchStepper):
     opt: _ReportingLBFGS
 
     def step(self) -> None:
+        """Advance one optimizer step (updates :attr:`theta`)."""
         before = self.evals
         state = self.opt.state[self.param]
         state["func_evals_step"] = 0
@@ -519,7 +601,7 @@ def train(objective: Any, method: str = "adam", steps: int = 1000, *, theta0: Te
           checkpoint: Callable[[TrainState], None] | None = None, checkpoint_every: float | None = None,
           stop_after: int | None = None, on_step: Callable[[int, Tensor, Tensor, Any], None] | None = None,
           max_seconds: float | None = None, budget_clock: Literal["wall", "cpu"] = "wall",
-          **options: Any) -> TrainResult:
+          callbacks: Sequence[Callback] = (), **options: Any) -> TrainResult:
     """Optimise ``objective`` from ``theta0`` with ``method`` and return the last iterate and its :class:`History`.
 
     Args:
@@ -543,17 +625,18 @@ def train(objective: Any, method: str = "adam", steps: int = 1000, *, theta0: Te
             negative (a Ritz energy) and rises through zero is not flagged.
         l2re: ``theta -> relative L2 error`` logged with the loss (default ``objective.l2re`` for a PINN).
         log_every: log every this many steps (default: about 100 entries); the last step is always logged.
-        log: extra quantities ``name -> f(theta, grad)`` logged into ``history.extra``.
+        log: extra quantities ``name -> f(theta, grad)`` logged into ``history.extra`` (shorthand for the callback
+            ``Log(log)``).
         quiet: hide the progress bar (default: ``$PINNKIT_PROGRESS == "0"``).
         desc: progress-bar label (default ``method``).
         resume: a :class:`TrainState` of this run (same method, steps, switch) to continue from.
         checkpoint: called with a :class:`TrainState` every ``checkpoint_every`` seconds and when ``stop_after``
-            interrupts the run (e.g. ``lambda s: s.save(path)``).
+            interrupts the run (e.g. ``lambda s: s.save(path)``; shorthand for ``Checkpoint(checkpoint)``).
         checkpoint_every: seconds between checkpoints (default: only at interruptions).
         stop_after: interrupt after this many steps of this call (``status="interrupted"``).
         on_step: called after every optimizer step :math:`k \to k+1` as ``on_step(k, theta_k, theta_k1, stepper)``
             (copies of the two iterates; the stepper holds its state after the step), e.g. to measure consecutive
-            updates at lag 1 (:func:`pinnkit.alignment.track`).
+            updates at lag 1 (:func:`pinnkit.alignment.track`; shorthand for ``OnStep(on_step)``).
         max_seconds: a time budget: stop (``status="max_seconds"``, the iterate logged) after the first step at
             which the optimizer time (``History.time``: seconds inside ``step()``, the logging excluded) reaches
             it; ``steps`` stays an upper bound. For comparisons at equal wall-clock time.
@@ -561,6 +644,8 @@ def train(objective: Any, method: str = "adam", steps: int = 1000, *, theta0: Te
             seconds inside ``step()``, :func:`time.process_time`, logged as ``History.extra["cpu_time"]``): on a
             shared CPU, where other processes slow the wall clock, one thread's CPU time is the budget a quiet
             machine's wall clock would give (not on a GPU, whose work the CPU clock does not see).
+        callbacks: :class:`Callback` objects, called in order after the shorthands ``log``, ``on_step`` and
+            ``checkpoint`` (the one callback mechanism: those three become callbacks).
         **options: passed to every phase whose factory declares them: ``lr`` (Adam 1e-3, SOAP 3e-3),
             ``lbfgs_iter`` (20), ``history_size`` (100), NNCG's ``mu``/``rank``/..., Newton's ``residual``/
             ``damping``/... (see :func:`valid_options`).
@@ -601,6 +686,10 @@ def train(objective: Any, method: str = "adam", steps: int = 1000, *, theta0: Te
     if quiet is None:
         quiet = os.environ.get("PINNKIT_PROGRESS", "1") == "0"
     counts = tuple(n for _, n in phases[:-1])
+    calls: list[Callback] = [*([Log(log)] if log else []), *([OnStep(on_step)] if on_step is not None else []),
+                             *([Checkpoint(checkpoint)] if checkpoint is not None else []), *callbacks]
+    watch_steps = [c for c in calls if c._overrides("stepped")]
+    savers = [c for c in calls if c._overrides("checkpoint")]
 
     hist = History()
     theta = theta0.detach().clone()
@@ -663,8 +752,8 @@ def train(objective: Any, method: str = "adam", steps: int = 1000, *, theta0: Te
         hist.evals.append(None if counted is None else evals_before + counted)
         if l2re is not None:
             hist.l2re.append(float(l2re(theta)))
-        for name, fn in (log or {}).items():
-            hist.extra.setdefault(name, []).append(fn(theta, g))
+        for c in calls:
+            c.logged(k, theta, g, hist)
         if grad_tol is not None and gn <= grad_tol:
             status = "converged"
             return True
@@ -686,7 +775,7 @@ def train(objective: Any, method: str = "adam", steps: int = 1000, *, theta0: Te
             if stepper is not None:
                 evals_before += getattr(stepper, "evals", 0) or 0
             stepper = STEPPERS[phase](terms_fn, theta, **routed[p])
-            if (checkpoint is not None or stop_after is not None) and not hasattr(stepper, "state_dict"):
+            if (savers or stop_after is not None) and not hasattr(stepper, "state_dict"):
                 raise TypeError(f"train({method!r}) with checkpoint=/stop_after=: the {phase!r} stepper has no "
                                 f"state_dict(), so a resumed run could not continue it exactly; run without "
                                 f"checkpoints, or give {type(stepper).__name__} state_dict()/load_state_dict()")
@@ -699,7 +788,7 @@ def train(objective: Any, method: str = "adam", steps: int = 1000, *, theta0: Te
                 if k % log_every == 0 and record(phase):
                     done = True
                     break
-                before = theta.detach().clone() if on_step is not None else theta
+                before = theta.detach().clone() if watch_steps else theta
                 _synchronize(theta)
                 t0, c0 = time.perf_counter(), time.process_time()
                 try:
@@ -712,8 +801,10 @@ def train(objective: Any, method: str = "adam", steps: int = 1000, *, theta0: Te
                 elapsed += time.perf_counter() - t0
                 cpu += time.process_time() - c0
                 theta = stepper.theta
-                if on_step is not None:
-                    on_step(k, before, theta.detach().clone(), stepper)
+                if watch_steps:
+                    after = theta.detach().clone()
+                    for c in watch_steps:
+                        c.stepped(k, before, after, stepper)
                 last_opts = routed[p]
                 stop = getattr(stepper, "last_stop", None)
                 if stop is not None:
@@ -739,13 +830,16 @@ def train(objective: Any, method: str = "adam", steps: int = 1000, *, theta0: Te
                     status, done = "diverged", True
                     break
                 if stop_after is not None and k - k_start >= stop_after and k < steps:
-                    if checkpoint is not None:
-                        checkpoint(state(p, made))
+                    if savers:
+                        now = state(p, made)
+                        for c in savers:
+                            c.checkpoint(now)
                     return TrainResult(theta=theta.detach().clone(), history=hist, method=method, steps=k,
                                        stepper=stepper, status="interrupted")
-                if checkpoint is not None and checkpoint_every is not None and \
-                        time.monotonic() - last_save >= checkpoint_every:
-                    checkpoint(state(p, made))
+                if savers and checkpoint_every is not None and time.monotonic() - last_save >= checkpoint_every:
+                    now = state(p, made)
+                    for c in savers:
+                        c.checkpoint(now)
                     last_save = time.monotonic()
             if done:
                 break

@@ -7,6 +7,7 @@ import torch
 
 import pinnkit as pk
 from pinnkit import alignment as al
+from pinnkit.book import alignment_study as AS
 
 
 def test_score_closed_forms():
@@ -129,15 +130,15 @@ def test_summarize_averages_the_late_logs():
     hist = pk.History(step=[0, 1, 2, 3, 4], loss=[5, 4, 3, 2, 1.0], l2re=[1, 1, 1, 1, 0.5],
                       extra={"intra": [0, 0, 1.0, 0.5, 0.0], "inter": [float("nan"), 1, -1.0, 1.0, 0.0]})
     run = types.SimpleNamespace(history=hist, loss=1.0, l2re=0.5)
-    s = al.summarize(run)  # the last half of 5 entries: indices 2, 3, 4
+    s = AS.summarize(run)  # the last half of 5 entries: indices 2, 3, 4
     assert (s.loss, s.l2re, s.intra, s.inter) == (1.0, 0.5, 0.5, 0.0)
     assert "L2RE 5.0e-01" in str(s)
-    full = al.summarize(run, fraction=1.0)   # the NaN first inter-step entry is skipped, not propagated
+    full = AS.summarize(run, fraction=1.0)   # the NaN first inter-step entry is skipped, not propagated
     assert full.inter == pytest.approx(0.25) and full.intra == pytest.approx(0.3)
     with pytest.raises(ValueError, match="IntraStep"):
-        al.summarize(types.SimpleNamespace(history=pk.History(), loss=0.0, l2re=0.0))
+        AS.summarize(types.SimpleNamespace(history=pk.History(), loss=0.0, l2re=0.0))
     with pytest.raises(ValueError, match="fraction"):
-        al.summarize(run, fraction=0.0)
+        AS.summarize(run, fraction=0.0)
 
 
 def test_score_reaches_minus_one_for_more_than_two_vectors():
@@ -210,14 +211,14 @@ def test_optimizer_directions_is_the_optimizers_linear_preconditioner():
 
 def test_tune_picks_the_lowest_final_loss_and_study_runs_every_seed():
     make = lambda s: pk.PINN("convection", widths=[4], n_res=16, n_ic=4, n_bc=4, dtype=torch.float64, seed=s)
-    t = al.tune(make, "adam", (1e-4, 1e-2), 5, seed=9)
+    t = AS.tune(make, "adam", (1e-4, 1e-2), 5, seed=9)
     assert t.best == t.lrs[t.losses.index(min(t.losses))]
-    st = al.study(make, ("adam",), (1e-2,), 4, seeds=(0, 1, 2), tune_seed=9, log_every=2)
+    st = AS.study(make, ("adam",), (1e-2,), 4, seeds=(0, 1, 2), tune_seed=9, log_every=2)
     assert [tr.seed for tr in st.traces["adam"]] == [0, 1, 2]
     sp = st.summary("adam")
     assert len(sp.loss) == 3 and "[" in str(sp)
     fixed = al.Tuning(method="adam", lrs=(1e-3,), losses=(0.0,), best=1e-3)   # reused, not re-tuned
-    again = al.study(make, ("adam",), (1e-2,), 2, seeds=(0,), tune_seed=9, log_every=1, tunings={"adam": fixed})
+    again = AS.study(make, ("adam",), (1e-2,), 2, seeds=(0,), tune_seed=9, log_every=1, tunings={"adam": fixed})
     assert again.tunings["adam"] is fixed and again.traces["adam"][0].lr == 1e-3
 
 

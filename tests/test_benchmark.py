@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import pinnkit as pk
-from pinnkit import benchmark
+from pinnkit.book import benchmark
 from pinnkit.experiments import Experiment, Store, load_config, run
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "what_works.toml"
@@ -98,7 +98,7 @@ def test_the_config_gives_every_method_the_same_budget_on_every_problem_over_thr
     methods = {m for _, m in cells}
     assert problems == {"convection", "reaction", "wave", "poisson2d"} and len(methods) == 9
     assert len(cells) == len(problems) * len(methods) and all(len(v) >= 3 for v in cells.values())
-    assert {e.options["max_seconds"] for e in exps} == {60.0} and {e.options["budget_clock"] for e in exps} == {"cpu"}
+    assert {e.options["max_seconds"] for e in exps} == {30.0} and {e.options["budget_clock"] for e in exps} == {"cpu"}
     for (_, method), runs in cells.items():
         assert {e.seed for e in runs} == {0, 1, 2} and all(e.method == method for e in runs)
         float64 = method in ("lbfgs64", "engd", "lm", "ssbfgs", "ssbroyden")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -383,3 +384,53 @@ def test_cg_check_exact_arithmetic_within_bound_and_float64_delay():
     assert c3.measured is not None and c3.measured > c3.bound.iterations
     with pytest.raises(ValueError, match="k must be"):
         K.cg_check(torch.eye(3, dtype=F64), 4)
+
+
+# --- the one condition number ----------------------------------------------------------------------------------
+def _numpy_kappa(A: np.ndarray, rcut: float) -> float:
+    """||A||_2 ||A_c^+||_2 by numpy: the pseudo-inverse drops the singular values at or below rcut * ||A||."""
+    return float(np.linalg.norm(A, 2) * np.linalg.norm(np.linalg.pinv(A, rcond=rcut, hermitian=True), 2))
+
+
+@pytest.mark.parametrize("rcut", [0.0, 1e-3, 1e-6, 1e-9])
+def test_condition_number_against_numpy_on_a_known_spectrum(rcut):
+    rng = np.random.default_rng(0)
+    Q, _ = np.linalg.qr(rng.standard_normal((40, 40)))
+    lam = np.concatenate([np.logspace(-12, 2, 30), -np.logspace(-3.5, 1, 8), [0.0, 0.0]])   # indefinite, singular
+    A = (Q * lam) @ Q.T
+    kappa = K.condition_number(torch.linalg.eigvalsh(torch.from_numpy((A + A.T) / 2)), rcut)
+    if rcut == 0.0:   # rounding moves the zeros off zero; on the exact spectrum rcut = 0 keeps all nonzero values
+        kappa = K.condition_number(lam, 0.0)
+        assert kappa == pytest.approx(1e2 / 1e-12)
+    else:
+        assert kappa == pytest.approx(_numpy_kappa(A, rcut), rel=1e-6)
+        assert kappa <= 1 / rcut                                     # the ceiling
+        assert K.range_condition(lam, rcut).kappa == K.condition_number(lam, rcut)   # a thin call of it
+
+
+def test_condition_number_ceiling_is_reached_by_a_continuous_spectrum():
+    lam = torch.logspace(-14, 0, 2001, dtype=F64)                   # ratio 1.016 between neighbours
+    for rcut in (1e-4, 1e-8, 1e-12):
+        kappa = K.condition_number(lam, rcut)
+        assert kappa <= 1 / rcut and kappa > 0.98 / rcut
+
+
+def test_condition_number_by_magnitude_and_errors():
+    assert K.condition_number([-8.0, 0.5, 2.0], 0.0) == 16.0               # |-8| / 0.5
+    assert K.condition_number(C.Eigen(torch.tensor([1.0, 4.0], dtype=F64), torch.eye(2, dtype=F64)), 0.1) == 4.0
+    with pytest.raises(ValueError, match="rcut"):
+        K.condition_number([1.0, 2.0], 1.0)
+    with pytest.raises(ValueError, match="zero"):
+        K.condition_number([0.0, 0.0], 0.0)
+
+
+def test_every_condition_number_is_the_one_function():
+    from pinnkit import features as F
+    from pinnkit.book import fig10
+
+    ev = torch.tensor([-2e-3, 1e-12, 0.5, 4.0], dtype=F64)
+    assert K.top_condition(ev, 2) == K.condition_number(torch.tensor([4.0, 0.5]), 0.0)
+    assert fig10.magnitude_ratio(ev) == K.condition_number(ev, 0.0)
+    model = F.fourier_features("poisson1d", 6, n_res=32)
+    assert F.operator_condition(model, rcut=1e-10) == K.condition_number(torch.linalg.eigvalsh(model.hessian()), 1e-10)
+    assert not hasattr(C, "condition_number")                                       # the old second definition

@@ -435,16 +435,6 @@ def test_private_lbfgs_state_is_guarded():
     assert C.lbfgs_pairs(p) is p
 
 
-# --- condition numbers -------------------------------------------------------------------------------------
-def test_condition_number():
-    ev = torch.tensor([-2.0, 0.0, 1e-3, 0.1, 10.0], dtype=F64)
-    assert C.condition_number(ev) == pytest.approx(1e4)
-    assert C.condition_number(ev, cutoff=0.01) == pytest.approx(100.0)
-    assert C.condition_number(C.Eigen(ev, torch.eye(5, dtype=F64))) == pytest.approx(1e4)
-    with pytest.raises(ValueError, match="cutoff"):
-        C.condition_number(torch.tensor([-1.0, -2.0]))
-
-
 # --- devices -------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("device", ["cpu", CUDA])
 def test_device_agnostic(device):

@@ -84,7 +84,7 @@ def test_an_unknown_option_lists_the_valid_ones(pinn):
     with pytest.raises(TypeError, match="soap: lr, betas, eps, weight_decay, precondition_frequency, shampoo_beta"):
         pk.train(pinn, "adam+soap", steps=2, switch=1, dampning=1.0)
     with pytest.raises(TypeError, match="damping"):
-        pk.newton.run(Regression(widths=[2], n=4), "saddle_free_newton", steps=1, dampning=1.0)
+        pk.book.stationary_survey.run(Regression(widths=[2], n=4), "saddle_free_newton", steps=1, dampning=1.0)
 
 
 def test_nan_at_step_0_blames_the_objective_not_the_learning_rate():

@@ -8,6 +8,7 @@ import torch
 
 import pinnkit as pk
 from pinnkit import features as F
+from pinnkit.book import fig10
 from pinnkit.conditioning import range_condition
 
 
@@ -77,10 +78,10 @@ def test_operator_condition_uses_the_range(conv):
 
 
 def test_magnitude_ratio_is_smallest_magnitude():
-    assert F.magnitude_ratio(torch.tensor([-3.0, 0.5, 2.0, 10.0])) == pytest.approx(20.0)
-    assert F.magnitude_ratio([-0.1, 4.0]) == pytest.approx(40.0)
+    assert fig10.magnitude_ratio(torch.tensor([-3.0, 0.5, 2.0, 10.0])) == pytest.approx(20.0)
+    assert fig10.magnitude_ratio([-0.1, 4.0]) == pytest.approx(40.0)
     with pytest.raises(ValueError, match="zero"):
-        F.magnitude_ratio([0.0, 1.0])
+        fig10.magnitude_ratio([0.0, 1.0])
 
 
 def test_power_law_fit_range_and_rounding():
@@ -95,10 +96,10 @@ def test_power_law_fit_range_and_rounding():
 
 
 def test_residual_control_and_fig10_sweep_tiny():
-    control = F.residual_control([64, 128], seed=0, width=4)
+    control = fig10.residual_control([64, 128], seed=0, width=4)
     assert control[-1].distance == 0.0 and control[0].distance > 0.0
     assert all(c.rank == 17 - 1 for c in control)        # P = 2*4 + 4 + 4 + 1 = 17; the output bias is annihilated
-    (pt,) = F.fig10_sweep([64], adam_steps=3, lbfgs_steps=1, lr=1e-3, seed=0, width=4)
+    (pt,) = fig10.fig10_sweep([64], adam_steps=3, lbfgs_steps=1, lr=1e-3, seed=0, width=4)
     assert pt.n_res == 64 and math.isfinite(pt.ratio) and pt.ratio >= 1.0
     assert pt.ratio == pytest.approx(pt.lmax / pt.min_abs)
 
@@ -151,7 +152,7 @@ def test_random_sine_features_precondition_to_plain_regression():
 
 
 def test_tangent_kernel_sweep_small():
-    pts = F.tangent_kernel_sweep([4, 8, 200], seed=0, width=8, n_ic=4, n_bc=2)
+    pts = fig10.tangent_kernel_sweep([4, 8, 200], seed=0, width=8, n_ic=4, n_bc=2)
     assert [q.n_res for q in pts] == [4, 8, 200] and pts[0].n_params == 33
     assert pts[0].n_rows == 4 + 4 + 2
     assert pts[0].rel_min_res > pts[1].rel_min_res             # the kernel's bottom falls as n_res grows
@@ -162,7 +163,7 @@ def test_tangent_kernel_sweep_small():
 
 def test_authors_estimate_on_a_tiny_network():
     pinn = pk.PINN(pk.problems.Convection(1.0), widths=[3], n_res=32, n_ic=8, n_bc=4, seed=0, dtype=torch.float64)
-    est = F.authors_estimate(pinn, pinn.theta0, seed=0)
+    est = fig10.authors_estimate(pinn, pinn.theta0, seed=0)
     ev = torch.linalg.eigvalsh(pk.curvature.hessian(pinn.loss, pinn.theta0))
     assert est.eigenvalues.shape == (pinn.n_params,)
     assert abs(float(est.eigenvalues[0])) == pytest.approx(float(ev.abs().max()), rel=1e-2)

@@ -14,6 +14,8 @@ from pinnkit import curvature as C
 from pinnkit import landscape as L
 from pinnkit import plots
 from pinnkit import stationary as st
+from pinnkit.book import alignment_study as AS
+from pinnkit.book import stationary_survey as SS
 from pinnkit.regression import Regression
 
 matplotlib.use("Agg")
@@ -76,7 +78,7 @@ def test_spectra_state_and_share_sigma():
     b = C.SpectralDensity.from_eigenvalues(torch.tensor([0.5, 2.0], dtype=F64))
     ax = plots.plot_spectra({"a": a, "b": b}, sigma="shared")
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert labels == [f"a (σ = {a.sigma:.2g})", f"b (σ = {a.sigma:.2g})"]
+    assert labels == [f"a ($\\sigma$ = {a.sigma:.2g})", f"b ($\\sigma$ = {a.sigma:.2g})"]
     with pytest.raises(ValueError, match="shared"):
         plots.plot_spectra({"a": a}, sigma="same")
 
@@ -89,7 +91,7 @@ def test_density_curves_leave_the_far_tail_blank():
     assert bool(torch.isnan(torch.as_tensor(y)).any()) and float(torch.nanmean(torch.as_tensor(y))) > 0
     log = sd.log_density(sigma=0.2)
     ax = plots.plot_log_density(log, label="sd")
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["sd, λ > 0", "sd, λ < 0"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["sd, $\\lambda > 0$", "sd, $\\lambda < 0$"]
     assert ax.lines[1].get_linestyle() == "--"
 
 
@@ -156,7 +158,7 @@ def test_saddle_slices_follow_the_quadratic_model():
 
 def test_index_against_loss_and_endpoint_fits():
     starts = lambda m: [("init", m.theta0), ("u=0", st.zero_output(m))]
-    E = st.survey(lambda s: Regression(widths=[4], n=6, seed=s), [0], {"gn": ("gauss_newton", 30, {"residual": True})},
+    E = SS.survey(lambda s: Regression(widths=[4], n=6, seed=s), [0], {"gn": ("gauss_newton", 30, {"residual": True})},
                   starts=starts, grad_tol=1e-8, global_below=1e-12)
     fig = plots.plot_index_vs_loss([e.point for e in E], groups=[e.start for e in E])
     assert isinstance(fig, Figure) and [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["init (1)",
@@ -187,9 +189,9 @@ def test_alignment_figures():
 def test_alignment_along_training():
     make = lambda s: pk.PINN("convection", widths=[4], n_res=16, n_ic=4, n_bc=4, dtype=F64, seed=s)
     fixed = al.Tuning(method="adam", lrs=(1e-3,), losses=(0.0,), best=1e-3)
-    study = al.study(make, ("adam",), (1e-3,), 4, seeds=(0, 1), tune_seed=9, log_every=1, tunings={"adam": fixed})
+    study = AS.study(make, ("adam",), (1e-3,), 4, seeds=(0, 1), tune_seed=9, log_every=1, tunings={"adam": fixed})
     fig = plots.plot_study(study, smooth=1)
-    assert len(fig.axes) == 5 and len(fig.axes[0].lines) == 2                # one line per seed
+    assert len(fig.axes) == 6 and len(fig.axes[0].lines) == 2                # one line per seed; legend in the 6th
     pinn = make(0)
     run = pk.train(pinn, "adam", 4, lr=1e-3, log_every=1, log={"intra": al.IntraStep(pinn.terms), "inter": al.InterStep()})
     fig = plots.plot_alignment_history({"adam": run})
@@ -208,3 +210,8 @@ def test_solution_is_drawn_on_the_pinns_own_evaluation_grid():
     assert any(ln.get_linestyle() == ":" for ln in fig.axes[0].lines)           # the Adam -> L-BFGS switch
     with pytest.raises(ValueError, match="iteration"):
         plots.plot_history({"run": run}, x="time")
+    fig = plots.plot_history({"run": run}, metrics=("loss", "grad_norm", "residual"), ncols=2)   # 2 rows of 2
+    assert [ax.get_visible() for ax in fig.axes] == [True, True, True, False]
+    assert fig.axes[2].get_position().y0 < fig.axes[0].get_position().y0        # the third panel: second row
+    with pytest.raises(ValueError, match="ncols"):
+        plots.plot_history({"run": run}, ncols=0)

@@ -1,4 +1,4 @@
-"""The authors' Fig. 10 estimator (pinnkit.power_iteration), checked against the dense eigensolver."""
+"""The authors' Fig. 10 estimator (pinnkit.book.power_iteration), checked against the dense eigensolver."""
 from __future__ import annotations
 
 import math
@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from pinnkit.power_iteration import deflated_power_iteration, with_spectrum
+from pinnkit.book.power_iteration import deflated_power_iteration, with_spectrum
 
 
 @pytest.fixture(autouse=True)

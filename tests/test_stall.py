@@ -1,11 +1,11 @@
-"""pinnkit.stall: stop reasons of torch L-BFGS steps, where a run froze, summaries of stored runs."""
+"""pinnkit.book.stall: stop reasons of torch L-BFGS steps, where a run froze, summaries of stored runs."""
 import math
 from types import SimpleNamespace
 
 import torch
 
 import pinnkit as pk
-from pinnkit import stall
+from pinnkit.book import stall
 from pinnkit.train import LBFGS_REASONS, History
 
 
@@ -60,3 +60,19 @@ def test_records_summary_groups_seeds_and_counts_failures():
     assert cols[1] == "3" and cols[-5] == "2" and cols[-4] == "27" and cols[-3] == "200"   # 2 failed; 200 ms/eval
     assert cols[-2] == "20" and cols[-1] == "6/9"          # frozen from iteration 20; 6 of 9 steps on a tolerance
     assert any("t/conv/adam" in line and "raised" in line for line in text)
+
+
+def test_records_rows_are_the_summary_cells():
+    stops = {"step": [0, 1], "phase": ["lbfgs"] * 2, "evals": [25, 1], "reason": ["max_iter", "tolerance_change:gd"]}
+    hist = {"step": [0, 1, 2], "iteration": [0, 20, 40], "stops": stops}
+    recs = [_rec("t/w/lbfgs/seed=1", 1e-2, 0.7, evals=26, seconds=2.6, history=hist),
+            _rec("t/w/lbfgs/seed=2", 3e-2, 0.1, evals=26, seconds=2.6, history=hist),
+            _rec("t/w/lbfgs/seed=3", math.nan, math.nan, status="error"),
+            _rec("t/w/adam/seed=1", math.nan, math.nan, status="error")]
+    header, rows = stall.records_rows(recs)
+    assert header[:2] == ["runs", "seeds"] and len(header) == 10
+    assert rows[0] == ["t/w/adam", "0", "", "", "", "", "", "", "", "1"]          # only a raised run
+    assert rows[1] == ["t/w/lbfgs", "2", "2.0e-02 [1.0e-02, 3.0e-02]", "4.0e-01 [1.0e-01, 7.0e-01]", "1", "26", "100",
+                       "20", "2/4", "1"]
+    text = stall.records_summary(recs).splitlines()
+    assert any(line.startswith("t/w/lbfgs ") and line.endswith("(1 raised)") for line in text)

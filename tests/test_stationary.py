@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import pinnkit as pk
-from pinnkit import newton
 from pinnkit import stationary as st
+from pinnkit.book import stationary_survey as SS
 from pinnkit.pinn import PINN
 from pinnkit.regression import Regression
 
@@ -76,7 +76,7 @@ def test_escape_direction_and_tables():
         d.lam_min = 0.0
     with pytest.raises(ValueError, match="no descent direction"):
         st.escape_direction(lambda p: (p ** 2).sum(), torch.zeros(2, dtype=D))
-    text = st.table({"origin": st.classify(f, torch.zeros(2, dtype=D))})
+    text = SS.table({"origin": st.classify(f, torch.zeros(2, dtype=D))})
     assert "saddle" in text and "-6.0e+00" in text
 
 
@@ -91,7 +91,7 @@ def test_classify_accepts_a_terms_dict():
 def test_global_minimum_is_told_apart_from_a_saturated_plateau():
     """Both points have index 0 and zero eigenvalues; only the bound on the loss separates them."""
     big = Regression(widths=[6, 6], n=8, seed=0)        # 61 parameters, 8 points: it can interpolate
-    gn = newton.run(big, "gauss_newton", 60, residual=big.residual_vector, grad_tol=1e-13)
+    gn = SS.run(big, "gauss_newton", 60, residual=big.residual_vector, grad_tol=1e-13)
     p = st.classify(big.loss, gn.theta, grad_tol=1e-10, global_below=1e-12)
     # at r = 0, H = 2 J^T J has rank <= 8: at least 61 - 8 zero eigenvalues
     assert p.loss < 1e-20 and p.n_zero >= big.n_params - 8 and p.label == "global minimum"
@@ -148,7 +148,7 @@ def test_tangent_alignment_refuses_a_jacobian_too_large(monkeypatch):
 def test_survey_finds_the_global_minimum_and_keeps_the_trivial_saddle():
     """Gauss-Newton from theta0 interpolates; Newton started at u == 0 stays there (gradient exactly 0)."""
     starts = lambda m: [("init", m.theta0), ("u=0", st.zero_output(m))]
-    E = st.survey(lambda s: Regression(widths=[6, 6], n=8, seed=s), [0],
+    E = SS.survey(lambda s: Regression(widths=[6, 6], n=8, seed=s), [0],
                   {"gn": ("gauss_newton", 60, {"residual": True}), "newton": ("newton", 3, {})},
                   starts=starts, grad_tol=1e-8, global_below=1e-12)
     by = {(e.start, e.name): e for e in E}
@@ -156,23 +156,23 @@ def test_survey_finds_the_global_minimum_and_keeps_the_trivial_saddle():
     assert by["init", "gn"].point.label == "global minimum" and by["init", "gn"].residual_norm < 1e-6
     z = by["u=0", "newton"]
     assert z.point.label == "saddle" and z.point.index == 6 and z.residual_norm > 0.5 and z.tangent_align < 1e-12
-    assert "u=0" in st.endpoint_table(E)
+    assert "u=0" in SS.endpoint_table(E)
 
 
 def test_checkpoints_follow_the_training_run():
     reg = Regression(widths=[3], n=8)
-    cps = st.checkpoints(reg, "adam", 40, every=10, lr=1e-2)
+    cps = SS.checkpoints(reg, "adam", 40, every=10, lr=1e-2)
     assert [c.step for c in cps] == [0, 10, 20, 30, 40] and torch.equal(cps[0].theta, reg.theta0)
     assert cps[-1].loss < cps[0].loss and cps[2].loss == pytest.approx(float(reg.loss(cps[2].theta)))
     with pytest.raises(ValueError, match="every"):
-        st.checkpoints(reg, "adam", 40, every=0)
+        SS.checkpoints(reg, "adam", 40, every=0)
 
 
 def test_escape_leaves_the_trivial_saddle_and_takes_keywords_only():
     reg = Regression(widths=[4, 4], n=16)
     z = st.zero_output(reg)
-    e = st.escape(reg, z, eps=1e-2, steps=10)
+    e = SS.escape(reg, z, eps=1e-2, steps=10)
     assert e.lam_min < 0 and e.slice_drop == pytest.approx(e.predicted_drop, rel=0.1)
     assert e.loss_stay == pytest.approx(e.loss_saddle) and e.loss_escaped < 0.5 * e.loss_saddle
     with pytest.raises(TypeError):
-        st.escape(reg, z, 1e-2)
+        SS.escape(reg, z, 1e-2)

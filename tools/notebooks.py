@@ -5,6 +5,8 @@
                                                 # (all notebooks, or the named ones with --record: also records
                                                 # their run times in book/runtimes.md and writes them into each
                                                 # chapter's "Run time" line)
+    python tools/notebooks.py slides [NB ...]   # (re)write every cell's slideshow metadata (all notebooks, or the
+                                                # named ones), so that `make slides` gives one deck per chapter
 
 The Colab badge and the setup cell come from the one repository setting in ``book/_config.yml``.
 """
@@ -39,7 +41,7 @@ def header_cells(path: Path) -> list:
     badge = nbformat.v4.new_markdown_cell(
         f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({colab})")
     setup = nbformat.v4.new_code_cell(
-        "# Setup: in Colab, install pinnkit (Colab's own torch is kept) and enable widgets; locally, nothing.\n"
+        "# In Colab: install pinnkit (keeps Colab's torch), enable widgets; locally: nothing.\n"
         "import sys\n"
         "\n"
         "if \"google.colab\" in sys.modules:\n"
@@ -49,9 +51,15 @@ def header_cells(path: Path) -> list:
         "    output.enable_custom_widget_manager()")   # as `ruff format` writes it (notebooks/ruff.toml)
     for cell in (badge, setup):
         cell.metadata["tags"] = [HEADER_TAG]
+        cell.metadata["slideshow"] = {"slide_type": "skip"}   # as `slides` sets it: not part of a deck
     setup.metadata["tags"].append("remove-cell")   # the rendered book has its own launch button
     badge.metadata["tags"].append("remove-cell")
     return [badge, setup]
+
+
+def _shown(path: Path) -> Path:
+    """A path as printed: relative to the repository where it lies in it."""
+    return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
 
 
 def header(paths: list[Path]) -> None:
@@ -61,7 +69,7 @@ def header(paths: list[Path]) -> None:
         # the title cell stays first; header goes right after it
         nb.cells = body[:1] + header_cells(path) + body[1:]
         nbformat.write(nb, path)
-        print(f"header: {path.relative_to(ROOT)}")
+        print(f"header: {_shown(path)}")
 
 
 RUN_TIME = re.compile(r"Run time: about \d+ s \([^)]*\)")
@@ -109,6 +117,73 @@ def execute(paths: list[Path], record: Path | None = None) -> None:
         record.write_text("| chapter | seconds (wall, fresh kernel) |\n|---|---|\n" + body + "\n")
 
 
+SLIDE_TYPES = ("slide", "subslide", "fragment", "skip", "notes", "-")
+REMOVED_CELL = {"remove-cell", "remove_cell"}
+FIGURE_CAPTION = re.compile(r"\*\*Figure \d+\.\d+\.\*\*")
+IMAGE_MIMES = ("image/png", "image/jpeg", "image/svg+xml", "image/gif")
+
+
+def _has_image(cell: nbformat.NotebookNode) -> bool:
+    return cell.cell_type == "code" and any(
+        m in out.get("data", {}) for out in cell.get("outputs", []) for m in IMAGE_MIMES)
+
+
+def slide_types(cells: list) -> list[str]:
+    """The reveal.js slide type of every cell, from the cell's role in the chapter.
+
+    * the title cell and every ``#``/``##`` heading start a slide (the chapter's sections run left to right);
+    * a ``###`` heading, text that follows code or a figure's caption, and a figure start a subslide (down the
+      section's column), so that no slide holds more than one block of code and its text;
+    * a figure's caption (``**Figure N.k.**``) stays on the figure's slide; so does a short (<= 4 lines) text cell
+      right before a figure, which then opens the subslide instead of the figure;
+    * the generated header cells and cells tagged ``remove-cell`` are skipped (the book does not show them either);
+    * everything else continues the current slide (``-``). No fragments: a deck steps by slides, not by cells.
+    """
+    types: list[str] = []
+    prev_i = -1                              # the index of the previous cell that is part of the deck
+    for i, cell in enumerate(cells):
+        tags = set(cell.metadata.get("tags", []))
+        src = cell.source.lstrip()
+        md = cell.cell_type == "markdown"
+        prev = cells[prev_i] if prev_i >= 0 else None
+        if HEADER_TAG in tags or tags & REMOVED_CELL:
+            types.append("skip")
+            continue
+        if i == 0 or (md and re.match(r"#{1,2}\s", src)):
+            kind = "slide"
+        elif md and re.match(r"#{3,}\s", src):
+            kind = "subslide"
+        elif md and FIGURE_CAPTION.match(src):
+            kind = "-"
+        elif md:   # text after code, or after a figure's caption, opens a subslide
+            after = prev is not None and (prev.cell_type == "code" or FIGURE_CAPTION.match(prev.source.lstrip()))
+            kind = "subslide" if after else "-"
+        elif _has_image(cell):
+            short_intro = (prev is not None and prev.cell_type == "markdown"
+                           and not FIGURE_CAPTION.match(prev.source.lstrip())
+                           and len(prev.source.strip().splitlines()) <= 4)
+            kind = "-" if short_intro else "subslide"
+            if short_intro and types[prev_i] == "-":   # the short text opens the figure's subslide instead
+                types[prev_i] = "subslide"
+        else:
+            kind = "-"
+        types.append(kind)
+        prev_i = i
+    return types
+
+
+def slides(paths: list[Path]) -> None:
+    """Write ``metadata.slideshow.slide_type`` into every cell of each notebook (see :func:`slide_types`)."""
+    for path in paths:
+        nb = nbformat.read(path, as_version=4)
+        kinds = slide_types(nb.cells)
+        for cell, kind in zip(nb.cells, kinds):
+            cell.metadata["slideshow"] = {"slide_type": kind}
+        nbformat.write(nb, path)
+        counts = {k: kinds.count(k) for k in SLIDE_TYPES if k in kinds}
+        print(f"slides: {_shown(path)} {counts}")
+
+
 if __name__ == "__main__":
     cmd, *args = sys.argv[1:] or ["help"]
     paths = [Path(a).resolve() for a in args] or NOTEBOOKS
@@ -118,6 +193,8 @@ if __name__ == "__main__":
         record = not args or "--record" in args      # all notebooks, or named ones with --record
         paths = [Path(a).resolve() for a in args if a != "--record"] or NOTEBOOKS
         execute(paths, record=ROOT / "book" / "runtimes.md" if record else None)
+    elif cmd == "slides":
+        slides(paths)
     else:
         print(__doc__)
         sys.exit(2)

@@ -82,13 +82,16 @@ def _smooth(xs: Sequence[float], width: int) -> list[float]:
 
 
 def plot_study(result: Study, title: str = "", smooth: int = 5) -> Figure:
-    """Loss and the four alignments of :class:`Study` traces against optimizer step: one thin line per seed,
-    colour per optimizer. The alignment curves are running means over ``smooth`` log points (a smoothing that
-    hides step-to-step noise but not a sustained sign). Returns the figure.
+    """Loss and the four alignments of :class:`Study` traces against optimizer step (2 x 3 panels, the legend in
+    the sixth): one thin line per seed, colour per optimizer. The alignment curves are running means over
+    ``smooth`` log points (a smoothing that hides step-to-step noise but not a sustained sign). Returns the figure.
     """
-    panels = [("loss_history", "loss"), ("intra", "intra-step A(g_i)"), ("intra_precond", "A(P g_i), own P"),
-              ("inter", "inter-step cos(Δ_k-1, Δ_k)"), ("inter_grad", "cos(∇L_k, ∇L_k+1)")]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels), 3.2), layout="constrained")
+    panels = [("loss_history", "loss"), ("intra", r"intra-step $\mathcal{A}(g_i)$"),
+              ("intra_precond", r"$\mathcal{A}(M^{-1} g_i)$, own $M$"),
+              ("inter", r"inter-step $\cos(\Delta_{k-1}, \Delta_k)$"),
+              ("inter_grad", r"$\cos(\nabla L_k, \nabla L_{k+1})$")]
+    fig, grid = plt.subplots(2, 3, figsize=(10, 5.6), layout="constrained", sharex=True)
+    axes = list(grid.flat)
     for i, (method, traces) in enumerate(result.traces.items()):
         for j, t in enumerate(traces):
             for ax, (attr, _ylabel) in zip(axes, panels):
@@ -98,32 +101,44 @@ def plot_study(result: Study, title: str = "", smooth: int = 5) -> Figure:
                     ax.semilogy(t.step, ys, color=f"C{i}", lw=0.9, label=label)
                 else:
                     ax.plot(t.step, _smooth(ys, smooth), color=f"C{i}", lw=0.9, label=label)
-    for ax, (attr, ylabel) in zip(axes, panels):
-        ax.set(xlabel="optimizer step", title=ylabel)
+    for k, (ax, (attr, ylabel)) in enumerate(zip(axes, panels)):
+        ax.set(title=ylabel, xlabel="optimizer step" if k >= 3 else "")
         if attr != "loss_history":
             ax.set_ylim(-1.05, 1.05)
             ax.axhline(0.0, color="0.7", lw=0.8)
-    axes[0].legend(fontsize=8)
+    axes[-1].axis("off")
+    handles, labels = axes[0].get_legend_handles_labels()
+    axes[-1].legend(handles, labels, loc="center", title="one line per seed")
+    axes[2].tick_params(labelbottom=True)
+    axes[2].set_xlabel("optimizer step")
     if title:
         fig.suptitle(title)
     return fig
 
 
-def plot_preconditioned(results: Mapping[str, PreconditionedAlignment], title: str = "") -> Figure:
+def plot_preconditioned(results: Mapping[str, PreconditionedAlignment], title: str = "", ncols: int = 3) -> Figure:
     """Alignment of Newton-, saddle-free- and Gauss–Newton-preconditioned term gradients against the relative
-    damping, one panel per point (the raw score dashed). Returns the figure.
+    damping, one panel per point (``ncols`` a row; the raw score dashed), one legend below. Returns the figure.
     """
-    fig, axes = plt.subplots(1, len(results), figsize=(3.6 * len(results), 3.3), layout="constrained",
-                             squeeze=False)
-    for ax, (name, r) in zip(axes[0], results.items()):
+    ncols = max(1, min(ncols, len(results)))
+    nrows = math.ceil(len(results) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 2.9 * nrows + 0.8), layout="constrained",
+                             squeeze=False, sharex=True, sharey=True)
+    flat = list(axes.flat)
+    for k, (ax, (name, r)) in enumerate(zip(flat, results.items())):
         ax.semilogx(r.dampings, r.newton, "o-", label=r"Newton $(H+\delta I)^{-1} g_i$")
         ax.semilogx(r.dampings, r.saddle_free, "^-", label=r"saddle-free $(|H|+\delta I)^{-1} g_i$")
         ax.semilogx(r.dampings, r.gauss_newton, "s-", label=r"Gauss–Newton $(G+\delta I)^{-1} g_i$")
         ax.axhline(r.raw, color="k", ls="--", label=r"raw $g_i$")
-        ax.set(xlabel=r"relative damping $\delta / \max|\lambda|$", ylabel="alignment score", title=name,
-               ylim=(-1.05, 1.05))
-    axes[0][0].legend(fontsize=7)
+        ax.set(title=name, ylim=(-1.05, 1.05))
+        if k % ncols == 0:
+            ax.set_ylabel(r"alignment score $\mathcal{A}$")
+        if k >= len(results) - ncols:
+            ax.set_xlabel(r"relative damping $\delta / \max|\lambda|$")
+    for ax in flat[len(results):]:
+        ax.axis("off")
+    handles, labels = flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=2, fontsize=9)
     if title:
         fig.suptitle(title)
     return fig
-

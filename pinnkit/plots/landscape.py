@@ -101,8 +101,8 @@ def plot_slice_2d(s: Slice2D, ax: Axes | None = None, kind: str = "contour", ter
             cs = ax.contourf(A, B, Z, levels=np.linspace(lo, hi, levels), cmap="viridis", extend="both")
         ax.figure.colorbar(cs, ax=ax, label=label, format="%.0e" if use_log else None)
         ax.plot([0], [0], "r+", ms=10)
-    ax.set_xlabel(f"α along {xl}")
-    ax.set_ylabel(f"β along {yl}")
+    ax.set_xlabel(f"$a_1$ along {xl}")
+    ax.set_ylabel(f"$a_2$ along {yl}")
     if title:
         ax.set_title(title, fontsize=10)
     return ax

@@ -24,7 +24,7 @@ def plot_density(density: SpectralDensity, ax: Axes | None = None, label: str | 
     ax.plot(density.grid.numpy(), d.numpy(), label=label, **kwargs)
     ax.set_xscale("symlog", linthresh=1.0)
     ax.set_yscale("log")
-    ax.set_xlabel("eigenvalue λ (symlog scale)")
+    ax.set_xlabel(r"eigenvalue $\lambda$ (symlog scale)")
     ax.set_ylabel("density (log scale)")
     if label is not None:
         ax.legend()
@@ -38,14 +38,14 @@ def plot_log_density(density: LogSpectralDensity, ax: Axes | None = None, label:
     """
     ax = ax if ax is not None else plt.subplots(figsize=(6, 3.5))[1]
     x = (10.0 ** density.grid).numpy()
-    (line,) = ax.plot(x, density.positive.numpy(), color=color, label=None if label is None else f"{label}, λ > 0",
+    (line,) = ax.plot(x, density.positive.numpy(), color=color, label=None if label is None else rf"{label}, $\lambda > 0$",
                       **kwargs)
     if density.mass_negative > 0:
         ax.plot(x, density.negative.numpy(), "--", color=line.get_color(),
-                label=None if label is None else f"{label}, λ < 0", **kwargs)
+                label=None if label is None else rf"{label}, $\lambda < 0$", **kwargs)
     ax.set_xscale("log")
-    ax.set_xlabel("|λ| (log scale)")
-    ax.set_ylabel("density of log10|λ|")
+    ax.set_xlabel(r"$|\lambda|$ (log scale)")
+    ax.set_ylabel(r"density of $\log_{10}|\lambda|$")
     if label is not None:
         ax.legend()
     return ax
@@ -66,7 +66,7 @@ def plot_spectra(densities: Mapping[str, SpectralDensity], ax: Axes | None = Non
         raise ValueError(f"sigma must be a number, None or 'shared', got {sigma!r}")
     for name, sd in densities.items():
         sd = sd if sigma is None else sd.with_sigma(float(sigma))
-        plot_density(sd, ax, label=f"{name} (σ = {sd.sigma:.2g})")
+        plot_density(sd, ax, label=rf"{name} ($\sigma$ = {sd.sigma:.2g})")
     if title:
         ax.set_title(title)
     return ax
@@ -87,7 +87,7 @@ def plot_lanczos_convergence(matvec: Matvec | Tensor, dim: int, steps: int, *, e
         ev = torch.linalg.eigvalsh(T[:j, :j])
         ax.plot([j] * j, ev.numpy(), ".", color="C0", ms=2)
     ax.set_yscale("symlog", linthresh=1.0)
-    ax.set_xlabel("Lanczos step j (number of HVPs)")
+    ax.set_xlabel(r"Lanczos step $j$ (number of HVPs)")
     ax.set_ylabel("Ritz values (symlog)")
     return ax
 

@@ -1,4 +1,4 @@
-"""Stationary points: slices through a saddle, index against loss, where runs ended."""
+"""Stationary points: slices through a saddle, index against loss, where runs ended, a table of endpoints."""
 from __future__ import annotations
 
 from typing import Any, Sequence, cast
@@ -12,6 +12,7 @@ from torch import Tensor
 from ..curvature import hessian
 from ..objective import Loss, total
 from ..stationary import Endpoint, StationaryPoint
+from .tables import Table, table
 
 
 def plot_saddle_slices(f: Loss, theta: Tensor, radius: float = 1.0, n: int = 31,
@@ -34,21 +35,22 @@ def plot_saddle_slices(f: Loss, theta: Tensor, radius: float = 1.0, n: int = 31,
         line = torch.stack([f(theta + ti * vmin) for ti in t]).cpu()
         grid = torch.stack([torch.stack([f(theta + si * vmax + ti * vmin) for ti in t]) for si in s]).cpu()
     if axes is None:
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     else:
         fig = cast(Figure, axes[0].figure)
     tc, sc = t.cpu(), s.cpu()
     axes[0].plot(tc, line, label="loss along $v_{\\min}$")
     axes[0].plot(tc, L0 + 0.5 * lmin * tc ** 2, "--", label=f"quadratic model, $\\lambda_{{\\min}}$ = {lmin:.2g}")
     axes[0].axvline(0, color="gray", lw=0.5)
-    axes[0].set_xlabel("step t along the most negative eigenvector")
+    axes[0].set_xlabel("step $t$ along the most negative eigenvector")
     axes[0].set_ylabel("loss")
     axes[0].legend()
     cs = axes[1].contourf(sc, tc, grid.T, levels=30, cmap="viridis")
     fig.colorbar(cs, ax=axes[1], label="loss")
     axes[1].plot([0], [0], "r*", ms=12, label="saddle")
-    axes[1].set_xlabel(f"s along $v_{{\\max}}$ ($\\lambda_{{\\max}}$ = {lmax:.2g})")
-    axes[1].set_ylabel(f"t along $v_{{\\min}}$ ($\\lambda_{{\\min}}$ = {lmin:.2g})")
+    axes[1].set_xlabel(f"$s$ along $v_{{\\max}}$ ($\\lambda_{{\\max}}$ = {lmax:.2g})")
+    axes[1].set_ylabel(f"$t$ along $v_{{\\min}}$ ($\\lambda_{{\\min}}$ = {lmin:.2g})")
+    axes[1].locator_params(axis="x", nbins=5)   # readable ticks at the column width
     axes[1].legend()
     fig.tight_layout()
     return fig
@@ -72,7 +74,7 @@ def plot_index_vs_loss(points: Sequence[StationaryPoint], groups: Sequence[str] 
     if len(groups) != len(points):
         raise ValueError(f"groups must have one entry per point: {len(groups)} groups for {len(points)} points")
     if axes is None:
-        fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
     else:
         fig = cast(Figure, axes[0].figure)
     names = list(dict.fromkeys(groups))
@@ -111,7 +113,7 @@ def plot_endpoint_fits(model: Any, endpoints: Sequence[Endpoint], seed: int, ax:
         The axes.
     """
     if ax is None:
-        ax = plt.subplots(figsize=(8, 4), layout="constrained")[1]
+        ax = plt.subplots(figsize=(7, 3.5), layout="constrained")[1]
     X = model.X_eval
     with torch.no_grad():
         for e in endpoints:
@@ -120,9 +122,22 @@ def plot_endpoint_fits(model: Any, endpoints: Sequence[Endpoint], seed: int, ax:
                         label=f"{e.name} (loss {e.point.loss:.1e})")
         target = model.y_eval if hasattr(model, "y_eval") else model.u_exact
         ax.plot(X[:, 0].cpu(), target.reshape(-1).cpu(), "k--", lw=1.5, zorder=10, label="target")
-    ax.set_xlabel("x")
-    ax.set_ylabel("u(x)")
+    ax.set_xlabel(r"$x$")
+    ax.set_ylabel(r"$u_\theta(x)$")
     ax.set_title(f"where each run from seed {seed} ended")
     ax.legend(fontsize=8, loc="best")
     return ax
 
+
+
+def endpoint_summary(endpoints: Sequence[Endpoint]) -> Table:
+    """One row per endpoint (2 significant digits), shown as an HTML table in a notebook: method, seed (and start
+    when not ``"init"``), loss, ‖∇L‖, index, smallest eigenvalue, ``tangent_align`` (‖Jᵀr‖ / ‖J‖‖r‖), max|θ|, label.
+    """
+    starts = any(e.start != "init" for e in endpoints)
+    header = ["method", "seed", *(["start"] if starts else []), "loss", "‖∇L‖", "index", "λ_min",
+              "‖Jᵀr‖/‖J‖‖r‖", "max|θ|", "label"]
+    rows = [[e.name, e.seed, *([e.start] if starts else []), f"{e.point.loss:.1e}", f"{e.point.grad_norm:.1e}",
+             e.point.index, f"{e.point.min_eig:.1e}", f"{e.tangent_align:.1e}",
+             f"{float(e.run.theta.abs().max()):.0e}", e.point.label] for e in endpoints]
+    return table(header, rows)

@@ -51,17 +51,25 @@ def plot_solution(pinn: PINN, theta: Tensor, title: str | None = None) -> Figure
 
 
 def plot_history(runs: Mapping[str, TrainResult], metrics: tuple[str, ...] = ("loss", "l2re"), title: str = "",
-                 x: str = "iteration") -> Figure:
+                 x: str = "iteration", ncols: int | None = None) -> Figure:
     """Loss (and L2RE, gradient norm, or a term name) against iterations for several runs, log scale.
 
     ``x="iteration"`` counts as Rathore et al. (one L-BFGS step = its 20 inner iterations); ``x="step"`` counts
     optimizer steps. A dotted vertical line marks where a chained method switches optimizer (e.g. Adam → L-BFGS).
+    ``ncols`` panels a row (default: all in one row); e.g. ``ncols=2`` puts four metrics in a 2 × 2 grid.
     """
     if x not in ("iteration", "step"):
         raise ValueError(f"x must be 'iteration' or 'step', got {x!r}")
+    if ncols is not None and ncols < 1:
+        raise ValueError(f"ncols must be a positive number of panels a row, got {ncols}")
     labels = {"loss": "loss", "l2re": "relative L2 error", "grad_norm": "gradient norm"}
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.2), layout="constrained",
+    ncols = min(ncols or len(metrics), len(metrics))
+    nrows = -(-len(metrics) // ncols)
+    fig, grid = plt.subplots(nrows, ncols, figsize=(4.5 * ncols, 3.2 * nrows), layout="constrained",
                              squeeze=False)
+    axes = grid.reshape(1, -1)
+    for ax in axes[0][len(metrics):]:
+        ax.set_visible(False)
     for ax, metric in zip(axes[0], metrics):
         for i, (name, run) in enumerate(runs.items()):
             h = run.history

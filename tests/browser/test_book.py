@@ -4,7 +4,10 @@ Every page of ``book/_toc.yml`` is served from a localhost ``http.server`` and l
 reader would meet: the page loads (HTTP 200), its notebook figures are there and decoded (naturalWidth > 0),
 its math is typeset by the book's own MathJax (no TeX errors), the console is clean, every same-site link
 resolves to an existing file and anchor, nothing is fetched from another host, and widgets degrade to static
-output. Screenshots of the landing page and one chapter go to ``_build/screenshots/``.
+output. At a 1400 px wide window no page's article overflows horizontally (code blocks, outputs and equations that
+are wider than the column must scroll inside themselves, not spill or be cut off), and every figure in a cell
+output is followed by its caption paragraph ("Figure N.k. ..."); the sidebar numbers chapters 1-12 and nothing
+else. Screenshots of the landing page and one chapter go to ``_build/screenshots/``.
 
 Run by ``make browser-test`` (PINNKIT_BOOK_HTML points at the HTML; see conftest.py).
 """
@@ -13,6 +16,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -31,6 +35,7 @@ SHOTS = ROOT / "_build" / "screenshots"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 TIMEOUT_MS = 120_000                      # one page, on 2 shared cores
+WIDTH_PX = 1400                           # the window the pages must fit (the teaching review read them at 1400)
 IMAGE_MIMES = ("image/png", "image/jpeg", "image/svg+xml", "image/gif")
 REMOVED = {"remove-output", "remove_output", "remove-cell", "remove_cell"}
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
@@ -73,6 +78,56 @@ def expected_figures(doc: str) -> int:
             if WIDGET_VIEW not in data and any(m in data for m in IMAGE_MIMES):
                 count += 1
     return count
+
+
+# display equations wider than their box (they scroll sideways: split them with \begin{aligned})
+WIDE_MATH_JS = """() => [...document.querySelectorAll('mjx-container[display]')]
+    .filter(m => m.scrollWidth > m.clientWidth + 1)
+    .map(m => `${m.scrollWidth} px in ${m.clientWidth} px: `
+              + ((m.querySelector('mjx-assistive-mml') || m).textContent || '').trim().slice(0, 60))"""
+
+
+# What a reader at WIDTH_PX would see sticking out of the column. `article`: the page's article element, its
+# scrollWidth and clientWidth; `spill`: the outermost elements whose right edge passes the article's and that no
+# scrolling box (overflow-x auto/scroll) between them and the article contains; `cut`: blocks (code, outputs,
+# tables, display math) wider than themselves that hide the rest (overflow-x hidden/clip) instead of scrolling.
+# `figures`: each image of a cell output with the element right after its cell (the caption paragraph).
+LAYOUT_JS = """() => {
+    const art = document.querySelector('article.bd-article') || document.querySelector('main article')
+        || document.querySelector('main');
+    const say = el => (el.tagName.toLowerCase() + (el.className && typeof el.className === 'string'
+        ? '.' + el.className.trim().split(/\\s+/).slice(0, 3).join('.') : '') + ' "'
+        + (el.textContent || '').trim().replace(/\\s+/g, ' ').slice(0, 70) + '"');
+    const scrolls = el => ['auto', 'scroll'].includes(getComputedStyle(el).overflowX);
+    const inScroller = el => {
+        for (let p = el.parentElement; p && p !== art; p = p.parentElement) if (scrolls(p)) return true;
+        return false;
+    };
+    const right = art.getBoundingClientRect().right;
+    const spill = [], seen = new Set();
+    for (const el of art.querySelectorAll('*')) {
+        const box = el.getBoundingClientRect();
+        if (box.width === 0 || box.right <= right + 1 || seen.has(el.parentElement)) continue;
+        seen.add(el);
+        if (!inScroller(el)) spill.push(`${say(el)} (right edge ${Math.round(box.right - right)} px out)`);
+    }
+    const cut = [];
+    for (const el of art.querySelectorAll('pre, .cell_output, .output, table, div.math, mjx-container[display]')) {
+        const o = getComputedStyle(el).overflowX;
+        if (el.scrollWidth > el.clientWidth + 1 && (o === 'hidden' || o === 'clip'))
+            cut.push(`${say(el)} (${el.scrollWidth} px of content in ${el.clientWidth} px, overflow-x ${o})`);
+    }
+    const figures = [...art.querySelectorAll('.cell_output img')].map(img => {
+        const cell = img.closest('.cell');
+        const next = cell ? cell.nextElementSibling : null;
+        return {src: (img.currentSrc || img.src).split('/').pop(),
+                next: next ? say(next) : '(nothing after the cell)',
+                caption: !!next && next.tagName === 'P' && /^Figure\\b/.test(next.textContent.trim())};
+    });
+    return {article: {scrollWidth: art.scrollWidth, clientWidth: art.clientWidth,
+                      tag: art.tagName.toLowerCase() + '.' + art.className},
+            spill: spill.slice(0, 10), cut: cut.slice(0, 10), figures, math: (""" + WIDE_MATH_JS + """)()};
+}"""
 
 
 class _Anchors(HTMLParser):
@@ -131,7 +186,7 @@ def browser():
     with sync_api.sync_playwright() as p:
         context = p.chromium.launch_persistent_context(
             profile, executable_path=CHROMIUM, headless=True, args=FLAGS,
-            viewport={"width": 1280, "height": 900})
+            viewport={"width": WIDTH_PX, "height": 900})
         external: list[str] = []
 
         def offline(route):
@@ -177,6 +232,7 @@ def visit(server, browser):
                 'script[type="application/vnd.jupyter.widget-view+json"], .jupyter-widgets').length,
             links: [...document.querySelectorAll('a[href]')].map(a => a.href),
         })""")
+        info.update(page.evaluate(LAYOUT_JS))
         info.update(status=response.status if response else None, url=page.url, page=page,
                     console=console, errors=errors, failed=failed,
                     external=browser.external[n_external:],
@@ -193,6 +249,21 @@ def visit(server, browser):
 def test_toc_pages_were_built():
     missing = [d for d in DOCS if not (HTML / f"{d}.html").exists()]
     assert not missing, f"TOC pages missing from {HTML}: {missing}"
+
+
+def test_chapters_are_numbered_in_the_sidebar():
+    # book/_toc.yml: the chapters' part is `numbered`; "Start here" and the reference pages are not
+    page = (HTML / f"{DOCS[0]}.html").read_text()
+    links = dict(re.findall(r'<a class="reference internal" href="([^"#]+)">\s*([^<]*?)\s*</a>', page))
+    wrong = []
+    for doc in DOCS[1:]:
+        name = doc.rsplit("/", 1)[-1]
+        text = next((t for href, t in links.items() if href.endswith(f"{name}.html")), None)
+        n = int(name[:2]) if name[:2].isdigit() else 0
+        numbered = re.match(r"\d+\. ", text or "")
+        if text is None or (numbered is None) == (1 <= n <= 12) or (numbered and numbered.group(0) != f"{n}. "):
+            wrong.append(f"{doc}: {text!r}")
+    assert not wrong, "sidebar entries (chapters 1-12 numbered 1-12, the others not):\n" + "\n".join(wrong)
 
 
 def test_no_page_references_an_external_script_or_stylesheet():
@@ -221,6 +292,34 @@ def test_figures_are_present_and_decoded(visit, doc):
     shown = sum(i["output"] for i in info["imgs"])
     expected = expected_figures(doc)
     assert shown >= expected, f"{doc}: {shown} output figures in the page, {expected} in the stored notebook"
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_article_fits_the_window(visit, doc):
+    # code blocks, outputs and display math wider than the column scroll inside themselves (overflow-x auto):
+    # allowed; anything else that passes the article's right edge, or a block that hides its overflow, is not
+    info = visit(doc)
+    art = info["article"]
+    assert art["scrollWidth"] <= art["clientWidth"] + 1 and not info["spill"], (
+        f"{doc}: at {WIDTH_PX} px the article ({art['tag']}) is {art['scrollWidth']} px wide in a "
+        f"{art['clientWidth']} px column; sticking out:\n" + "\n".join(info["spill"]))
+    assert not info["cut"], f"{doc}: blocks that cut off their content instead of scrolling:\n" + "\n".join(info["cut"])
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_display_math_fits_the_column(visit, doc):
+    # an equation scrolls inside its box instead of spilling, so the article check passes it; a reader should not
+    # have to scroll an equation at 1400 px (split long ones with aligned)
+    info = visit(doc)
+    wide = [f"at {WIDTH_PX} px: {m}" for m in info["math"]]
+    assert not wide, f"{doc}: display equations wider than the column (split with \\begin{{aligned}}):\n" + "\n".join(wide)
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_every_figure_has_a_caption(visit, doc):
+    missing = [f"{f['src']}: followed by {f['next']}" for f in visit(doc)["figures"] if not f["caption"]]
+    assert not missing, (f"{doc}: figures not followed by a caption paragraph 'Figure N.k. ...' (a markdown cell "
+                         "starting **Figure N.k.** right after the figure's cell):\n" + "\n".join(missing))
 
 
 @pytest.mark.parametrize("doc", DOCS)

@@ -20,7 +20,7 @@ import statistics
 from collections import Counter
 from typing import Any, Mapping, Sequence
 
-__all__ = ["frozen_step", "reason_counts", "ENDS_ON_TOLERANCE", "frozen_iteration", "records_summary",
+__all__ = ["frozen_step", "reason_counts", "ENDS_ON_TOLERANCE", "frozen_iteration", "records_summary", "records_rows",
            "seconds_per_evaluation", "FAILED_L2RE"]
 
 #: stop reasons that are a tolerance test, not the normal end of a step (``max_iter``, ``max_eval``)
@@ -79,24 +79,22 @@ def _spread(xs: Sequence[float]) -> str:
     return f"{statistics.median(xs):.1e} [{min(xs):.1e}, {max(xs):.1e}]"
 
 
-def records_summary(records: Sequence[Any]) -> str:
-    """One line per stored run family (its name without ``/seed=N``): how many seeds, the final loss and L2RE
-    (median [min, max] over seeds, two significant digits), failures (L2RE above :data:`FAILED_L2RE`), the median
-    loss evaluations and wall milliseconds per evaluation, and for runs with L-BFGS the median iteration from which
-    every step ended on a tolerance test, with the share of L-BFGS steps that did. Records of runs that raised are
-    counted but have no numbers. Reads whatever records exist, so it stays correct as more arrive.
+def records_rows(records: Sequence[Any]) -> tuple[list[str], list[list[str]]]:
+    """The header and rows of :func:`records_summary` as cells, one row per run family (its name without
+    ``/seed=N``), for a table that fits the page: ``pk.plots.table(*records_rows(records))``. The last column
+    counts the records of runs that raised (they have no numbers).
     """
     groups: dict[str, list[Any]] = {}
     for r in records:
         groups.setdefault(_group(r.name), []).append(r)
-    head = (f"{'runs':38s}{'seeds':>6s}{'loss: median [min, max]':>28s}{'L2RE: median [min, max]':>28s}"
-            f"{'failed':>7s}{'evals':>8s}{'ms/eval':>8s}{'frozen from it.':>16s}{'tol. stops':>11s}")
-    lines = [head]
+    header = ["runs", "seeds", "loss: median [min, max]", "L2RE: median [min, max]", "failed", "evals", "ms/eval",
+              "frozen from it.", "tol. stops", "raised"]
+    rows = []
     for name in sorted(groups):
         rs = [r for r in groups[name] if r.status != "error"]
         errors = len(groups[name]) - len(rs)
         if not rs:
-            lines.append(f"{name:38s}{0:>6d}  ({errors} runs raised)")
+            rows.append([name, "0", "", "", "", "", "", "", "", str(errors)])
             continue
         failed = sum(1 for r in rs if not r.l2re <= FAILED_L2RE)
         evals = [r.evals for r in rs if r.evals]
@@ -115,12 +113,31 @@ def records_summary(records: Sequence[Any]) -> str:
                 its = dict(zip(r.history.get("step", []), r.history.get("iteration", [])))
                 before = [s for s in its if s <= step]
                 frozen.append(its[max(before)] if before else math.nan)
-        fr = f"{statistics.median(frozen):.0f}" if frozen else "-"
-        share = f"{tol}/{steps}" if steps else "-"
-        lines.append(f"{name:38s}{len(rs):>6d}{_spread([r.loss for r in rs]):>28s}"
-                     f"{_spread([r.l2re for r in rs]):>28s}{failed:>7d}"
-                     f"{(f'{statistics.median(evals):.0f}' if evals else '-'):>8s}"
-                     f"{(f'{statistics.median(per):.0f}' if per else '-'):>8s}{fr:>16s}{share:>11s}"
+        rows.append([name, str(len(rs)), _spread([r.loss for r in rs]), _spread([r.l2re for r in rs]), str(failed),
+                     f"{statistics.median(evals):.0f}" if evals else "-",
+                     f"{statistics.median(per):.0f}" if per else "-",
+                     f"{statistics.median(frozen):.0f}" if frozen else "-",
+                     f"{tol}/{steps}" if steps else "-", str(errors)])
+    return header, rows
+
+
+def records_summary(records: Sequence[Any]) -> str:
+    """One line per stored run family (its name without ``/seed=N``): how many seeds, the final loss and L2RE
+    (median [min, max] over seeds, two significant digits), failures (L2RE above :data:`FAILED_L2RE`), the median
+    loss evaluations and wall milliseconds per evaluation, and for runs with L-BFGS the median iteration from which
+    every step ended on a tolerance test, with the share of L-BFGS steps that did. Records of runs that raised are
+    counted but have no numbers. Reads whatever records exist, so it stays correct as more arrive.
+    (:func:`records_rows` gives the same cells for a table.)
+    """
+    header, rows = records_rows(records)
+    widths = (38, 6, 28, 28, 7, 8, 8, 16, 11)
+    lines = [f"{header[0]:38s}" + "".join(f"{h:>{w}s}" for h, w in zip(header[1:9], widths[1:]))]
+    for row in rows:
+        errors = int(row[-1])
+        if row[1] == "0":
+            lines.append(f"{row[0]:38s}{0:>6d}  ({errors} runs raised)")
+            continue
+        lines.append(f"{row[0]:38s}" + "".join(f"{c:>{w}s}" for c, w in zip(row[1:9], widths[1:]))
                      + (f"  ({errors} raised)" if errors else ""))
     return "\n".join(lines)
 
