@@ -262,7 +262,24 @@ class NNCGStep:
     indefinite: bool
 
 
-class NNCGStepper:
+class _CountedIterate:
+    """An iterate ``_theta`` and a loss whose evaluations are counted in ``evals`` (NNCG and its GD control)."""
+
+    loss: Callable[[Tensor], Tensor]
+    _theta: Tensor
+    evals: int
+
+    @property
+    def theta(self) -> Tensor:
+        """The current iterate (a flat parameter vector)."""
+        return self._theta
+
+    def _counted(self, th: Tensor) -> Tensor:
+        self.evals += 1
+        return self.loss(th)
+
+
+class NNCGStepper(_CountedIterate):
     """NNCG on a flat ``theta`` (the stepper protocol of :mod:`pinnkit.train`): ``step()`` = one Newton–CG
     iteration (one "iteration" in Rathore et al.'s count). ``diagnostics`` holds one :class:`NNCGStep` per step,
     ``last`` the latest. See the module docstring for ``safeguard`` (False, the default: the paper's algorithm).
@@ -296,15 +313,6 @@ class NNCGStepper:
         self.evals = 0     # loss evaluations so far (a gradient counts one)
         self.hvps = 0      # Hessian-vector products so far
         self.diagnostics: list[NNCGStep] = []
-
-    @property
-    def theta(self) -> Tensor:
-        """The current iterate (a flat parameter vector)."""
-        return self._theta
-
-    def _counted(self, th: Tensor) -> Tensor:
-        self.evals += 1
-        return self.loss(th)
 
     @property
     def last(self) -> NNCGStep | None:
@@ -388,7 +396,7 @@ def nncg_stepper(terms_fn: TermsFn, theta: Tensor, *, mu: float = 1e-2, rank: in
                        alpha=alpha, beta=beta, max_step=max_step, chunk=chunk, seed=seed, safeguard=safeguard)
 
 
-class GDArmijoStepper:
+class GDArmijoStepper(_CountedIterate):
     r"""Gradient descent with NNCG's Armijo search: :math:`\theta \leftarrow \theta - t\nabla L`, the first
     trial :math:`t` = ``max_step``, halved (``beta``) until :math:`L` falls by ``alpha`` :math:`t\|\nabla L\|^2`.
 
@@ -414,15 +422,6 @@ class GDArmijoStepper:
         self._theta = theta.detach().clone()
         self.alpha, self.beta, self.max_step = float(alpha), float(beta), float(max_step)
         self.evals, self.k, self.last_t = 0, 0, math.nan
-
-    @property
-    def theta(self) -> Tensor:
-        """The current iterate (a flat parameter vector)."""
-        return self._theta
-
-    def _counted(self, th: Tensor) -> Tensor:
-        self.evals += 1
-        return self.loss(th)
 
     def step(self) -> None:
         """One gradient step with Armijo backtracking.
