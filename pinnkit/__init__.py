@@ -2,13 +2,14 @@
 
 Every tool takes a loss as a function of one flat parameter vector ``theta``; per-term losses are a dict.
 """
-# train imports the optimizers of newton, nncg and soap for its registry (STEPPERS)
-from .train import STEPPERS, History, TrainingDiverged, TrainResult, TrainState, train  # noqa: I001
+# training imports the optimizers of newton, nncg, soap, bfgs and gauss_newton for its registry (STEPPERS): the
+# function pk.train lives in the module pinnkit.training (no function shadows a module of the same name)
+from .training import STEPPERS, History, TrainingDiverged, TrainResult, TrainState, train  # noqa: I001
 
 # pinnkit.experiments is not imported here: it is also a command, `python -m pinnkit.experiments` (import it as
 # `from pinnkit import experiments`)
 from . import (alignment, conditioning, curvature, features, gauss_newton, landscape, linesearch, nets, newton, nncg,
-               objective, presets, problems, regression, remedies, soap, stationary, tangent)
+               objective, presets, problems, remedies, soap, stationary, tangent, training)
 from .pinn import PINN
 from .presets import Preset, setup
 
@@ -28,5 +29,5 @@ def __getattr__(name: str) -> object:
 
 __all__ = ["PINN", "Preset", "setup", "train", "History", "TrainResult", "TrainState", "TrainingDiverged", "STEPPERS",
            "alignment", "book", "conditioning", "curvature", "features", "gauss_newton", "landscape", "linesearch", "nets",
-           "newton", "nncg", "objective", "plots", "presets", "problems", "regression", "remedies", "soap", "stationary",
-           "tangent"]
+           "newton", "nncg", "objective", "plots", "presets", "problems", "remedies", "soap", "stationary",
+           "tangent", "training"]

@@ -1,42 +1,29 @@
-r"""Dense BFGS and its self-scaled variants (SSBFGS, SSBroyden) with a strong Wolfe line search, for float64.
+r"""Dense BFGS and its self-scaled variants SSBFGS and SSBroyden (Urbán, Stefanou & Pons 2025, eqs. 9–23),
+strong Wolfe line search (:func:`pinnkit.linesearch.strong_wolfe`), for float64.
 
-Each iteration takes the quasi-Newton direction :math:`d_k = -H_k g_k`, a strong Wolfe step :math:`t_k`
-(:func:`pinnkit.linesearch.strong_wolfe`, :math:`c_1 = 10^{-4}`, :math:`c_2 = 0.9`), and updates the dense
-inverse-Hessian approximation with :math:`s_k = t_k d_k`, :math:`y_k = g_{k+1} - g_k`, :math:`\rho_k = 1 / y_k^\top
-s_k`. All three methods are the self-scaled Broyden update of Urbán, Stefanou & Pons (2025, J. Comput. Phys.,
-"Unveiling the optimization process of PINNs", arXiv:2405.04230, eqs. 9–23; also Kiyani et al. 2025, CMAME)
+With :math:`d_k = -H_k g_k`, :math:`s_k = t_k d_k`, :math:`y_k = g_{k+1} - g_k`, :math:`\rho_k = 1/y_k^\top s_k`,
+:math:`h_k = \rho_k y_k^\top H_k y_k`, :math:`b_k = -t_k \rho_k s_k^\top g_k`, :math:`a_k = b_k h_k - 1`:
 
 .. math::
 
    H_{k+1} = \frac{1}{\tau_k}\Big[H_k - \frac{H_k y_k y_k^\top H_k}{y_k^\top H_k y_k}
              + \phi_k\,(y_k^\top H_k y_k)\, v_k v_k^\top\Big] + \rho_k s_k s_k^\top,\qquad
-   v_k = \rho_k s_k - \frac{H_k y_k}{y_k^\top H_k y_k},
+   v_k = \rho_k s_k - \frac{H_k y_k}{y_k^\top H_k y_k}.
 
-with :math:`h_k = \rho_k\, y_k^\top H_k y_k`, :math:`b_k = -t_k \rho_k\, s_k^\top g_k` (:math:`= s_k^\top B_k
-s_k / y_k^\top s_k`) and :math:`a_k = b_k h_k - 1 \ge 0`:
+* ``"bfgs"``: :math:`\tau_k = \phi_k = 1`, :math:`H_0 = I` (scipy's iterates when the line searches agree);
+* ``"ssbfgs"``: :math:`\phi_k = 1`, :math:`\tau_k = \min(1, 1/b_k)`;
+* ``"ssbroyden"``: :math:`\rho_k^- = \min(1, h_k(1 - \sqrt{a_k/(1+a_k)}))`, :math:`\theta_k^- = (\rho_k^- - 1)/a_k`,
+  :math:`\theta_k^+ = 1/\rho_k^-`, :math:`\theta_k = \max(\theta_k^-, \min(\theta_k^+, (1 - b_k)/b_k))`,
+  :math:`\sigma_k = 1 + \theta_k a_k`, :math:`\bar\rho_k = \min(1, 1/b_k)`, :math:`\tau_k = \min(\bar\rho_k\,
+  |\sigma_k|^{1/(1-n)}, \sigma_k)` if :math:`\theta_k \le 0` else :math:`\bar\rho_k \min(|\sigma_k|^{1/(1-n)},
+  1/\theta_k)`, :math:`\phi_k = (1 - \theta_k)/(1 + a_k\theta_k)` (:math:`n` parameters).
 
-* ``"bfgs"``: :math:`\tau_k = \phi_k = 1` — BFGS, with scipy's conventions (:math:`H_0 = I`; no scaling of
-  :math:`H_0`), so that the iterates are those of ``scipy.optimize.minimize(method="BFGS")`` when the line searches
-  agree (tested);
-* ``"ssbfgs"``: :math:`\phi_k = 1`, :math:`\tau_k = \min(1, 1/b_k)` — Al-Baali's self-scaling (Urbán et al.,
-  eq. 11; ``method_bfgs="SSBFGS_AB"`` of the authors' patched SciPy, ``jorgeurban/self_scaled_algorithms_pinns``);
-* ``"ssbroyden"``: the authors' ``SSBroyden2`` (eqs. 13–23): :math:`\rho_k^- = \min(1, h_k(1 - \sqrt{a_k/(1+a_k)}))`,
-  :math:`\theta_k^- = (\rho_k^- - 1)/a_k`, :math:`\theta_k^+ = 1/\rho_k^-`, :math:`\theta_k = \max(\theta_k^-,
-  \min(\theta_k^+, (1 - b_k)/b_k))`, :math:`\sigma_k = 1 + \theta_k a_k`, :math:`\bar\rho_k = \min(1, 1/b_k)`,
-  :math:`\tau_k = \min(\bar\rho_k\,|\sigma_k|^{1/(1-n)}, \sigma_k)` if :math:`\theta_k \le 0`, else
-  :math:`\bar\rho_k \min(|\sigma_k|^{1/(1-n)}, 1/\theta_k)`, and :math:`\phi_k = (1 - \theta_k)/(1 + a_k\theta_k)`
-  (:math:`n` the number of parameters).
+Differences from the authors' code (``jorgeurban/self_scaled_algorithms_pinns``, a patched SciPy, run with
+``initial_scale=False`` as here): the gradient-norm test is on the new iterate, not the previous one; an update with
+:math:`y_k^\top s_k \le 0` or a non-finite :math:`\tau_k, \phi_k` is skipped (scipy uses :math:`\rho_k = 1000`);
+the line search is scipy's Nocedal–Wright zoom without MINPACK's ``dcsrch`` first try (equal iterates when that
+try is off; tested).
 
-Differences from the authors' code, all stated: their ``initial_scale=False`` (the default they run) is used;
-their SciPy checks the gradient norm of the *previous* iterate, this module that of the new one; an update with
-:math:`y_k^\top s_k \le 0` (possible only when the line search ends without the Wolfe conditions) or with a
-non-finite :math:`\tau_k, \phi_k` (:math:`b_k \le 0` from rounding, or :math:`a_k = 0`, where :math:`\theta_k^-` is
-0/0) is skipped (scipy's BFGS uses :math:`\rho_k = 1000` at :math:`y_k^\top s_k = 0` only). The line search is
-the Nocedal–Wright zoom of scipy's ``line_search_wolfe2``; scipy's BFGS tries MINPACK's ``dcsrch`` first and falls
-back to it, so the two agree exactly when scipy's first search is switched off (tested), and otherwise reach the
-same minimiser along slightly different steps.
-
->>> import torch
 >>> A = torch.diag(torch.tensor([1.0, 10.0, 100.0], dtype=torch.float64))
 >>> res = bfgs(lambda th: 0.5 * th @ A @ th, torch.ones(3, dtype=torch.float64), gtol=1e-10)
 >>> res.status, res.grad_norm <= 1e-10, bool(torch.allclose(res.theta, torch.zeros(3, dtype=torch.float64)))
@@ -57,12 +44,11 @@ from .objective import TermsFn, as_terms, value_and_grad
 __all__ = ["UPDATES", "BFGS_REASONS", "self_scaled_update", "BFGSStepper", "BFGSResult", "bfgs", "bfgs_stepper",
            "ssbfgs_stepper", "ssbroyden_stepper", "LineSearch", "MAX_DENSE"]
 
-#: the inverse-Hessian updates: ``"bfgs"``, ``"ssbfgs"`` (Al-Baali scaling), ``"ssbroyden"`` (Urbán et al.'s
-#: SSBroyden2)
+#: the inverse-Hessian updates (module docstring)
 UPDATES = ("bfgs", "ssbfgs", "ssbroyden")
-#: the largest number of parameters for which a dense ``n x n`` inverse Hessian is formed (800 MB in float64)
+#: the most parameters for which a dense ``n x n`` inverse Hessian is formed (800 MB in float64)
 MAX_DENSE = 10_000
-#: why a BFGS step ended (logged in :attr:`pinnkit.train.History.stops`): the line search's reasons and two more
+#: why a BFGS step ended (logged in :attr:`pinnkit.training.History.stops`): the line search's reasons and two more
 BFGS_REASONS = {**WOLFE_REASONS,
                 "no_descent": "g.d >= 0 at the current point (a zero gradient): no step, the run stops",
                 "skipped_update": "a step was taken but y.s <= 0 or the scaling was not finite: H kept"}
@@ -73,27 +59,15 @@ LineSearch = Callable[[Callable[[float], tuple[float, float]], float, float, "fl
 
 def self_scaled_update(H: Tensor, s: Tensor, y: Tensor, g: Tensor, t: float, update: str = "bfgs"
                        ) -> tuple[Tensor, float, float] | None:
-    r"""One inverse-Hessian update (module docstring): the new :math:`H_{k+1}` and the :math:`\tau_k, \phi_k`
-    used, or ``None`` when the update is skipped (:math:`y^\top s \le 0` or a non-finite :math:`\tau, \phi`).
+    r"""One update (module docstring): ``(H_{k+1}, tau_k, phi_k)``, or ``None`` when skipped. ``g``: the gradient
+    at the start of the step, ``t``: the step length. ``"bfgs"``/``"ssbfgs"`` use the :math:`O(n^2)` form
+    :math:`H' - \rho(H' y s^\top + s y^\top H') + \rho(1 + \rho\,y^\top H' y)\, s s^\top`, :math:`H' = H/\tau`.
 
-    ``"bfgs"`` and ``"ssbfgs"`` are evaluated as the authors' code does, the BFGS update of :math:`H/\tau` in
-    :math:`O(n^2)` form, :math:`H - \rho(H y s^\top + s y^\top H) + \rho(1 + \rho\,y^\top H y)\, s s^\top`
-    (scipy's product form :math:`(I - \rho s y^\top) H (I - \rho y s^\top) + \rho s s^\top` is the same matrix
-    in :math:`O(n^3)`; tested); ``"ssbroyden"`` in the form of the module docstring.
-
-    >>> import torch
     >>> H = torch.eye(2, dtype=torch.float64); s = torch.tensor([1.0, 0.0], dtype=torch.float64)
     >>> y = torch.tensor([2.0, 0.0], dtype=torch.float64)                   # curvature 2 along s
     >>> Hn, tau, phi = self_scaled_update(H, s, y, -y, 1.0)
     >>> Hn.tolist(), bool(torch.allclose(Hn @ y, s))                         # the secant equation H y = s
     ([[0.5, 0.0], [0.0, 1.0]], True)
-
-    Args:
-        H: the current inverse-Hessian approximation (symmetric positive definite).
-        s, y: the step and the gradient change.
-        g: the gradient at the start of the step (for :math:`b_k`).
-        t: the line-search step length.
-        update: one of :data:`UPDATES`.
 
     Raises:
         ValueError: an unknown ``update``.
@@ -137,10 +111,8 @@ def self_scaled_update(H: Tensor, s: Tensor, y: Tensor, g: Tensor, t: float, upd
 
 
 class BFGSStepper:
-    r"""Dense (self-scaled) BFGS on a flat ``theta`` (the stepper protocol of :mod:`pinnkit.train`): ``step()`` =
-    one iteration (direction, strong Wolfe line search, update). ``evals`` counts loss+gradient evaluations,
-    ``last_stop`` is ``(evaluations of the step, reason)`` (a key of :data:`BFGS_REASONS`), ``stalled`` is set when
-    no step was found (the run stops), ``taus`` / ``phis`` record the scaling of every update.
+    """Dense (self-scaled) BFGS stepper: ``step()`` is one iteration. ``evals``: loss+gradient evaluations;
+    ``last_stop``: ``(evaluations, reason)`` (:data:`BFGS_REASONS`); ``stalled``: no step found; ``taus``/``phis``.
     """
 
     iterations_per_step = 1
@@ -154,12 +126,10 @@ class BFGSStepper:
             raise ValueError(f"dense BFGS stores an n x n matrix; n = {n} parameters exceeds max_params={max_params}: "
                              "use 'lbfgs64' (limited memory) or raise max_params")
         self.terms_fn, self.update, self.c1, self.c2 = terms_fn, update, float(c1), float(c2)
-        self.line_search = line_search
-        self._theta = theta.detach().clone()
+        self.line_search, self._theta = line_search, theta.detach().clone()
         self.f, self.f_prev, self.g = math.nan, math.nan, torch.zeros_like(self._theta)
         self.H = torch.eye(n, dtype=theta.dtype, device=theta.device)
-        self.evals, self.k = 0, 0
-        self.stalled = False
+        self.evals, self.k, self.stalled = 0, 0, False
         self.last_stop: tuple[int, str] | None = None
         self.taus: list[float] = []
         self.phis: list[float] = []
@@ -170,7 +140,7 @@ class BFGSStepper:
         return self._theta
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything the next step depends on (``theta`` is saved by :class:`pinnkit.train.TrainState`)."""
+        """Everything the next step depends on (``theta`` is saved by :class:`pinnkit.training.TrainState`)."""
         return {"H": self.H, "g": self.g, "f": self.f, "f_prev": self.f_prev, "evals": self.evals, "k": self.k}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -180,21 +150,15 @@ class BFGSStepper:
         self.evals, self.k = int(state["evals"]), int(state["k"])
 
     def start(self) -> None:
-        """Evaluate the loss and gradient at the starting point (done by the first :meth:`step`, inside the timed
-        step as every other evaluation; one evaluation).
-        """
+        """Evaluate the loss and gradient at the start (the first :meth:`step` does it)."""
         if self.evals == 0:
             f, _, g = value_and_grad(self.terms_fn, self._theta)
             self.f, self.g, self.evals = float(f), g.detach(), 1
             self.f_prev = self.f + float(torch.linalg.vector_norm(self.g)) / 2   # scipy: first trial step ~ 1/|g|
 
     def step(self) -> None:
-        """One iteration; ``theta`` is unchanged (and ``stalled`` set) when the line search finds no step.
-
-        Raises:
-            FloatingPointError: the loss or the direction is not finite.
-        """
-        before = self.evals               # the first step counts the evaluation at the start too
+        """One iteration (``stalled``: no step found; ``FloatingPointError``: a non-finite loss or direction)."""
+        before = self.evals
         self.start()
         th, g = self._theta, self.g
         d = -(self.H @ g)
@@ -223,45 +187,38 @@ class BFGSStepper:
         s = t * d
         g_new = at[t] if t in at else value_and_grad(self.terms_fn, th + s)[2].detach()
         out = self_scaled_update(self.H, s, g_new - g, g, t, self.update)
-        reason = ls.reason
-        if out is None:
-            reason = "skipped_update"
-        else:
-            self.H, tau, phi_k = out
-            self.taus.append(tau)
-            self.phis.append(phi_k)
+        if out is not None:
+            self.H = out[0]
+            self.taus.append(out[1])
+            self.phis.append(out[2])
         self._theta = (th + s).detach()
         self.f_prev, self.f, self.g = self.f, float(ls.value), g_new
         self.k += 1
-        self.last_stop = (self.evals - before, reason)
+        self.last_stop = (self.evals - before, ls.reason if out is not None else "skipped_update")
 
 
 def bfgs_stepper(terms_fn: TermsFn, theta: Tensor, *, c1: float = 1e-4, c2: float = 0.9,
                  max_params: int = MAX_DENSE) -> BFGSStepper:
-    """Stepper factory for :data:`pinnkit.train.STEPPERS` (``"bfgs"``): dense BFGS, strong Wolfe (``c1``, ``c2``).
-    Train in float64 (``dtype=torch.float64``); one step is one iteration.
-    """
+    """The ``"bfgs"`` stepper of :data:`pinnkit.training.STEPPERS` (float64; one step is one iteration)."""
     return BFGSStepper(terms_fn, theta, "bfgs", c1=c1, c2=c2, max_params=max_params)
 
 
 def ssbfgs_stepper(terms_fn: TermsFn, theta: Tensor, *, c1: float = 1e-4, c2: float = 0.9,
                    max_params: int = MAX_DENSE) -> BFGSStepper:
-    """Stepper factory (``"ssbfgs"``): self-scaled BFGS, :math:`\\tau_k = \\min(1, 1/b_k)` (Urbán et al., eq. 11)."""
+    """The ``"ssbfgs"`` stepper: self-scaled BFGS."""
     return BFGSStepper(terms_fn, theta, "ssbfgs", c1=c1, c2=c2, max_params=max_params)
 
 
 def ssbroyden_stepper(terms_fn: TermsFn, theta: Tensor, *, c1: float = 1e-4, c2: float = 0.9,
                       max_params: int = MAX_DENSE) -> BFGSStepper:
-    """Stepper factory (``"ssbroyden"``): Urbán et al.'s SSBroyden2 (eqs. 13–23; the module docstring)."""
+    """The ``"ssbroyden"`` stepper: Urbán et al.'s SSBroyden2."""
     return BFGSStepper(terms_fn, theta, "ssbroyden", c1=c1, c2=c2, max_params=max_params)
 
 
 @dataclass(frozen=True)
 class BFGSResult:
-    """The last iterate ``theta``, its ``loss`` and ``grad_norm`` (max-norm, as scipy's ``gtol``), the iterations
-    ``steps``, the loss+gradient evaluations ``evals``, ``status`` (``"converged"``: ``grad_norm <= gtol``;
-    ``"max_steps"``; ``"stalled"``: no step found), every iterate in ``path`` (``theta0`` first) and the reason
-    each line search ended (``reasons``).
+    """Result of :func:`bfgs`: ``grad_norm`` is the max-norm; ``status`` ``"converged"`` (``grad_norm <= gtol``),
+    ``"max_steps"`` or ``"stalled"``; ``path``: every iterate from ``theta0``; ``reasons``: each line search's end.
     """
 
     theta: Tensor
@@ -276,41 +233,22 @@ class BFGSResult:
 
 def bfgs(f: Callable[[Tensor], Any], theta0: Tensor, *, update: str = "bfgs", max_steps: int | None = None,
          gtol: float = 1e-5, c1: float = 1e-4, c2: float = 0.9, line_search: LineSearch | None = None) -> BFGSResult:
-    """Minimise ``f`` (a scalar or a dict of terms of ``theta``) from ``theta0`` with dense (self-scaled) BFGS.
-
-    The stopping rule is scipy's: the max-norm of the gradient at most ``gtol``, or ``max_steps`` iterations
-    (default ``200 n``, scipy's).
-
-    Args:
-        f: the loss.
-        theta0: the start (not modified); use float64.
-        update: ``"bfgs"``, ``"ssbfgs"`` or ``"ssbroyden"`` (:data:`UPDATES`).
-        max_steps: the most iterations.
-        gtol: the gradient tolerance (max-norm).
-        c1, c2: the strong Wolfe constants.
-        line_search: replaces :func:`pinnkit.linesearch.strong_wolfe` (``(phi, phi0, slope0, phi_prev) ->
-            WolfeResult``), e.g. an exact line search on a quadratic.
-
-    Returns:
-        A :class:`BFGSResult`.
+    """Minimise ``f`` (a loss or terms of ``theta``) from ``theta0`` (float64) with an update of :data:`UPDATES`,
+    until :math:`\\|g\\|_\\infty \\le` ``gtol`` or ``max_steps`` iterations (default ``200 n``, as scipy).
+    ``line_search`` replaces :func:`pinnkit.linesearch.strong_wolfe` (see :data:`LineSearch`).
     """
     stepper = BFGSStepper(as_terms(f), theta0, update, c1=c1, c2=c2, line_search=line_search)
     stepper.start()
     max_steps = 200 * theta0.numel() if max_steps is None else int(max_steps)
     path, reasons = [stepper.theta], []
-    status = "max_steps"
-    while True:
-        if float(stepper.g.abs().max()) <= gtol:
-            status = "converged"
-            break
-        if stepper.k >= max_steps:
-            break
+    while not float(stepper.g.abs().max()) <= gtol and stepper.k < max_steps:   # a NaN gradient steps (and raises)
         stepper.step()
         if stepper.last_stop is not None:
             reasons.append(stepper.last_stop[1])
         if stepper.stalled:
-            status = "stalled"
             break
         path.append(stepper.theta)
-    return BFGSResult(theta=stepper.theta, loss=stepper.f, grad_norm=float(stepper.g.abs().max()), steps=stepper.k,
-                      evals=stepper.evals, status=status, path=path, reasons=reasons)
+    gmax = float(stepper.g.abs().max())
+    status = "stalled" if stepper.stalled else "converged" if gmax <= gtol else "max_steps"
+    return BFGSResult(theta=stepper.theta, loss=stepper.f, grad_norm=gmax, steps=stepper.k, evals=stepper.evals,
+                      status=status, path=path, reasons=reasons)

@@ -1,45 +1,22 @@
-r"""Curvature of a loss ``f: theta -> scalar``: Hessian-vector products, dense Hessians, Lanczos, spectral densities.
+r"""Curvature of a loss ``f(theta)``: Hessian-vector products, dense Hessians, Lanczos, spectral densities (SLQ),
+L-BFGS-preconditioned spectra, Jacobians and Gauss–Newton matrices.
 
-Every function takes a loss ``f`` of one flat parameter vector ``theta`` (``PINN.loss``), or a per-term function
-``theta -> dict[str, Tensor]`` (``PINN.terms``, summed), and never modifies ``theta``.
-
-* :class:`LinearOperator` — a square symmetric operator with ``shape``/``dtype``/``device``, ``A @ x``, ``A @ X``
-  (columns), ``V @ A`` (rows), ``+``, scalar ``*`` and :meth:`~LinearOperator.to_scipy`;
-  :class:`HVPOperator` (the Hessian), :func:`gauss_newton_operator`, :func:`preconditioned_operator` are ones.
-* :func:`hvp`, :func:`hvp_batch`, :func:`hvp_operator` — :math:`\nabla^2 f(\theta)\,v` for one vector or a block.
-* :func:`hessian`, :func:`hessian_eigh` — the dense Hessian (small ``P`` only, see :data:`DENSE_LIMIT`).
-* :func:`lanczos`, :func:`top_eigenpairs`, :func:`bottom_eigenpairs` — extreme eigenpairs from HVPs only.
-* :func:`spectral_density`, :func:`term_densities`, :func:`slq` — stochastic Lanczos quadrature (Rathore et al.).
-* :func:`preconditioned_spectrum`, :func:`lbfgs_pairs` — the spectrum of the L-BFGS-preconditioned Hessian.
-* :func:`jacobian`, :func:`gauss_newton`, :func:`gauss_newton_product` (condition numbers and other
-  scale-invariant conditioning measures live in :mod:`pinnkit.conditioning`).
-
-**Conventions.** Eigenvectors are **columns** everywhere, ``(P, k)`` with ``vectors[:, i]`` belonging to
-``values[i]``, as :func:`torch.linalg.eigh` returns them (:class:`Eigen`, ``LanczosResult.ritz_vectors``). A
-*block* of vectors handed to an operator's ``__call__`` (``op(V)``), to :func:`hvp_batch` or to
-:class:`LBFGSFactor` is a batch of **rows** ``(k, P)`` and comes back as rows: ``op(V) == V @ A`` for a symmetric
-``A``; ``A @ X`` with ``X`` of shape ``(P, k)`` multiplies columns.
-
-**HVP modes.** ``"forward"`` is forward-over-reverse (``torch.func.jvp`` of ``torch.func.grad``, ``vmap`` for
-blocks); ``"reverse"`` is reverse-over-reverse: the gradient is built once with ``create_graph=True`` on a *local
-leaf copy* of ``theta`` and every product is one more backward pass through that retained graph. Measured on a
-2-core CPU (convection PINN, 2751 parameters, float32): a first HVP costs 1.8 gradients in reverse mode and 2.7 in
-forward mode; each further product at the same ``theta`` costs 0.6-1.0 gradient in reverse mode against 0.8-1.9
-in forward mode. Blocks of vectors go through ``is_grads_batched`` (vmap over the backward pass), 0.2-0.6 gradient
-per vector against 0.5-0.9 for a Python loop of backward passes (timings on a shared machine are noisy).
-``"auto"`` picks :data:`DEFAULT_MODE` for the device (``benchmarks/curvature.py`` re-measures).
+``f`` is anything :func:`pinnkit.objective.total` reads (a loss, a terms function, a PINN); ``theta`` is never
+modified. Eigenvectors are **columns** ``(P, k)`` as from :func:`torch.linalg.eigh`; a block of vectors handed to
+an operator is a batch of **rows** ``(k, P)`` and comes back as rows. HVP modes: ``"reverse"`` (one gradient graph
+reused by every product), ``"forward"`` (forward-over-reverse), ``"auto"`` (:data:`DEFAULT_MODE`).
 """
 from __future__ import annotations
 
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence, cast
+from typing import Any, Callable, Mapping, cast
 
 import torch
 from torch import Tensor
 
-from .objective import term, total
+from .objective import total
 
 Loss = Callable[[Tensor], Any]          # theta -> scalar Tensor, or -> dict[str, Tensor] (summed)
 Matvec = Callable[[Tensor], Tensor]     # (P,) -> (P,) and (k, P) -> (k, P)
@@ -53,10 +30,9 @@ MODES = ("auto", "forward", "reverse")
 __all__ = [
     "DENSE_LIMIT", "DEFAULT_MODE", "MODES", "resolve_mode", "LinearOperator", "HVPOperator", "hvp", "hvp_batch",
     "hvp_operator", "hessian", "hessian_eigh", "Eigen", "LanczosResult", "lanczos", "top_eigenpairs",
-    "bottom_eigenpairs", "SpectralDensity", "LogSpectralDensity", "slq", "spectral_density", "term_densities",
-    "shared_sigma", "LBFGSPairs", "lbfgs_pairs", "lbfgs_two_loop", "LBFGSFactor", "preconditioned_operator",
-    "preconditioned_spectrum", "jacobian", "gauss_newton", "gauss_newton_operator",
-    "gauss_newton_product",
+    "bottom_eigenpairs", "SpectralDensity", "LogSpectralDensity", "slq", "spectral_density", "LBFGSPairs",
+    "lbfgs_pairs", "lbfgs_two_loop", "LBFGSFactor", "preconditioned_operator", "preconditioned_spectrum",
+    "jacobian", "gauss_newton", "gauss_newton_operator", "gauss_newton_product",
 ]
 
 
@@ -91,19 +67,9 @@ def _is_oom(err: BaseException) -> bool:
 
 
 class LinearOperator:
-    r"""A square **symmetric** linear operator :math:`A` on :math:`\mathbb R^n` given by its products (no matrix).
-
-    ``A(V)`` takes a vector ``(n,)`` or a block of **rows** ``(k, n)`` and returns the products row by row
-    (``V @ A``); ``A @ x`` (``(n,)``) and ``A @ X`` (``X`` of shape ``(n, k)``, columns) follow matrix algebra, and so
-    does ``V @ A`` for rows. ``A + B``, ``c * A`` and ``A - B`` build new operators; :meth:`to_scipy` hands the
-    operator to ``scipy.sparse.linalg`` (``eigsh``, ``cg``). Every algorithm of this module (Lanczos, SLQ) reads
-    ``dtype`` and ``device`` from it.
-
-    Args:
-        rows: ``(k, n) -> (k, n)`` (and ``(n,) -> (n,)``) products with :math:`A`.
-        dim: ``n``.
-        dtype: of the vectors ``rows`` expects.
-        device: likewise.
+    r"""A square **symmetric** operator :math:`A` on :math:`\mathbb R^n` given by its products: ``A @ x`` (or
+    ``A(x)``) for a vector ``(n,)``, ``A @ X`` for columns ``(n, k)``, ``V @ A`` (or ``A(V)``) for a block of rows
+    ``(k, n)``; ``A + B``, ``A - B``, ``c * A``; :meth:`to_scipy`.
 
     >>> A = LinearOperator.from_dense(torch.tensor([[2., 1.], [1., 3.]], dtype=torch.float64))
     >>> (A @ torch.ones(2, dtype=torch.float64)).tolist(), (2 * A - A).shape
@@ -132,19 +98,20 @@ class LinearOperator:
                              f"{tuple(V.shape)}")
 
     def __call__(self, V: Tensor) -> Tensor:
-        """The operator applied to a vector, or to a batch of vectors stored as rows."""
+        """:math:`Av` for a vector, :math:`VA` for a block of rows."""
         self._check(V)
         return self._rows(V)
 
     def __matmul__(self, X: Tensor) -> Tensor:
-        if X.ndim == 1:
-            return self(X)
-        if X.ndim == 2 and X.shape[0] == self.dim:
-            return self(X.T).T
-        raise ValueError(f"A @ X needs X of shape ({self.dim},) or ({self.dim}, k) (columns), got {tuple(X.shape)}; "
-                         "for a block of rows (k, n) write X @ A or A(X)")
+        """``A @ x`` for a vector ``(n,)``, ``A @ X`` for columns ``(n, k)``: the products of ``A(V)``."""
+        if X.ndim == 2:
+            if X.shape[0] != self.dim:
+                raise ValueError(f"expected columns of shape ({self.dim}, k), got {tuple(X.shape)}")
+            return self(X.T.contiguous()).T
+        return self(X)
 
-    def __rmatmul__(self, V: Tensor) -> Tensor:    # rows: V @ A = (A V^T)^T since A is symmetric
+    def __rmatmul__(self, V: Tensor) -> Tensor:
+        """``V @ A`` for a block of rows ``(k, n)`` (:math:`A` is symmetric)."""
         return self(V)
 
     def __mul__(self, c: float) -> "LinearOperator":
@@ -165,7 +132,7 @@ class LinearOperator:
         return self + (-1.0) * other
 
     def to_scipy(self) -> Any:
-        """A :class:`scipy.sparse.linalg.LinearOperator` (NumPy float64 in and out; ``rmatvec = matvec``).
+        """A :class:`scipy.sparse.linalg.LinearOperator` (NumPy float64 in and out).
 
         >>> import scipy.sparse.linalg as sla
         >>> A = LinearOperator.from_dense(torch.diag(torch.arange(1., 6., dtype=torch.float64)))
@@ -195,7 +162,8 @@ class HVPOperator(LinearOperator):
     ``op(v)`` for ``v`` of shape ``(P,)`` or a block of rows ``(k, P)`` returns :math:`Hv` row by row; ``op @ X``
     multiplies columns ``(P, k)``. In ``"reverse"`` mode
     the gradient graph is built once here and reused by every product (that is what makes Lanczos cheap);
-    ``op.grad`` is the gradient at ``theta`` and ``op.calls`` counts the vectors multiplied so far.
+    ``op.grad`` is the gradient at ``theta`` and ``op.calls`` counts the vectors multiplied so far. On a PINN loss
+    the graph costs about one gradient and each product 1-2 more (``benchmarks/hvp.py``).
     """
 
     #: rows per ``is_grads_batched`` call (larger blocks are split)
@@ -209,8 +177,9 @@ class HVPOperator(LinearOperator):
         self.mode = resolve_mode(mode, theta.device)
         self.calls = 0
         #: how reverse mode multiplies a block: ``"batched"`` (``is_grads_batched``, :attr:`BATCH` rows per call;
-        #: the default, measured faster) or ``"loop"`` (one backward per row; it switches to it for good when a
-        #: batched product runs out of memory)
+        #: the default: faster on a GPU and for few points) or ``"loop"`` (one backward per row: faster on one CPU
+        #: thread with thousands of points, as torch has no batching rule for ``tanh_backward``; used for good
+        #: once a batched product runs out of memory). ``benchmarks/hvp.py`` times both.
         self.block = "batched"
         self._theta = theta.detach()
         if self.mode == "reverse":
@@ -296,13 +265,15 @@ def hvp_batch(f: Loss, theta: Tensor, V: Tensor, *, mode: str = "auto") -> Tenso
 
 
 # --- dense Hessian -----------------------------------------------------------------------------------------
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, repr=False)
 class Eigen:
-    """Eigenpairs: ``values`` (k,) and ``vectors`` (P, k) — **columns**, ``vectors[:, i]`` belongs to
-    ``values[i]`` as in :func:`torch.linalg.eigh`. ``residuals[i] = ||H v_i - values[i] v_i||`` when known
-    (Lanczos: a convergence certificate; dense ``eigh``: ``None``). ``iterations``: Lanczos steps (= HVPs) spent
-    (``None`` for a dense ``eigh``); ``converged``: every residual is at most ``tol * max|values|`` (Lanczos;
-    ``True`` for a dense ``eigh``).
+    r"""Eigenpairs: ``values`` (k,) and unit ``vectors`` (P, k), **columns** as :func:`torch.linalg.eigh` gives them.
+
+    Lanczos adds ``residuals`` :math:`\|Hv_i - \lambda_i v_i\|`, ``iterations`` (HVPs spent) and ``converged``
+    (every residual at most ``tol`` :math:`\cdot\max|\lambda|`); a dense ``eigh`` leaves ``None, None, True``.
+
+    >>> Eigen(torch.tensor([1.0, 2.5]), torch.eye(2))
+    Eigen(k=2, P=2, values=[1, 2.5], converged=True)
     """
 
     values: Tensor
@@ -311,12 +282,15 @@ class Eigen:
     iterations: int | None = None
     converged: bool = True
 
+    def __repr__(self) -> str:
+        v = self.values.tolist()
+        shown = ", ".join(f"{x:.4g}" for x in v[:4]) + (", ..." if len(v) > 4 else "")
+        return f"Eigen(k={len(v)}, P={self.vectors.shape[0]}, values=[{shown}], converged={self.converged})"
+
 
 def hessian(f: Loss, theta: Tensor, *, chunk: int = 256, force: bool = False, mode: str = "auto") -> Tensor:
-    r"""Dense Hessian :math:`\nabla^2 f(\theta)` (``P x P``, symmetrised :math:`(H + H^\top)/2`) by batched HVPs.
-
-    Refuses above :data:`DENSE_LIMIT` parameters unless ``force=True``: use Lanczos / SLQ instead. Peak memory is
-    about two ``P x P`` matrices (the products and their symmetrised copy) plus one ``chunk x P`` block.
+    r"""Dense Hessian :math:`\nabla^2 f(\theta)`, ``P x P``, symmetrised :math:`(H + H^\top)/2`, by blocks of
+    ``chunk`` HVPs. Refuses above :data:`DENSE_LIMIT` parameters unless ``force=True`` (peak: two ``P x P``).
 
     >>> A = torch.tensor([[2., 1.], [1., 3.]], dtype=torch.float64)
     >>> hessian(lambda th: 0.5 * th @ A @ th, torch.zeros(2, dtype=torch.float64))
@@ -342,29 +316,21 @@ def hessian(f: Loss, theta: Tensor, *, chunk: int = 256, force: bool = False, mo
 
 
 def hessian_eigh(f: Loss, theta: Tensor, *, force: bool = False, mode: str = "auto") -> Eigen:
-    """All eigenpairs of the dense Hessian, ascending, by ``eigh`` in float64 (the Hessian itself is formed in
-    ``theta``'s dtype, then promoted).
-    """
-    H = hessian(f, theta, force=force, mode=mode).to(torch.float64)
-    values, vectors = torch.linalg.eigh(H)
+    """All eigenpairs of :func:`hessian` (formed in ``theta``'s dtype), ascending, by ``eigh`` in float64."""
+    values, vectors = torch.linalg.eigh(hessian(f, theta, force=force, mode=mode).to(torch.float64))
     return Eigen(values, vectors)
 
 
 # --- Lanczos -----------------------------------------------------------------------------------------------
 @dataclass(frozen=True, eq=False)
 class LanczosResult:
-    r"""The Lanczos tridiagonal :math:`T = Q^\top A Q` (``alpha`` diagonal, ``beta`` off-diagonal) and its
-    eigen-decomposition :math:`T = S\,\mathrm{diag}(\theta)\,S^\top`.
+    r"""Lanczos tridiagonal :math:`T = Q^\top A Q = S\,\mathrm{diag}(\theta)\,S^\top` (diagonal ``alpha``,
+    off-diagonal ``beta``; ``beta == 0`` marks a restart after breakdown).
 
-    Shapes are ``(m,)`` / ``(m-1,)`` for one start vector, ``(b, m)`` / ``(b, m-1)`` for a block of ``b``.
-    ``ritz_values`` ascending (float64); ``weights`` the squared first components :math:`S_{0i}^2` (the Gauss
-    quadrature weights of SLQ, summing to 1); ``ritz_vectors`` :math:`QS` as columns ``(..., dim, m)`` if asked.
-    ``beta == 0`` marks a restart after an invariant subspace was found (exact breakdown).
-
-    ``iterations`` is ``m``, the steps taken (one operator product each). ``residual_bounds[..., i]``
-    :math:`= \beta_m |S_{m i}|` is the residual norm :math:`\|A y_i - \theta_i y_i\|` of the Ritz pair
-    :math:`(\theta_i, y_i = Q s_i)` (Paige), computed without ``A``; ``converged`` marks the Ritz values whose bound is
-    at most ``tol * max|ritz_values|`` (``tol`` of :func:`lanczos`): the extremes converge first.
+    Shapes ``(m,)`` for one start vector, ``(b, m)`` for a block. ``ritz_values`` :math:`\theta` ascending (float64);
+    ``weights`` :math:`S_{0i}^2` (SLQ's Gauss weights, summing to 1); ``ritz_vectors`` :math:`QS`, columns
+    ``(..., dim, m)``, if asked; ``iterations`` ``m``; ``residual_bounds`` :math:`\beta_m|S_{mi}| =
+    \|Ay_i - \theta_i y_i\|` (Paige); ``converged`` where that is at most ``tol`` :math:`\cdot\max|\theta|`.
     """
 
     alpha: Tensor
@@ -389,14 +355,12 @@ def _tridiag(alpha: Tensor, beta: Tensor) -> Tensor:
 
 
 def _as_matvec(matvec: Matvec | Tensor) -> Matvec:
-    if isinstance(matvec, Tensor):
-        return LinearOperator.from_dense(matvec)
-    return matvec
+    return LinearOperator.from_dense(matvec) if isinstance(matvec, Tensor) else matvec
 
 
 def _orthogonalize(w: Tensor, Q: Tensor) -> Tensor:
-    """Remove from the rows of ``w`` (b, n) their components along the rows of each ``Q[i]`` (b, j, n): classical
-    Gram–Schmidt, repeated when a row lost more than 1/sqrt(2) of its norm ("twice is enough", Kahan–Parlett).
+    """Rows of ``w`` (b, n) minus their components along the rows of ``Q[i]`` (b, j, n): classical Gram–Schmidt,
+    repeated when a row lost more than 1/sqrt(2) of its norm ("twice is enough", Kahan–Parlett).
     """
     before = torch.linalg.vector_norm(w, dim=1)
     w = w - torch.bmm(torch.bmm(Q, w[:, :, None]).transpose(1, 2), Q)[:, 0]
@@ -408,30 +372,23 @@ def _orthogonalize(w: Tensor, Q: Tensor) -> Tensor:
 def lanczos(matvec: Matvec | Tensor, dim: int, steps: int, v0: Tensor | None = None, *,
             dtype: torch.dtype | None = None, device: str | torch.device | None = None, vectors: bool = False,
             seed: int = 0, tol: float | None = None) -> LanczosResult:
-    r"""Lanczos with full reorthogonalization on a symmetric operator ``matvec`` of size ``dim``.
-
-    Builds an orthonormal Krylov basis :math:`Q = [q_1..q_m]`, :math:`q_1 = v_0/\|v_0\|`, with
-    :math:`A q_j = \beta_{j-1} q_{j-1} + \alpha_j q_j + \beta_j q_{j+1}`; each new vector is re-orthogonalised
-    against all previous ones (twice when needed), so the Ritz values are accurate without spurious copies.
-    ``m = min(steps, dim)``. On exact breakdown (an invariant subspace, :math:`\beta_j \approx 0`) Lanczos restarts
-    with a random vector orthogonal to ``Q`` and records ``beta_j = 0``.
+    r"""``m = min(steps, dim)`` Lanczos steps with full reorthogonalization on a symmetric operator of size ``dim``:
+    :math:`A q_j = \beta_{j-1} q_{j-1} + \alpha_j q_j + \beta_j q_{j+1}`, :math:`q_1 = v_0/\|v_0\|`. On breakdown
+    it restarts with a random vector orthogonal to ``Q`` (``beta_j = 0``).
 
     Args:
-        matvec: ``v -> A v``; also called on blocks ``(b, dim) -> (b, dim)`` when ``v0`` is a block. A square
-            Tensor is accepted as the matrix itself.
-        v0: start vector ``(dim,)``, or a block ``(b, dim)`` of ``b`` independent start vectors run together
-            (one block product per step). Default: a Gaussian vector from ``seed``, in ``dtype``/``device`` (default:
-            the operator's when it is a Tensor or a :class:`LinearOperator`, else torch's default dtype on the CPU).
-        vectors: also return the Ritz vectors (columns).
-        tol: relative tolerance of ``converged`` (default :math:`\sqrt{\varepsilon}` of the dtype: a Ritz value
-            is then accurate to about :math:`\varepsilon` relative to the gap, Kaniel–Paige).
+        matvec: ``v -> A v``, also on row blocks ``(b, dim)``; a square Tensor is the matrix itself.
+        v0: ``(dim,)``, or ``(b, dim)`` start vectors run together (default: Gaussian from ``seed``, in the
+            operator's dtype and device when it has them).
+        vectors: also return the Ritz vectors.
+        tol: of ``converged`` (default :math:`\sqrt\varepsilon` of the dtype).
 
     >>> A = torch.diag(torch.arange(1., 11., dtype=torch.float64))
     >>> r = lanczos(A, 10, 10)
     >>> [round(float(x), 6) for x in r.ritz_values[[0, -1]]]
     [1.0, 10.0]
     """
-    if isinstance(matvec, (Tensor, LinearOperator)):       # the operator knows its dtype and device
+    if isinstance(matvec, (Tensor, LinearOperator)):
         dtype, device = dtype or matvec.dtype, device or matvec.device
     matvec = _as_matvec(matvec)
     if not isinstance(steps, int) or steps < 1:
@@ -514,7 +471,7 @@ def _extreme(f: Loss, theta: Tensor, k: int, steps: int | None, largest: bool, m
     v0 = torch.randn(P, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     r = lanczos(op, P, steps, v0.to(theta.device, theta.dtype), vectors=True, seed=seed)
     idx = torch.arange(steps - 1, steps - 1 - k, -1) if largest else torch.arange(k)
-    assert r.ritz_vectors is not None  # lanczos(vectors=True) returns them
+    assert r.ritz_vectors is not None
     values = r.ritz_values[idx.to(r.ritz_values.device)]
     vecs = r.ritz_vectors[:, idx.to(r.ritz_vectors.device)]
     res = torch.linalg.vector_norm(op(vecs.T) - values.to(vecs.dtype)[:, None] * vecs.T, dim=1)
@@ -525,21 +482,18 @@ def _extreme(f: Loss, theta: Tensor, k: int, steps: int | None, largest: bool, m
 
 def top_eigenpairs(f: Loss, theta: Tensor, k: int = 1, steps: int | None = None, *, mode: str = "auto",
                    seed: int = 0, tol: float | None = None) -> Eigen:
-    r"""The ``k`` largest (algebraic) Hessian eigenpairs by Lanczos, **descending**: ``values[0]`` is
-    :math:`\lambda_{\max}`; ``vectors[:, i]`` unit columns; ``residuals[i] = \|Hv_i - \lambda_i v_i\|``.
+    r"""The ``k`` largest Hessian eigenpairs by Lanczos, **descending** (``values[0]`` is :math:`\lambda_{\max}`).
 
-    ``steps`` Lanczos steps (default ``min(P, max(4k, 80))``), i.e. about that many HVPs (``iterations``).
-    ``converged``: all residuals at most ``tol`` (default :math:`\sqrt\varepsilon` of ``theta``'s dtype) times the
-    largest Ritz value in magnitude; if not, raise ``steps``.
+    ``steps`` (about that many HVPs) defaults to ``min(P, max(4k, 80))``; ``converged`` when every residual is at
+    most ``tol`` (default :math:`\sqrt\varepsilon` of ``theta``'s dtype) times :math:`\max|\theta_i|`.
     """
     return _extreme(f, theta, k, steps, True, mode, seed, tol)
 
 
 def bottom_eigenpairs(f: Loss, theta: Tensor, k: int = 1, steps: int | None = None, *, mode: str = "auto",
                       seed: int = 0, tol: float | None = None) -> Eigen:
-    r"""The ``k`` smallest (most negative) Hessian eigenpairs by Lanczos, **ascending**: ``values[0]`` is
-    :math:`\lambda_{\min}`. The small end of a PINN spectrum is clustered, so check ``converged`` / ``residuals``
-    (raise ``steps``).
+    r"""The ``k`` smallest Hessian eigenpairs by Lanczos, **ascending** (``values[0]`` is :math:`\lambda_{\min}`);
+    as :func:`top_eigenpairs`.
     """
     return _extreme(f, theta, k, steps, False, mode, seed, tol)
 
@@ -547,20 +501,12 @@ def bottom_eigenpairs(f: Loss, theta: Tensor, k: int = 1, steps: int | None = No
 # --- stochastic Lanczos quadrature -------------------------------------------------------------------------
 @dataclass(frozen=True, eq=False)
 class SpectralDensity:
-    r"""A smoothed spectral density :math:`\phi(t) = \frac1{n}\sum_{p}\sum_i w_{pi}\,\mathcal N(t;\lambda_{pi},\sigma^2)`
-    from stochastic Lanczos quadrature (SLQ): Gauss nodes :math:`\lambda_{pi}` (Ritz values) and weights
-    :math:`w_{pi}` of probe ``p``, each node replaced by a Gaussian of width :math:`\sigma`.
+    r"""A smoothed spectral density :math:`\phi(t) = \frac1n\sum_p\sum_i w_{pi}\,\mathcal N(t;\lambda_{pi},\sigma^2)`.
 
-    ``nodes``/``weights``: per probe, ``(n_probes, m)``; ``grid``/``density`` the smoothed density (float64, CPU;
-    :math:`\int\phi = 1`); ``lmin``/``lmax`` the extreme nodes; ``sigma2`` the kernel variance (by default
-    ``sigma2_factor * max(1, lmax - lmin)``, Rathore et al.'s choice, so :math:`\sigma` is in the units of
-    :math:`\lambda` and grows with the spread); ``dim`` the operator size.
-
-    **What the kernel does.** :math:`\sigma` is absolute: every eigenvalue closer than about :math:`\sigma` to
-    another is merged with it, and on a symlog axis (linear within :math:`\pm 1`) a cluster of eigenvalues near 0 is
-    drawn as one Gaussian bump of width :math:`\sigma`, half of it on the negative side. Curves that share an axis
-    should share :math:`\sigma` (:meth:`with_sigma`, :func:`shared_sigma`); :meth:`log_density` shows the bulk on a
-    logarithmic axis instead.
+    ``nodes`` :math:`\lambda_{pi}` and ``weights`` :math:`w_{pi}` per probe ``(n_probes, m)`` (SLQ's Gauss
+    quadrature); ``grid``/``density`` the curve (float64, CPU, :math:`\int\phi = 1`); ``lmin``/``lmax`` the extreme
+    nodes; ``sigma2`` the kernel variance :math:`\sigma^2` (absolute, in units of :math:`\lambda`); ``dim`` the
+    operator size.
     """
 
     grid: Tensor
@@ -574,37 +520,26 @@ class SpectralDensity:
 
     @property
     def sigma(self) -> float:
-        r"""The kernel width :math:`\sigma = \sqrt{\sigma^2}` (units of :math:`\lambda`)."""
+        r"""The kernel width :math:`\sigma`."""
         return math.sqrt(self.sigma2)
 
     @classmethod
     def from_eigenvalues(cls, eigenvalues: Tensor, *, sigma2: float | None = None, sigma2_factor: float = 5e-5,
                          grid_size: int = 10_000, sigma: float | None = None) -> "SpectralDensity":
-        """The exact density of known eigenvalues (each weight ``1/n``), smoothed the same way: what SLQ estimates.
-        Pass ``sigma=sd.sigma`` (or ``sigma2=sd.sigma2``) to compare with an SLQ result ``sd`` at equal smoothing.
+        """The density of known eigenvalues (weights ``1/n``), smoothed as :func:`slq` smooths (``sigma=sd.sigma``
+        compares with an SLQ result ``sd`` at equal smoothing).
         """
         ev = torch.as_tensor(eigenvalues).detach().reshape(1, -1).double().cpu()
         w = torch.full_like(ev, 1.0 / ev.numel())
         return _density(ev, w, ev.numel(), grid_size, _sigma2(ev, sigma, sigma2, sigma2_factor))
 
     def with_sigma(self, sigma: float, grid_size: int = 10_000) -> "SpectralDensity":
-        r"""The same nodes and weights smoothed with kernel width ``sigma`` (no new products): a :math:`\sigma` sweep,
-        or one :math:`\sigma` for several curves on one axis.
-
-        Raises:
-            ValueError: ``sigma`` not positive.
-        """
+        """The same nodes and weights smoothed with kernel width ``sigma > 0`` (no new products)."""
         return _density(self.nodes, self.weights, self.dim, grid_size, _sigma2(self.nodes, sigma, None, 0.0))
 
     def log_density(self, sigma: float = 0.1, rcut: float = 1e-12, grid_size: int = 2000) -> "LogSpectralDensity":
-        r"""The spectrum on a logarithmic axis: densities of :math:`x = \log_{10}|\lambda|` for the positive and
-        the negative eigenvalues separately, each node a Gaussian of width ``sigma`` **decades**.
-
-        Nodes with :math:`|\lambda| \le` ``rcut`` :math:`\cdot\max|\lambda|` (zero to rounding) are counted in
-        ``zero_mass`` instead; ``positive`` and ``negative`` integrate to the masses above and below the cutoff. On
-        this axis a bulk at :math:`10^{-6}` and one at :math:`10^{-1}` are five decades apart rather than one blob,
-        and a negative tail appears only where negative eigenvalues are. SLQ's Gauss quadrature is exact for
-        polynomials in :math:`\lambda`, not in :math:`\log|\lambda|`: inside a wide bulk the nodes only sample it.
+        r"""Densities of :math:`x = \log_{10}|\lambda|` for the positive and the negative nodes, Gaussian kernels of
+        ``sigma`` decades; nodes with :math:`|\lambda| \le` ``rcut`` :math:`\cdot\max|\lambda|` count as ``zero_mass``.
         """
         if sigma <= 0 or not 0 < rcut < 1:
             raise ValueError(f"need sigma > 0 (decades) and 0 < rcut < 1, got sigma={sigma}, rcut={rcut}")
@@ -622,9 +557,8 @@ class SpectralDensity:
                                   float(w[~(pos | neg)].sum()), floor, float(sigma))
 
     def moment(self, k: int) -> tuple[float, float]:
-        r"""SLQ estimate of :math:`\mathrm{tr}(H^k)/\dim` and its standard error (std over probes / sqrt(n)).
-
-        Exact per probe for ``k < 2m`` (Gauss quadrature), so the only error is Hutchinson's sampling error.
+        r"""Estimate of :math:`\mathrm{tr}(H^k)/\dim` and its standard error over the probes (exact per probe for
+        ``k < 2m``).
         """
         per = (self.weights * self.nodes ** k).sum(1)
         n = per.numel()
@@ -632,12 +566,12 @@ class SpectralDensity:
         return float(per.mean()), se
 
     def mass(self, lo: float, hi: float) -> float:
-        """Fraction of the spectrum in ``[lo, hi]``: the quadrature weight of the nodes there (probe mean)."""
+        """Fraction of the spectrum in ``[lo, hi]``: the weight of the nodes there (mean over probes)."""
         inside = (self.nodes >= lo) & (self.nodes <= hi)
         return float((self.weights * inside).sum(1).mean())
 
     def mass_se(self, lo: float, hi: float) -> float:
-        """Standard error of :meth:`mass` over the probes (std / sqrt(n); ``nan`` for one probe)."""
+        """Standard error of :meth:`mass` over the probes (``nan`` for one probe)."""
         per = (self.weights * ((self.nodes >= lo) & (self.nodes <= hi))).sum(1)
         return float(per.std() / math.sqrt(per.numel())) if per.numel() > 1 else math.nan
 
@@ -646,16 +580,12 @@ class SpectralDensity:
         return float(torch.trapezoid(self.density, self.grid))
 
     def drawn_mass(self, lo: float, hi: float) -> float:
-        """Area of the *smoothed* curve over ``[lo, hi]`` (what a plot shows there), against :meth:`mass`, the weight
-        of the eigenvalues actually there: the difference is what the kernel moved across ``lo`` and ``hi``.
-        """
+        """Area of the smoothed curve over ``[lo, hi]`` (what a plot shows; :meth:`mass` is what is there)."""
         keep = (self.grid >= lo) & (self.grid <= hi)
         return float(torch.trapezoid(self.density[keep], self.grid[keep])) if int(keep.sum()) > 1 else 0.0
 
     def distance(self, other: "SpectralDensity") -> float:
-        r"""L1 distance :math:`\int|\phi - \phi_{\rm other}|` between two smoothed curves (on the union of grids;
-        0 for equal curves, 2 for curves without overlap).
-        """
+        r"""L1 distance :math:`\int|\phi - \phi_{\rm other}|` on the union of grids (0 to 2)."""
         import numpy as np
         g = np.unique(torch.cat([self.grid, other.grid]).numpy())
         a = np.interp(g, self.grid.numpy(), self.density.numpy(), left=0.0, right=0.0)
@@ -666,11 +596,9 @@ class SpectralDensity:
 
 @dataclass(frozen=True, eq=False)
 class LogSpectralDensity:
-    r"""A spectral density on a logarithmic axis (:meth:`SpectralDensity.log_density`).
-
-    ``grid``: :math:`x = \log_{10}|\lambda|`; ``positive``/``negative``: smoothed densities of :math:`x` over the
-    eigenvalues above ``floor`` / below ``-floor`` (integrals ``mass_positive`` / ``mass_negative``);
-    ``zero_mass``: the weight within ``±floor``; ``sigma``: kernel width in decades.
+    r"""Densities on :math:`x = \log_{10}|\lambda|` (``grid``) of the eigenvalues above ``floor`` (``positive``,
+    integral ``mass_positive``) and below ``-floor`` (``negative``, ``mass_negative``); ``zero_mass`` within
+    ``±floor``; ``sigma`` in decades.
     """
 
     grid: Tensor
@@ -684,7 +612,6 @@ class LogSpectralDensity:
 
 
 def _sigma2(nodes: Tensor, sigma: float | None, sigma2: float | None, sigma2_factor: float) -> float:
-    """The kernel variance: ``sigma**2`` if given, else ``sigma2``, else ``sigma2_factor * max(1, spread)``."""
     if sigma is not None:
         if not sigma > 0:
             raise ValueError(f"sigma must be positive, got {sigma}")
@@ -702,17 +629,8 @@ def _density(nodes: Tensor, weights: Tensor, dim: int, grid_size: int, sigma2: f
                            float(nodes.max()), sigma2, dim)
 
 
-def shared_sigma(densities: Mapping[str, SpectralDensity] | Sequence[SpectralDensity]) -> float:
-    r"""The largest :math:`\sigma` among ``densities``: re-smooth all with it (:meth:`SpectralDensity.with_sigma`)
-    so that curves on one axis differ by their spectra, not by their kernels.
-    """
-    ds = list(densities.values()) if isinstance(densities, Mapping) else list(densities)
-    if not ds:
-        raise ValueError("no densities given")
-    return max(d.sigma for d in ds)
-
-
 def _density_grid(nodes: Tensor, sigma: float, grid_size: int, pad: float = 6.0) -> Tensor:
+    """An even grid plus points every sigma/2 around each node, so the curve integrates to 1 at any spread."""
     lo, hi = float(nodes.min()) - pad * sigma, float(nodes.max()) + pad * sigma
     patch = torch.arange(-pad, pad + 1e-9, 0.5, dtype=torch.float64) * sigma
     local = (nodes.reshape(-1, 1) + patch).reshape(-1)
@@ -739,16 +657,11 @@ def _smooth(grid: Tensor, nodes: Tensor, weights: Tensor, sigma2: float, chunk: 
 def slq(matvec: Matvec | Tensor, dim: int, n_probes: int = 10, steps: int = 100, *, grid_size: int = 10_000,
         sigma2_factor: float = 5e-5, sigma: float | None = None, seed: int = 0, dtype: torch.dtype | None = None,
         device: str | torch.device | None = None, probe_batch: int | None = None) -> SpectralDensity:
-    r"""Stochastic Lanczos quadrature on any symmetric operator (Rathore et al.; Ghorbani et al.'s PyHessian).
+    r"""Stochastic Lanczos quadrature: ``n_probes`` Rademacher vectors :math:`v_p` run ``steps`` Lanczos steps
+    together (``probe_batch`` at a time), :math:`v_p^\top g(A) v_p/\|v_p\|^2 \approx \sum_i w_{pi}\,g(\theta_{pi})`.
 
-    ``n_probes`` Rademacher vectors :math:`v_p` run ``steps`` Lanczos steps **together** (one block product per
-    step, ``probe_batch`` probes at a time; default all). Each probe gives Gauss nodes :math:`\theta_{pi}` (Ritz
-    values) and weights :math:`w_{pi}` (squared first eigenvector components of its tridiagonal), the quadrature
-    :math:`v^\top g(A) v/\|v\|^2 \approx \sum_i w_{pi} g(\theta_{pi})`. The density is smoothed by Gaussians of
-    variance :math:`\sigma^2 = ` ``sigma2_factor`` :math:`\cdot\max(1, \lambda_{\max} - \lambda_{\min})` (the
-    authors' ``sigma_squared=5e-5``), or :math:`\sigma` = ``sigma`` when given (an absolute width: use one value
-    for curves that share an axis), and evaluated on ``grid_size`` even points plus points every :math:`\sigma/2`
-    around each node (so it integrates to 1 whatever the spread).
+    Kernel variance :math:`\sigma^2 =` ``sigma2_factor`` :math:`\cdot\max(1, \lambda_{\max} - \lambda_{\min})`
+    (Rathore et al.'s ``5e-5``), or ``sigma**2`` when given (one ``sigma`` for curves that share an axis).
     """
     if isinstance(matvec, (Tensor, LinearOperator)):
         dtype, device = dtype or matvec.dtype, device or matvec.device
@@ -769,35 +682,17 @@ def slq(matvec: Matvec | Tensor, dim: int, n_probes: int = 10, steps: int = 100,
 def spectral_density(f: Loss, theta: Tensor, n_probes: int = 10, steps: int = 100, *, grid_size: int = 10_000,
                      sigma2_factor: float = 5e-5, sigma: float | None = None, seed: int = 0, mode: str = "auto",
                      probe_batch: int | None = None) -> SpectralDensity:
-    r"""Hessian spectral density of ``f`` (a loss, or a terms function: summed) at ``theta`` by :func:`slq`:
-    ``n_probes * steps`` HVPs through one shared gradient graph. ``sigma``: absolute kernel width (default: the
-    paper's :math:`\sigma^2 = 5\cdot10^{-5}\max(1, \lambda_{\max}-\lambda_{\min})`).
-    """
+    """Hessian spectral density of ``f`` at ``theta`` by :func:`slq`: ``n_probes * steps`` HVPs on one graph."""
     op = HVPOperator(f, theta, mode)
     return slq(op, op.dim, n_probes, steps, grid_size=grid_size, sigma2_factor=sigma2_factor, sigma=sigma,
                seed=seed, probe_batch=probe_batch)
 
 
-def term_densities(terms_fn: Callable[[Tensor], Mapping[str, Tensor]], theta: Tensor, *, include_total: bool = False,
-                   **kwargs: Any) -> dict[str, SpectralDensity]:
-    r"""One :func:`spectral_density` per loss term (same probes for all), plus ``"total"`` if asked.
-
-    Each term gets its own kernel width unless ``sigma=`` is passed (the paper's default scales :math:`\sigma` with
-    each term's own spread, so per-term curves are smoothed differently); for one axis pass ``sigma`` or re-smooth
-    with :func:`shared_sigma`.
-    """
-    names = list(terms_fn(theta.detach()).keys())
-    out = {name: spectral_density(term(terms_fn, name), theta, **kwargs) for name in names}
-    if include_total:
-        out["total"] = spectral_density(terms_fn, theta, **kwargs)
-    return out
-
-
 # --- L-BFGS preconditioning (Rathore et al., Algorithms 2-3) ----------------------------------------------
 @dataclass(frozen=True, eq=False)
 class LBFGSPairs:
-    r"""The curvature pairs of L-BFGS, oldest first: ``s`` (m, P) steps, ``y`` (m, P) gradient changes, and
-    ``gamma`` (torch's ``H_diag`` :math:`= s^\top y / y^\top y` of the newest pair), the initial scaling.
+    r"""L-BFGS curvature pairs, oldest first: steps ``s`` (m, P), gradient changes ``y`` (m, P), and the initial
+    scaling ``gamma`` :math:`= s^\top y / y^\top y` of the newest pair (torch's ``H_diag``).
     """
 
     s: Tensor
@@ -806,19 +701,17 @@ class LBFGSPairs:
 
     @property
     def rho(self) -> Tensor:
-        r""":math:`\rho_i = 1/(s_i^\top y_i)` for every stored pair."""
+        r""":math:`\rho_i = 1/(s_i^\top y_i)`."""
         return 1.0 / (self.s * self.y).sum(1)
 
 
-#: major torch versions whose private ``torch.optim.LBFGS`` state (``old_stps``, ``old_dirs``, ``H_diag``) pinnkit
-#: was checked against (tests/test_curvature.py reproduces torch's own search direction from it)
+#: torch majors whose private ``torch.optim.LBFGS`` state (``old_stps``, ``old_dirs``, ``H_diag``) was checked
+#: (tests/test_curvature.py reproduces torch's own search direction from it)
 LBFGS_STATE_TORCH_MAJOR = (1, 2)
 
 
 def _torch_lbfgs_state(state: Mapping[str, Any]) -> LBFGSPairs:
-    """The one place that reads torch's **private** L-BFGS state: ``old_stps`` (the steps s), ``old_dirs`` (the
-    gradient changes y) and ``H_diag`` (gamma). Guarded by the torch version and by the keys present.
-    """
+    """The one place that reads torch's private L-BFGS state, guarded by the torch version and the keys."""
     keys = ("old_stps", "old_dirs", "H_diag")
     major = int(torch.__version__.split(".")[0])
     if not all(k in state for k in keys):
@@ -839,8 +732,8 @@ def _torch_lbfgs_state(state: Mapping[str, Any]) -> LBFGSPairs:
 
 
 def lbfgs_pairs(source: Any) -> LBFGSPairs:
-    """Extract the stored pairs from a :class:`~pinnkit.train.TrainResult` whose last phase is ``lbfgs``, a
-    :class:`torch.optim.LBFGS`, or its per-parameter state dict (keys ``old_stps``, ``old_dirs``, ``H_diag``).
+    """The stored pairs of a :class:`~pinnkit.training.TrainResult` whose last phase is ``lbfgs``, of a
+    :class:`torch.optim.LBFGS`, or of its per-parameter state dict (``old_stps``, ``old_dirs``, ``H_diag``).
 
     Raises:
         ValueError: no L-BFGS phase, several parameter tensors, or an empty history.
@@ -867,7 +760,7 @@ def lbfgs_pairs(source: Any) -> LBFGSPairs:
 
 
 def lbfgs_two_loop(pairs: LBFGSPairs, v: Tensor) -> Tensor:
-    r"""The L-BFGS inverse-Hessian approximation applied to ``v``, :math:`H_k v`, by the two-loop recursion."""
+    r""":math:`H_k v`, the L-BFGS inverse-Hessian approximation applied to ``v`` by the two-loop recursion."""
     s, y, rho = pairs.s.to(v.dtype), pairs.y.to(v.dtype), pairs.rho.to(v.dtype)
     q, a = v.clone(), [torch.zeros((), dtype=v.dtype, device=v.device)] * len(s)
     for i in reversed(range(len(s))):
@@ -880,14 +773,12 @@ def lbfgs_two_loop(pairs: LBFGSPairs, v: Tensor) -> Tensor:
 
 
 class LBFGSFactor:
-    r"""The factor :math:`\tilde H` of the L-BFGS inverse-Hessian approximation :math:`H_k = \tilde H \tilde H^\top`.
+    r"""The factor :math:`\tilde H` (``P x (P+m)``) of the L-BFGS inverse Hessian :math:`H_k = \tilde H\tilde H^\top`.
 
-    With :math:`V_i = I - \rho_i y_i s_i^\top`, :math:`H_k = \gamma A A^\top + \sum_i c_i c_i^\top` where
-    :math:`A = V_{m-1}^\top\cdots V_0^\top` and :math:`c_i = \sqrt{\rho_i}\,V_{m-1}^\top\cdots V_{i+1}^\top s_i`, so
-    :math:`\tilde H = [\sqrt\gamma A,\; C]` is ``P x (P + m)``. ``apply`` is :math:`\tilde H x`, ``apply_t`` is
-    :math:`\tilde H^\top z`, for a vector (``(P+m,)`` / ``(P,)``) or a batch of vectors stored as **rows**
-    (``(b, P+m)`` / ``(b, P)``, i.e. ``apply(X) == X @ Ht.T``), the block convention of :class:`HVPOperator`.
-    :meth:`matrix` returns :math:`\tilde H` itself (``P x (P+m)``; its columns are :math:`\tilde H e_j`).
+    With :math:`V_i = I - \rho_i y_i s_i^\top`, :math:`H_k = \gamma AA^\top + \sum_i c_i c_i^\top`,
+    :math:`A = V_{m-1}^\top\cdots V_0^\top`, :math:`c_i = \sqrt{\rho_i}\,V_{m-1}^\top\cdots V_{i+1}^\top s_i`, so
+    :math:`\tilde H = [\sqrt\gamma A,\ C]`. ``apply`` is :math:`\tilde H x`, ``apply_t`` :math:`\tilde H^\top z`, on
+    a vector or a block of rows; :meth:`matrix` is :math:`\tilde H`.
     """
 
     def __init__(self, pairs: LBFGSPairs):
@@ -904,31 +795,28 @@ class LBFGSFactor:
         self.C = C
 
     def apply(self, X: Tensor) -> Tensor:
-        r""":math:`\tilde H x` for a vector ``(P+m,)`` or a batch of rows ``(k, P+m)``."""
+        r""":math:`\tilde H x` for ``(P+m,)`` or rows ``(k, P+m)``."""
         x1, x2 = X[..., :self.P], X[..., self.P:]
         for i in range(self.m):            # A x = V_{m-1}^T ... V_0^T x: V_0^T first
             x1 = x1 - self.rho[i] * (x1 @ self.y[i])[..., None] * self.s[i]
         return math.sqrt(self.gamma) * x1 + x2 @ self.C
 
     def apply_t(self, Z: Tensor) -> Tensor:
-        r""":math:`\tilde H^\top z` for a vector ``(P,)`` or a batch of rows ``(k, P)``."""
+        r""":math:`\tilde H^\top z` for ``(P,)`` or rows ``(k, P)``."""
         z = Z
         for i in reversed(range(self.m)):  # A^T z = V_0 ... V_{m-1} z: V_{m-1} first
             z = z - self.rho[i] * (z @ self.s[i])[..., None] * self.y[i]
         return torch.cat([math.sqrt(self.gamma) * z, Z @ self.C.T], dim=-1)
 
     def matrix(self) -> Tensor:
-        r"""The dense factor :math:`\tilde H`, ``(P, P + m)`` (small ``P`` only)."""
+        r"""The dense :math:`\tilde H`, ``(P, P + m)``."""
         return self.apply(torch.eye(self.P + self.m, dtype=self.s.dtype, device=self.s.device)).T
 
 
 def preconditioned_operator(f: Loss, theta: Tensor, pairs: Any, *, mode: str = "auto") -> LinearOperator:
-    r"""The L-BFGS-preconditioned Hessian :math:`\tilde H^\top \nabla^2 f(\theta)\,\tilde H` as a
-    :class:`LinearOperator` of size ``P + m`` (Rathore et al., Algorithms 2-3).
+    r""":math:`\tilde H^\top \nabla^2 f(\theta)\,\tilde H` (size ``P + m``; ``pairs`` as :func:`lbfgs_pairs` takes).
 
-    It has at least ``m`` **structural zero** eigenvalues (the null space of :math:`\tilde H`, which is ``P x (P+m)``);
-    its other eigenvalues are those of :math:`H_k \nabla^2 f`. ``pairs``: :class:`LBFGSPairs` or anything
-    :func:`lbfgs_pairs` accepts.
+    Its nonzero eigenvalues are those of :math:`H_k \nabla^2 f`; at least ``m`` are structural zeros.
     """
     pairs = lbfgs_pairs(pairs)
     op = HVPOperator(f, theta, mode)
@@ -942,12 +830,8 @@ def preconditioned_operator(f: Loss, theta: Tensor, pairs: Any, *, mode: str = "
 def preconditioned_spectrum(f: Loss, theta: Tensor, pairs: Any, n_probes: int = 10, steps: int = 100, *,
                             grid_size: int = 10_000, sigma2_factor: float = 5e-5, sigma: float | None = None,
                             seed: int = 0, mode: str = "auto") -> SpectralDensity:
-    r"""Spectral density of the L-BFGS-preconditioned Hessian :math:`\tilde H^\top \nabla^2 f(\theta)\,\tilde H`
-    (Rathore et al., Algorithms 2-3), size ``P + m``; its nonzero eigenvalues are those of :math:`H_k \nabla^2 f`.
-
-    ``pairs``: :class:`LBFGSPairs`, or anything :func:`lbfgs_pairs` accepts (a ``TrainResult`` of
-    ``"adam+lbfgs"``, a ``torch.optim.LBFGS``). The density includes the ``m`` structural zeros (a mass of at least
-    ``m / (P + m)`` at 0); :func:`pinnkit.conditioning.lbfgs_preconditioned` removes them (dense, small ``P``).
+    """:func:`slq` density of :func:`preconditioned_operator`, with its ``m`` structural zeros (a mass of at least
+    ``m / (P + m)`` at 0; :func:`pinnkit.conditioning.lbfgs_preconditioned` removes them, dense).
     """
     op = preconditioned_operator(f, theta, pairs, mode=mode)
     return slq(op, op.dim, n_probes, steps, grid_size=grid_size, sigma2_factor=sigma2_factor, sigma=sigma, seed=seed)
@@ -955,16 +839,8 @@ def preconditioned_spectrum(f: Loss, theta: Tensor, pairs: Any, n_probes: int = 
 
 # --- Jacobians and Gauss-Newton ----------------------------------------------------------------------------
 def jacobian(r: Callable[[Tensor], Tensor], theta: Tensor, *, force: bool = False) -> Tensor:
-    r"""Jacobian :math:`J = \partial r / \partial \theta` (``m x P``) of a residual vector function, by ``jacrev``.
-
-    Args:
-        r: ``theta -> (m,)`` residuals.
-        theta: flat parameters ``(P,)``.
-        force: allow more than ``DENSE_LIMIT**2`` entries.
-
-    Raises:
-        ValueError: ``m * P > DENSE_LIMIT**2`` without ``force`` (the message gives the memory and the matrix-free
-            alternative :func:`gauss_newton_product`).
+    r"""Jacobian :math:`J = \partial r/\partial\theta` (``m x P``) of residuals ``r: theta -> (m,)`` by ``jacrev``;
+    refuses above ``DENSE_LIMIT**2`` entries unless ``force=True``.
     """
     _check_theta(theta)
     th = theta.detach()
@@ -979,14 +855,9 @@ def jacobian(r: Callable[[Tensor], Tensor], theta: Tensor, *, force: bool = Fals
 
 
 def gauss_newton(r: Callable[[Tensor], Tensor], theta: Tensor, *, force: bool = False) -> Tensor:
-    r"""Dense Gauss–Newton matrix :math:`G = 2 J^\top J` of the least-squares loss :math:`\|r(\theta)\|^2`.
-
-    It is the Hessian :math:`2J^\top J + 2\sum_i r_i \nabla^2 r_i` without the second-order term, hence
-    positive semi-definite: negative Hessian eigenvalues come from the residual term. For a PINN pass
-    ``pinn.residual_vector`` (``loss == ||r||^2``).
-
-    Raises:
-        ValueError: ``P > DENSE_LIMIT`` or a Jacobian above ``DENSE_LIMIT**2`` entries, without ``force``.
+    r"""Dense Gauss–Newton matrix :math:`G = 2J^\top J` of :math:`\|r(\theta)\|^2`: the Hessian without
+    :math:`2\sum_i r_i\nabla^2 r_i`, positive semi-definite (``r = pinn.residual_vector``). Refuses above
+    :data:`DENSE_LIMIT` parameters unless ``force=True``.
     """
     _check_theta(theta)
     P = theta.numel()
@@ -999,15 +870,13 @@ def gauss_newton(r: Callable[[Tensor], Tensor], theta: Tensor, *, force: bool = 
 
 
 def gauss_newton_operator(r: Callable[[Tensor], Tensor], theta: Tensor) -> LinearOperator:
-    r"""The Gauss–Newton matrix :math:`G = 2J^\top J` as a :class:`LinearOperator` (:func:`gauss_newton_product`)."""
+    r""":math:`G = 2J^\top J` as a :class:`LinearOperator` (:func:`gauss_newton_product`)."""
     _check_theta(theta)
     return LinearOperator(lambda V: gauss_newton_product(r, theta, V), theta.numel(), theta.dtype, theta.device)
 
 
 def gauss_newton_product(r: Callable[[Tensor], Tensor], theta: Tensor, v: Tensor) -> Tensor:
-    r""":math:`G v = 2 J^\top (J v)` without forming ``J``: one ``jvp`` and one ``vjp`` (rows of a block
-    ``(k, P)`` are done together by ``vmap``). Matches :func:`gauss_newton` ``@ v``.
-    """
+    r""":math:`Gv = 2J^\top(Jv)` by one ``jvp`` and one ``vjp``, without ``J`` (rows of ``(k, P)`` by ``vmap``)."""
     th = theta.detach()
     _, vjp_fn = torch.func.vjp(r, th)  # type: ignore[misc]  # torch stubs
 
@@ -1019,5 +888,3 @@ def gauss_newton_product(r: Callable[[Tensor], Tensor], theta: Tensor, v: Tensor
     if v.ndim == 2:
         return torch.func.vmap(one)(v)
     raise ValueError(f"v must be ({th.numel()},) or (k, {th.numel()}), got {tuple(v.shape)}")
-
-

@@ -1,34 +1,9 @@
-r"""Experiments at the papers' own settings: a run is a config and a record.
+r"""Experiments: a run is a serialisable config (:class:`Experiment`) and a :class:`Record` in an SQLite :class:`Store`.
 
-An :class:`Experiment` is a small serialisable config (problem and its parameters, widths, collocation sizes,
-optimizer chain with its options, seed, dtype, device, budget). :func:`run` trains it with :func:`pinnkit.train`
-and appends a :class:`Record` to a :class:`Store` — an SQLite file (stdlib ``sqlite3``) under ``results/``:
-the final and periodic loss per term, L2RE, wall time per iteration, and the provenance (pinnkit version, git
-commit, torch version, device). Records are append-only and written in one transaction when a run finishes, so a
-run that is interrupted half way never corrupts the finished ones.
-
-Long runs are **resumable**: every ``checkpoint_every`` seconds ``theta``, the optimizer state and the history so
-far are saved under ``results/checkpoints/`` (not in git); running the same experiment again resumes from there
-and gives the same result as an uninterrupted run.
-
-A config file (TOML) names a list of experiments and, optionally, a grid that multiplies them::
-
-    [base]                          # fields shared by every experiment of the file
-    widths = [50, 50, 50]
-    [grid]                          # every combination is one experiment
-    seed = [123, 234]
-    [[experiment]]
-    name = "convection/adam"
-    problem = "convection"
-    params = { beta = 40.0 }
-    method = "adam"
-    steps = 41000
-
-From the shell::
-
-    python -m pinnkit.experiments run configs/rathore_table1.toml            # sequential
-    python -m pinnkit.experiments run configs/rathore_table1.toml --ray      # one Ray task per run
-    python -m pinnkit.experiments show
+:func:`run` trains an experiment with :func:`pinnkit.train` and appends its record (loss per term, L2RE, time per
+iteration, provenance) in one transaction; a long run checkpoints every ``checkpoint_every`` seconds and, run
+again, resumes to the result of an uninterrupted run. :func:`load_config` reads experiments from TOML. Shell:
+``python -m pinnkit.experiments run CONFIG [--ray]``, ``... show [--markdown]``, ``... merge OTHER``.
 
 >>> e = Experiment(name="demo", problem="convection", params={"beta": 1.0}, widths=(8,), n_res=64, n_ic=16,
 ...                n_bc=8, method="adam", steps=5, options={"lr": 1e-2})
@@ -49,16 +24,14 @@ import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .features import PowerLaw
-
-__all__ = ["Experiment", "Record", "Store", "load_config", "run", "sweep", "report", "main", "stored", "fig10_fit",
+__all__ = ["Experiment", "Record", "Store", "load_config", "run", "sweep", "report", "main", "stored",
            "DEFAULT_STORE", "REPOSITORY_STORE"]
 
 #: the default results store, relative to the working directory
@@ -76,20 +49,13 @@ FAILED = ("diverged", "error")
 
 @dataclass(frozen=True)
 class Experiment:
-    """One training run, fully described by plain values (so it can be stored, hashed and sent to a worker).
+    """One training run, described by plain values (stored, hashed, sent to a worker).
 
-    Attributes:
-        name: a label, e.g. ``"table1/convection/adam+lbfgs"``.
-        problem: a name from :func:`pinnkit.problems.make`; ``params`` its coefficients (``{"beta": 40.0}``).
-        widths, n_res, n_ic, n_bc, sampling, activation: the network and the collocation points.
-        method, steps, switch, options, phase_options: passed to :func:`pinnkit.train`.
-        seed: initialisation and sampling seed; dtype ``"float32"``/``"float64"``; device ``"cpu"``,
-            ``"cuda"`` or ``"auto"``.
-        log_every: history interval in steps; analysis: post-training measurements (``"hessian_extremes"``:
-            the largest eigenvalue, the smallest-magnitude one and their ratio, from the dense Hessian);
-            log: quantities logged along training (``"intra_alignment"``: the alignment score of the per-term
-            gradients, Wang et al.).
-        threads: torch CPU threads for this run.
+    ``problem``/``params`` name a :func:`pinnkit.problems.make` problem; ``widths`` … ``activation`` the network
+    and collocation points; ``method`` … ``phase_options`` go to :func:`pinnkit.train`; ``dtype`` is
+    ``"float32"``/``"float64"``, ``device`` ``"cpu"``/``"cuda"``/``"auto"``. ``analysis`` names post-training
+    measurements (``"hessian_extremes"``: extreme eigenvalues of the dense Hessian), ``log`` quantities logged
+    along training (``"intra_alignment"``); ``threads``: torch CPU threads.
     """
 
     name: str
@@ -115,27 +81,26 @@ class Experiment:
     threads: int = 1
 
     def __post_init__(self) -> None:
-        if self.dtype not in DTYPES:
-            raise ValueError(f"{self.name}: dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
-        if self.device not in ("cpu", "cuda", "auto"):
-            raise ValueError(f"{self.name}: device must be 'cpu', 'cuda' or 'auto', got {self.device!r}")
         from .problems import PROBLEMS
-        from .train import _names
+        from .training import _names
 
-        if self.problem.lower().replace("-", "_") not in PROBLEMS:
-            raise ValueError(f"{self.name}: problem {self.problem!r} is not one of {sorted(PROBLEMS)}")
-        if self.sampling not in ("grid", "authors", "random"):
-            raise ValueError(f"{self.name}: sampling must be 'grid', 'authors' or 'random', got {self.sampling!r}")
+        def check(ok: bool, message: str) -> None:
+            if not ok:
+                raise ValueError(f"{self.name}: {message}")
+
+        check(self.dtype in DTYPES, f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
+        check(self.device in ("cpu", "cuda", "auto"), f"device must be 'cpu', 'cuda' or 'auto', got {self.device!r}")
+        check(self.problem.lower().replace("-", "_") in PROBLEMS,
+              f"problem {self.problem!r} is not one of {sorted(PROBLEMS)}")
+        check(self.sampling in ("grid", "authors", "random"),
+              f"sampling must be 'grid', 'authors' or 'random', got {self.sampling!r}")
         try:
             _names(self.method)
         except ValueError as err:
             raise ValueError(f"{self.name}: method: {err}") from None
-        unknown = set(self.analysis) - set(ANALYSES)
-        if unknown:
-            raise ValueError(f"{self.name}: unknown analysis {sorted(unknown)}; valid: {sorted(ANALYSES)}")
-        unknown = set(self.log) - set(LOGGERS)
-        if unknown:
-            raise ValueError(f"{self.name}: unknown log {sorted(unknown)}; valid: {sorted(LOGGERS)}")
+        for kind, valid in (("analysis", ANALYSES), ("log", LOGGERS)):
+            unknown = set(getattr(self, kind)) - set(valid)
+            check(not unknown, f"unknown {kind} {sorted(unknown)}; valid: {sorted(valid)}")
         for name in ("widths", "analysis", "log"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         if isinstance(self.switch, list):
@@ -159,31 +124,26 @@ class Experiment:
     def from_dict(cls, d: Mapping[str, Any]) -> "Experiment":
         """The inverse of :meth:`to_dict`; unknown keys raise a ``TypeError`` that names the valid ones."""
         valid = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - valid
-        if unknown:
-            raise TypeError(f"unknown experiment field(s) {sorted(unknown)}; valid: {sorted(valid)}")
+        if set(d) - valid:
+            raise TypeError(f"unknown experiment field(s) {sorted(set(d) - valid)}; valid: {sorted(valid)}")
         return cls(**d)
-
-    @property
-    def key(self) -> str:
-        """A content hash of the fields that affect the result (all but :data:`UNKEYED`: ``name``, ``threads``):
-        equal runs have equal keys, whatever they are called (checkpoints and records are found by it).
-        """
-        d = {k: v for k, v in self.to_dict().items() if k not in UNKEYED}
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod
     def from_stored(cls, d: Mapping[str, Any]) -> "Experiment":
-        """A config read back from a store: fields this version does not know are dropped (a record written by
-        a newer pinnkit still loads), missing ones take their defaults.
-        """
+        """A config read back from a store: unknown fields (a newer pinnkit's) drop, missing ones take defaults."""
         valid = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in valid})
+
+    @property
+    def key(self) -> str:
+        """SHA-256 (16 hex digits) of the fields that affect the result (all but :data:`UNKEYED`)."""
+        d = {k: v for k, v in self.to_dict().items() if k not in UNKEYED}
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
 class Record:
-    """What a finished run leaves in the store."""
+    """What a run leaves in the store; ``evals`` counts loss + gradient evaluations (``None``: not counted)."""
 
     id: int
     key: str
@@ -203,19 +163,16 @@ class Record:
     torch_version: str
     device: str
     created: str
-    evals: int | None = None    # loss + gradient evaluations of the optimizers (None: a stepper did not count)
+    evals: int | None = None
     message: str = ""            # why a failed run failed
 
     @property
     def failed(self) -> bool:
-        """True for a run that diverged or raised (its loss and L2RE are those of its last finite iterate)."""
+        """True for a run that diverged or raised (its numbers are those of its last finite iterate)."""
         return self.status in FAILED
 
     def loss_at(self, iteration: int) -> float:
-        """The loss logged at the last log point at or before ``iteration`` (an L-BFGS step counts 20, as in
-        ``history["iteration"]``), e.g. ``r.loss_at(r.iterations - 10_000) / r.loss``: the gain of the last 10,000
-        iterations.
-        """
+        """The loss at the last log point at or before ``iteration`` (counted as ``history["iteration"]``)."""
         its, losses = self.history.get("iteration", []), self.history.get("loss", [])
         before = [loss for it, loss in zip(its, losses) if it <= iteration]
         if not before:
@@ -223,6 +180,7 @@ class Record:
         return float(before[-1])
 
 
+_COLUMNS = [f.name for f in dataclasses.fields(Record) if f.name != "id"]
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -238,12 +196,12 @@ CREATE INDEX IF NOT EXISTS records_name ON records (name);
 
 
 class Store:
-    """An append-only SQLite store of :class:`Record`\\ s (one file; safe to copy, diff-friendly when small)."""
+    """An append-only SQLite file of :class:`Record`\\ s."""
 
     def __init__(self, path: str | Path = DEFAULT_STORE):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
+        with closing(self._connect()) as db, db:
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise ValueError(f"{self.path} has schema version {version}, newer than this pinnkit's "
@@ -254,62 +212,36 @@ class Store:
 
     @staticmethod
     def _migrate(db: sqlite3.Connection, version: int) -> None:
-        """Bring a store of schema ``version`` (0 or 1: before ``PRAGMA user_version``) to :data:`SCHEMA_VERSION`:
-        add the ``evals`` and ``message`` columns and recompute every key as :attr:`Experiment.key` defines it now
-        (version 1 hashed ``name`` and ``threads`` too).
-        """
+        """From schema 0/1: add ``evals`` and ``message``, recompute every key (version 1 hashed every field)."""
         cols = {row[1] for row in db.execute("PRAGMA table_info(records)")}
         for col, kind in (("evals", "INTEGER"), ("message", "TEXT")):
             if col not in cols:
                 db.execute(f"ALTER TABLE records ADD COLUMN {col} {kind}")
         for rid, config in db.execute("SELECT id, config FROM records").fetchall():
-            key = Experiment.from_stored(json.loads(config)).key
-            db.execute("UPDATE records SET key = ? WHERE id = ?", (key, rid))
+            db.execute("UPDATE records SET key = ? WHERE id = ?", (Experiment.from_stored(json.loads(config)).key, rid))
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.path, timeout=60)
 
-    def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        db = self._connect()
-        try:
-            db.row_factory = sqlite3.Row
-            return db.execute(sql, args).fetchall()
-        finally:
-            db.close()
-
     def append(self, row: Mapping[str, Any]) -> int:
         """Insert one finished run in a single transaction and return its id."""
-        cols = ["key", "name", "config", "loss", "terms", "l2re", "iterations", "seconds", "seconds_per_iteration",
-                "status", "history", "analysis", "pinnkit_version", "git_commit", "torch_version", "device",
-                "created", "evals", "message"]
-        values = [json.dumps(row.get(c)) if isinstance(row.get(c), (dict, list)) else row.get(c) for c in cols]
-        db = self._connect()
-        try:
-            with db:  # commits on success, rolls back on error
-                cur = db.execute(f"INSERT INTO records ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
-                                 values)
-            return int(cur.lastrowid or 0)
-        finally:
-            db.close()
+        values = [json.dumps(row.get(c)) if isinstance(row.get(c), (dict, list)) else row.get(c) for c in _COLUMNS]
+        with closing(self._connect()) as db, db:
+            cur = db.execute(f"INSERT INTO records ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
+                             values)
+        return int(cur.lastrowid or 0)
 
     def records(self, name: str | None = None, key: str | None = None) -> list[Record]:
         """The stored records, oldest first; ``name`` may use SQL ``LIKE`` wildcards (``"table1/%"``)."""
-        sql, args = "SELECT * FROM records", []
-        where = []
-        if name is not None:
-            where.append("name LIKE ?")
-            args.append(name)
-        if key is not None:
-            where.append("key = ?")
-            args.append(key)
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        rows = self._rows(sql + " ORDER BY id", args)
-        fields = {f.name for f in dataclasses.fields(Record)}
+        where = [(sql, arg) for sql, arg in (("name LIKE ?", name), ("key = ?", key)) if arg is not None]
+        sql = "SELECT * FROM records" + (" WHERE " + " AND ".join(s for s, _ in where) if where else "")
+        with closing(self._connect()) as db:
+            db.row_factory = sqlite3.Row
+            rows = db.execute(sql + " ORDER BY id", [a for _, a in where]).fetchall()
         out = []
         for r in rows:
-            d = {k: v for k, v in dict(r).items() if k in fields}   # leniently: columns of a newer schema drop
+            d = {k: v for k, v in dict(r).items() if k == "id" or k in _COLUMNS}   # a newer schema's columns drop
             for c in ("terms", "history", "analysis"):
                 d[c] = json.loads(d[c]) if d.get(c) else {}
             d["config"] = Experiment.from_stored(json.loads(d["config"]))
@@ -318,18 +250,13 @@ class Store:
         return out
 
     def merge(self, other: "Store") -> list[str]:
-        """Append the records of ``other`` that this store lacks (same key and creation time); return their
-        names. Records keep their content; their ids are this store's.
-        """
+        """Append the records of ``other`` that this store lacks (same key and creation time); return their names."""
         have = {(r.key, r.created) for r in self.records()}
         added = []
         for r in other.records():
-            if (r.key, r.created) in have:
-                continue
-            row = {f.name: getattr(r, f.name) for f in dataclasses.fields(r) if f.name != "id"}
-            row["config"] = r.config.to_dict()
-            self.append(row)
-            added.append(r.name)
+            if (r.key, r.created) not in have:
+                self.append(_as_row(r))
+                added.append(r.name)
         return added
 
     def latest(self, experiment: Experiment) -> Record | None:
@@ -338,11 +265,13 @@ class Store:
         return found[-1] if found else None
 
 
+def _as_row(r: Record) -> dict[str, Any]:
+    return {**{c: getattr(r, c) for c in _COLUMNS}, "config": r.config.to_dict()}
+
+
 # --- config files ------------------------------------------------------------------------------------------
 def _merge(*layers: Mapping[str, Any]) -> dict[str, Any]:
-    """Merge TOML tables: later layers win, and tables (``params``, ``options``, ``phase_options``) merge key by
-    key instead of replacing each other.
-    """
+    """Later layers win; tables (``params``, ``options``, ...) merge key by key."""
     out: dict[str, Any] = {}
     for layer in layers:
         for k, v in layer.items():
@@ -351,15 +280,19 @@ def _merge(*layers: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def load_config(path: str | Path) -> list[Experiment]:
-    """The experiments of a TOML config file: each ``[[experiment]]`` over ``[base]``, times the ``[grid]``.
+    """The experiments of a TOML file: each ``[[experiment]]`` merged deeply over ``[base]``, times ``[grid]``::
 
-    Tables merge deeply (an experiment's ``options = {lr = 1e-2}`` keeps the base's other options). Grid values
-    are lists; every combination becomes one experiment, its name suffixed with the grid values
-    (``"convection/adam/seed=123"``). Every experiment is validated here, so a typo fails before any run starts.
+        [base]
+        widths = [50, 50, 50]
+        [grid]
+        seed = [123, 234]             # one experiment per combination: "convection/adam/seed=123", ...
+        [[experiment]]
+        name = "convection/adam"
+        problem = "convection"
+        params = { beta = 40.0 }
+        method = "adam"
 
-    Raises:
-        ValueError: a malformed file, or an experiment with a bad field (the message names the file, the
-            experiment and the field).
+    Every experiment is validated here; a ``ValueError`` names the file, the experiment and the field.
     """
     try:
         import tomllib
@@ -380,12 +313,11 @@ def load_config(path: str | Path) -> list[Experiment]:
     keys = sorted(grid)
     out = []
     for i, entry in enumerate(entries):
-        for combo in itertools.product(*(grid[k] for k in keys)) if keys else [()]:
+        for combo in itertools.product(*(grid[k] for k in keys)):
             d = _merge(base, entry, dict(zip(keys, combo)))
-            suffix = "/".join(f"{k}={_short(v)}" for k, v in zip(keys, combo))
             label = d.get("name", f"experiment #{i + 1}")
-            if suffix and "name" in d:
-                d["name"] = f"{d['name']}/{suffix}"
+            if keys and "name" in d:
+                d["name"] = "/".join([str(d["name"]), *(f"{k}={_short(v)}" for k, v in zip(keys, combo))])
             try:
                 out.append(Experiment.from_dict(d))
             except (TypeError, ValueError) as err:
@@ -399,9 +331,8 @@ def _short(v: Any) -> str:
 
 # --- running -------------------------------------------------------------------------------------------------
 def _hessian_extremes(experiment: Experiment, pinn: Any, theta: torch.Tensor) -> dict[str, float]:
-    """Rathore et al.'s Fig. 10 quantity: lambda_max / (smallest-magnitude eigenvalue), from the dense Hessian.
-
-    The Hessian is formed in float64 at the trained ``theta`` on the run's own collocation points.
+    r""":math:`\lambda_{\max}`, :math:`\lambda_{\min}`, :math:`\min|\lambda|` and :math:`\lambda_{\max}/\min|\lambda|`
+    of the dense float64 Hessian at ``theta`` on the run's own points (Rathore et al.'s Fig. 10).
     """
     from .conditioning import condition_number
     from .curvature import hessian
@@ -409,13 +340,12 @@ def _hessian_extremes(experiment: Experiment, pinn: Any, theta: torch.Tensor) ->
     exact = build(dataclasses.replace(experiment, dtype="float64"))
     exact.points = {k: v.to(torch.float64) for k, v in pinn.points.items()}
     lam = torch.linalg.eigvalsh(hessian(exact.loss, theta.to(torch.float64)))
-    small = lam.abs().min()
-    return {"lambda_max": float(lam.max()), "lambda_min": float(lam.min()), "min_abs_lambda": float(small),
+    return {"lambda_max": float(lam.max()), "lambda_min": float(lam.min()), "min_abs_lambda": float(lam.abs().min()),
             "ratio_max_over_min_abs": condition_number(lam, rcut=0.0), "n_params": float(lam.numel())}
 
 
 def _intra_alignment(pinn: Any) -> Callable[[torch.Tensor, torch.Tensor], float]:
-    """Wang et al.'s intra-step alignment score of the per-term gradients, as a ``train(log=...)`` callback."""
+    """The alignment score of the per-term gradients, as a ``train(log=...)`` callback."""
     from .alignment import alignment_score, term_gradients
 
     return lambda theta, grad: alignment_score(term_gradients(pinn.terms, theta))
@@ -431,12 +361,7 @@ def _git(*args: str) -> str:
 
 
 def _provenance() -> dict[str, str]:
-    """The version of pinnkit, the git commit of its source and torch's version.
-
-    With uncommitted changes to tracked files the commit reads ``<commit>+dirty.<hash>``, ``<hash>`` the first 12
-    hex digits of the SHA-256 of ``git diff HEAD``: the record names the exact code, and the command line refuses
-    to run into a store from a dirty tree unless asked (``--allow-dirty``).
-    """
+    """The versions of pinnkit and torch and the git commit (``<commit>+dirty.<sha256(git diff HEAD)[:12]>``)."""
     from . import __version__
 
     try:
@@ -449,8 +374,7 @@ def _provenance() -> dict[str, str]:
     return {"pinnkit_version": __version__, "git_commit": commit, "torch_version": torch.__version__}
 
 
-#: the provenance of the code this process runs, taken once when the module is imported (the code is loaded then);
-#: asking git when a run ends would name whatever commit is checked out by then
+#: the provenance of the code this process runs, taken at import (when the run ends another commit may be out)
 PROVENANCE = _provenance()
 
 
@@ -469,9 +393,7 @@ def build(experiment: Experiment) -> Any:
 
 
 def cache_dir() -> Path:
-    """Where unfinished runs keep their checkpoints: ``$PINNKIT_CACHE``, else ``~/.cache/pinnkit`` — outside the
-    work tree, so that a fresh checkout of the repository (or a ``git clean``) on the same machine still resumes.
-    """
+    """``$PINNKIT_CACHE``, else ``~/.cache/pinnkit``: checkpoints live outside the work tree."""
     env = os.environ.get("PINNKIT_CACHE", "").strip()
     return Path(env).expanduser() if env else Path.home() / ".cache" / "pinnkit"
 
@@ -484,27 +406,14 @@ def checkpoint_path(experiment: Experiment, directory: str | Path) -> Path:
 def run(experiment: Experiment, store: Store | str | Path | None = DEFAULT_STORE, *,
         checkpoints: str | Path | None = None, checkpoint_every: float = 300.0, stop_after: int | None = None,
         quiet: bool = True, resumable: bool | None = None) -> Record | None:
-    """Train ``experiment`` (resuming from its checkpoint if one exists) and append its record to ``store``.
+    """Train ``experiment`` (resuming from its checkpoint) and append its :class:`Record` to ``store``.
 
-    No run is lost: a run whose loss becomes non-finite or diverges ends with ``status="diverged"`` (its record
-    holds the last finite iterate's numbers), and a run that raises is recorded with ``status="error"`` and the
-    exception in ``message``; neither raises, so a sweep goes on.
-
-    Args:
-        experiment: the config.
-        store: a :class:`Store` or a path to one (``None``: do not store, return the record only; then no
-            checkpoint is written either, unless ``resumable=True``).
-        checkpoints: checkpoint directory (default: ``cache_dir() / "checkpoints"``, outside the work tree).
-        checkpoint_every: seconds between checkpoints.
-        stop_after: stop (with a checkpoint) after this many steps *of this call* — a deliberate interruption,
-            used by the tests to show that a resumed run equals an uninterrupted one.
-        quiet: hide the progress bar.
-        resumable: checkpoint and resume (default: when there is a store).
-
-    Returns:
-        The new :class:`Record`, or ``None`` when ``stop_after`` interrupted the run.
+    A diverged run is recorded with ``status="diverged"`` (the last finite iterate's numbers), one that raises with
+    ``status="error"`` and the exception in ``message``; neither raises. ``store=None`` only returns the record
+    (and checkpoints only if ``resumable=True``). ``checkpoints`` defaults to ``cache_dir() / "checkpoints"``;
+    ``stop_after`` interrupts after that many steps of this call (with a checkpoint) and returns ``None``.
     """
-    from .train import TrainState, train
+    from .training import TrainState, train
 
     if isinstance(store, (str, Path)):
         store = Store(store)
@@ -536,9 +445,9 @@ def run(experiment: Experiment, store: Store | str | Path | None = DEFAULT_STORE
         analysis: dict[str, float] = {}
         for name in experiment.analysis:
             analysis.update(ANALYSES[name](experiment, pinn, result.theta))
-        row = _row(experiment, result.history, result.status, analysis, str(pinn.device))
+        row = _row(experiment, result.status, str(pinn.device), result.history, analysis)
     except Exception as err:  # noqa: BLE001 - any failure becomes a record, so that no run is lost
-        row = _failed_row(experiment, err, time.perf_counter() - t0)
+        row = _row(experiment, "error", experiment.device, error=err, seconds=time.perf_counter() - t0)
     finally:
         torch.set_num_threads(threads)
     new_id = store.append(row) if store is not None else 0
@@ -549,81 +458,50 @@ def run(experiment: Experiment, store: Store | str | Path | None = DEFAULT_STORE
     return store.records(key=experiment.key)[-1] if new_id else None
 
 
-def _row(experiment: Experiment, h: Any, status: str, analysis: Mapping[str, float], device: str) -> dict[str, Any]:
-    """The store row of a finished (or diverged) run from its :class:`~pinnkit.train.History`."""
-    iterations = h.iteration[-1]
-    evals = h.evals[-1] if h.evals else None
-    return {
-        "key": experiment.key, "name": experiment.name, "config": experiment.to_dict(),
-        "loss": h.loss[-1], "terms": {k: v[-1] for k, v in h.terms.items()},
-        "l2re": h.l2re[-1] if h.l2re else math.nan, "iterations": iterations, "seconds": h.time[-1],
-        "seconds_per_iteration": h.time[-1] / max(iterations, 1), "status": status,
-        "history": {"step": h.step, "iteration": h.iteration, "phase": h.phase, "loss": h.loss, "terms": h.terms,
-                    "l2re": h.l2re, "grad_norm": h.grad_norm, "time": h.time, "extra": h.extra, "evals": h.evals,
-                    "stops": h.stops},
-        "analysis": dict(analysis), "device": device, "evals": evals, "message": "",
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **PROVENANCE,
-    }
-
-
-def _failed_row(experiment: Experiment, err: BaseException, seconds: float) -> dict[str, Any]:
-    """The store row of a run that raised: status ``"error"`` and the exception, no numbers."""
-    return {
-        "key": experiment.key, "name": experiment.name, "config": experiment.to_dict(), "loss": math.nan,
-        "terms": {}, "l2re": math.nan, "iterations": 0, "seconds": seconds, "seconds_per_iteration": math.nan,
-        "status": "error", "history": {}, "analysis": {}, "device": experiment.device, "evals": None,
-        "message": f"{type(err).__name__}: {err}",
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **PROVENANCE,
-    }
+def _row(experiment: Experiment, status: str, device: str, h: Any = None, analysis: Mapping[str, float] | None = None,
+         error: BaseException | None = None, seconds: float = math.nan) -> dict[str, Any]:
+    """The store row of a run from its :class:`~pinnkit.training.History` ``h``, or of a run that raised ``error``."""
+    message = "" if error is None else f"{type(error).__name__}: {error}"
+    row = {"key": experiment.key, "name": experiment.name, "config": experiment.to_dict(), "status": status,
+           "analysis": dict(analysis or {}), "device": device, "message": message,
+           "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **PROVENANCE}
+    if h is None:
+        return {**row, "loss": math.nan, "terms": {}, "l2re": math.nan, "iterations": 0, "seconds": seconds,
+                "seconds_per_iteration": math.nan, "history": {}, "evals": None}
+    return {**row, "loss": h.loss[-1], "terms": {k: v[-1] for k, v in h.terms.items()},
+            "l2re": h.l2re[-1] if h.l2re else math.nan, "iterations": h.iteration[-1], "seconds": h.time[-1],
+            "seconds_per_iteration": h.time[-1] / max(h.iteration[-1], 1), "evals": h.evals[-1] if h.evals else None,
+            "history": {k: getattr(h, k) for k in ("step", "iteration", "phase", "loss", "terms", "l2re", "grad_norm",
+                                                   "time", "extra", "evals", "stops")}}
 
 
 def _run_remote(config: dict[str, Any], checkpoints: str | None, threads: int | None,
                 checkpoint_every: float = 300.0) -> dict[str, Any]:
-    """A Ray task: run one experiment (given as a dict) in a worker and return its store row; the driver writes
-    it (a worker never writes to a path on the driver's disk). Checkpoints go to the worker's own cache.
-    """
+    """A Ray task: run one experiment and return its row for the driver to write (checkpoints: the worker's)."""
     e = Experiment.from_dict(config)
     if threads is not None:
         e = dataclasses.replace(e, threads=threads)
     record = run(e, None, checkpoints=checkpoints, checkpoint_every=checkpoint_every, resumable=True)
     assert record is not None
-    row = {f.name: getattr(record, f.name) for f in dataclasses.fields(record) if f.name != "id"}
-    row["config"] = e.to_dict()
-    return row
+    return _as_row(record)
 
 
 def sweep(experiments: Iterable[Experiment], store: str | Path = DEFAULT_STORE, *, use_ray: bool = False,
           ray_address: str | None = None, threads_per_task: int = 1, gpus_per_task: float = 0.0,
           skip_done: bool = True, checkpoints: str | Path | None = None,
           checkpoint_every: float = 300.0) -> list[str]:
-    """Run many experiments into one store: sequentially, or as Ray tasks (one per experiment).
+    """Run ``experiments`` into ``store`` in turn or as Ray tasks; return the names that ran, in finishing order.
 
-    A run that fails is recorded with its status (:func:`run`) and the sweep goes on. With Ray, tasks return
-    their rows and the driver appends each to the store as soon as it finishes (``ray.wait``).
-
-    Args:
-        experiments: the configs (e.g. :func:`load_config`).
-        store: the SQLite store every run appends to.
-        use_ray: run on Ray (``pip install pinnkit[sweep]``); ``ray_address`` joins a running cluster
-            (``"auto"`` or ``"ray://host:10001"``), else a local Ray instance is started.
-        threads_per_task / gpus_per_task: the resources of each task (CPU threads; a GPU share). A GPU share
-            needs every experiment on ``device="cuda"`` (or ``"auto"``).
-        skip_done: skip configs that already have a record in the store (failed ones are run again).
-        checkpoints: checkpoint directory (default :func:`cache_dir`; with Ray, each worker's own).
-        checkpoint_every: seconds between checkpoints of a run.
-
-    Returns:
-        The names of the experiments that ran, in the order they finished.
-
-    Raises:
-        ValueError: ``gpus_per_task > 0`` with an experiment on ``device="cpu"``.
+    A failed run is recorded (:func:`run`) and the sweep goes on. With ``use_ray`` (``pip install pinnkit[sweep]``;
+    ``ray_address`` joins a cluster) tasks return their rows and the driver appends each as it finishes.
+    ``skip_done`` skips configs with a record that did not fail. ``gpus_per_task > 0`` needs every experiment on
+    ``device="cuda"`` or ``"auto"`` (else ``ValueError``).
     """
     todo = list(experiments)
-    if gpus_per_task > 0:
-        cpu = [e.name for e in todo if e.device == "cpu"]
-        if cpu:
-            raise ValueError(f"--gpus {gpus_per_task:g} gives each task a GPU, but {len(cpu)} experiment(s) run on "
-                             f"device='cpu' (e.g. {cpu[0]!r}); set device = \"cuda\" in the config")
+    cpu = [e.name for e in todo if e.device == "cpu"] if gpus_per_task > 0 else []
+    if cpu:
+        raise ValueError(f"--gpus {gpus_per_task:g} gives each task a GPU, but {len(cpu)} experiment(s) run on "
+                         f"device='cpu' (e.g. {cpu[0]!r}); set device = \"cuda\" in the config")
     db = Store(store)
     if skip_done:
         todo = [e for e in todo if (r := db.latest(e)) is None or r.failed]
@@ -657,24 +535,10 @@ def sweep(experiments: Iterable[Experiment], store: str | Path = DEFAULT_STORE, 
 
 # --- reading the store -------------------------------------------------------------------------------------
 def stored(name: str | None = None, path: str | Path = REPOSITORY_STORE) -> list["Record"]:
-    """The records of the store at ``path`` (default: the repository's), oldest first, ``name`` as in
-    :meth:`Store.records`; an empty list when there is no store there (e.g. pinnkit installed without the
-    repository, as in Colab). Unlike :class:`Store`, it never creates a file.
+    """The records at ``path`` (default: the repository's store) as :meth:`Store.records`; ``[]`` without a file
+    there (never creates one).
     """
     return Store(path).records(name) if Path(path).is_file() else []
-
-
-def fig10_fit(records: Sequence[Record]) -> PowerLaw | None:
-    r"""The power law :math:`\lambda_{\max} / \min|\lambda| \approx C\,n_{\rm res}^p` through the Fig. 10 records
-    (those with the ``hessian_extremes`` analysis), a :class:`~pinnkit.features.PowerLaw`; ``None`` with fewer than
-    two values of ``n_res``.
-    """
-    from .features import fit_power_law
-
-    fig10 = [r for r in records if "ratio_max_over_min_abs" in r.analysis]
-    if len({r.config.n_res for r in fig10}) < 2:
-        return None
-    return fit_power_law([r.config.n_res for r in fig10], [r.analysis["ratio_max_over_min_abs"] for r in fig10])
 
 
 def _fmt(x: float) -> str:
@@ -682,53 +546,38 @@ def _fmt(x: float) -> str:
 
 
 def report(records: Sequence[Record]) -> str:
-    """A markdown table of ``records`` (one row per run, with its width, seed, precision, device, commit, status,
-    loss evaluations and wall time per evaluation; "—" where an older record did not count them), followed by
-    the Fig. 10 growth fit when Fig. 10 records are present. ``book/reproduction.md`` embeds this text and
-    ``tests/test_reproduction.py`` checks that it still matches the store.
+    r"""A markdown table of ``records`` (one row per run, "—" where an older record lacks a value), and the fit
+    :math:`\lambda_{\max}/\min|\lambda| \propto n_{\rm res}^p` of the Fig. 10 runs; ``book/reproduction.md`` embeds it.
     """
+    from .features import fit_power_law
+
     lines = ["| run | width | seed | dtype | device | commit | status | iterations | loss evaluations | loss | L2RE |"
              " ms per evaluation | lambda_max / min abs(lambda) |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     def natural(r: Record) -> tuple[str, int]:  # n_res=256 before n_res=1024
         return re.sub(r"\d+", lambda m: m.group().zfill(10), r.name), r.id
 
     for r in sorted(records, key=natural):
-        c = r.config
-        ratio = r.analysis.get("ratio_max_over_min_abs")
+        c, ratio = r.config, r.analysis.get("ratio_max_over_min_abs")
         per_eval = "—" if not r.evals else f"{1e3 * r.seconds / r.evals:.3g}"
         lines.append(f"| {r.name} | {'x'.join(map(str, c.widths))} | {c.seed} | {c.dtype} | {r.device} | "
                      f"{r.git_commit} | {r.status} | {r.iterations} | {'—' if r.evals is None else r.evals} | "
                      f"`{_fmt(r.loss)}` | `{_fmt(r.l2re)}` | {per_eval} | "
                      f"{'—' if ratio is None else '`' + _fmt(ratio) + '`'} |")
     fig10 = [r for r in records if r.name.startswith("fig10/") and "ratio_max_over_min_abs" in r.analysis]
-    fit = fig10_fit(fig10)
-    if fit is not None:
-        lines.append("")
-        lines.append(f"Fig. 10 at the authors' setting ({len(fig10)} runs, n_res "
-                     f"{min(r.config.n_res for r in fig10)}..{max(r.config.n_res for r in fig10)}): "
-                     f"`lambda_max / min abs(lambda) ~ n_res^{fit.slope:.2f}`")
-    return "\n".join(lines)
-
-
-# --- command line ------------------------------------------------------------------------------------------
-def _table(records: Sequence[Record]) -> str:
-    lines = [f"{'name':52s} {'status':>9s} {'loss':>9s} {'L2RE':>9s} {'iters':>7s} {'evals':>7s} {'s/it':>8s} "
-             f"{'device':>6s} commit"]
-    for r in records:
-        evals = "-" if r.evals is None else str(r.evals)
-        lines.append(f"{r.name[:52]:52s} {r.status:>9s} {r.loss:9.2e} {r.l2re:9.2e} {r.iterations:7d} {evals:>7s} "
-                     f"{r.seconds_per_iteration:8.4f} {r.device:>6s} {r.git_commit}"
-                     + (f"  ({r.message})" if r.message else ""))
+    n = [r.config.n_res for r in fig10]
+    if len(set(n)) > 1:
+        fit = fit_power_law(n, [r.analysis["ratio_max_over_min_abs"] for r in fig10])
+        lines += ["", f"Fig. 10 at the authors' setting ({len(fig10)} runs, n_res {min(n)}..{max(n)}): "
+                      f"`lambda_max / min abs(lambda) ~ n_res^{fit.slope:.2f}`"]
     return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m pinnkit.experiments {run,show} ...``."""
-    parser = argparse.ArgumentParser(prog="python -m pinnkit.experiments", description=__doc__.split("\n")[0])
+    """``python -m pinnkit.experiments {run,show,merge} ...``."""
+    parser = argparse.ArgumentParser(prog="python -m pinnkit.experiments", description=(__doc__ or "").split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p_run = sub.add_parser("run", help="run the experiments of config files (resumes interrupted ones)")
     p_run.add_argument("configs", nargs="+")
-    p_run.add_argument("--store", default=str(DEFAULT_STORE))
     p_run.add_argument("--only", default=None, help="run only experiments whose name contains this text")
     p_run.add_argument("--ray", action="store_true", help="one Ray task per experiment (local instance)")
     p_run.add_argument("--ray-address", default=None, help="join a Ray cluster (implies --ray)")
@@ -743,18 +592,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_run.add_argument("--allow-dirty", action="store_true",
                        help="run from a tree with uncommitted changes (the records name the diff's hash)")
     p_show = sub.add_parser("show", help="print the records of a store")
-    p_show.add_argument("--store", default=str(DEFAULT_STORE))
     p_show.add_argument("--name", default=None, help="SQL LIKE pattern, e.g. 'table1/%%'")
-    p_show.add_argument("--markdown", action="store_true", help="the table book/reproduction.md embeds")
+    p_show.add_argument("--markdown", action="store_true", help="only the table book/reproduction.md embeds")
     p_merge = sub.add_parser("merge", help="append the records of another store that this one lacks")
     p_merge.add_argument("source", help="the store to read (e.g. one that runs wrote outside the work tree)")
-    p_merge.add_argument("--store", default=str(DEFAULT_STORE))
+    for p in (p_run, p_show, p_merge):
+        p.add_argument("--store", default=str(DEFAULT_STORE), help=f"the results store (default {DEFAULT_STORE})")
     args = parser.parse_args(argv)
     if args.command == "show":
         if not Path(args.store).is_file():
             parser.error(f"no store at {args.store}; run experiments first or pass --store PATH")
         records = Store(args.store).records(name=args.name)
-        print(report(records) if args.markdown else _table(records))
+        failures = [] if args.markdown else [f"{r.name}: {r.status}: {r.message}" for r in records if r.message]
+        print("\n".join([report(records), *failures]))
         return 0
     if args.command == "merge":
         if not Path(args.source).is_file():

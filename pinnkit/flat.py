@@ -31,26 +31,14 @@ class Block:
 
 
 class FlatMLP:
-    """An MLP ``n_in -> widths -> 1`` (seeded Xavier-normal weights, zero biases) evaluated as a pure function
-    of the flat vector ``theta``, with :func:`torch.func.functional_call`.
+    """An MLP ``n_in -> widths -> 1`` (:func:`~pinnkit.nets.mlp`, seeded) as a pure function of the flat ``theta``.
 
-    ``blocks`` gives the layout of ``theta`` (name, shape and slice of every weight and bias); ``theta0`` is the
-    initialisation. Subclasses (:class:`~pinnkit.PINN`, :class:`~pinnkit.regression.Regression`) add losses.
-
-    Args:
-        n_in: input dimension.
-        widths: hidden-layer widths (Python or numpy integers).
-        seed: seeds the initialisation.
-        activation: ``"tanh"``, ``"sin"``, ``"gelu"`` or ``"softplus"``.
-        dtype: ``torch.float32`` or ``torch.float64``.
-        device: ``"cpu"`` (default), ``"cuda"`` or a :class:`torch.device` (``pk.setup().device``).
-
-    Under ``PINNKIT_PERTURB=k`` (k > 0) every nonzero entry of ``theta0`` is one ulp off
-    (:func:`pinnkit.presets.perturbed`), the rounding-level perturbation of ``make test``'s second notebook run.
+    ``blocks`` is the layout of ``theta``, ``theta0`` the initialisation (one ulp off under ``PINNKIT_PERTURB``,
+    :func:`pinnkit.presets.perturbed`); subclasses (:class:`~pinnkit.PINN`) add losses. ``dtype``: float32 or
+    float64; ``device``: ``"cpu"`` (default), ``"cuda"`` or a :class:`torch.device`.
 
     Raises:
-        ValueError: a bad size, dtype or activation, or CUDA asked for while ``torch.cuda.is_available()`` is
-            False.
+        ValueError: a bad size, dtype or activation, or CUDA without ``torch.cuda.is_available()``.
     """
 
     def __init__(self, n_in: int, widths: Sequence[int], seed: int = 0, activation: str = "tanh",
@@ -74,11 +62,11 @@ class FlatMLP:
         self.n_params = start
         self.theta0 = torch.cat([p.detach().reshape(-1) for p in self.net.parameters()]).clone()
         k = perturbed()
-        if k:  # PINNKIT_PERTURB=k: one ulp off, as another CPU's rounding would be
+        if k:
             self.theta0 = nudge(self.theta0, 1_000_003 * k + self.seed)
 
     def check(self, theta: Tensor) -> None:
-        """Raise a clear error unless ``theta`` is a 1-D tensor of this network's size, dtype and device."""
+        """Raise unless ``theta`` is a 1-D tensor of this network's size, dtype and device."""
         if not isinstance(theta, Tensor):
             raise TypeError(f"theta must be a torch.Tensor, got {type(theta).__name__}")
         if theta.shape != (self.n_params,):

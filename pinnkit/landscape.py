@@ -1,17 +1,9 @@
-r"""Loss-landscape slices: the loss on a line or a plane through parameter space (Rowan & Murphy-Blanchard 2026).
-
-A slice through ``theta`` along directions :math:`\delta, \eta` is
+r"""Loss-landscape slices: the loss on a line or a plane through parameter space.
 
 .. math:: \ell(\alpha) = L(\theta + \alpha\delta), \qquad \ell(\alpha, \beta) = L(\theta + \alpha\delta + \beta\eta),
 
-evaluated on a grid of :math:`(\alpha, \beta)`: in chunks of grid points with :func:`torch.func.vmap`, never one
-Python call per point. What a slice shows depends entirely on the directions:
-
-* :func:`random_directions` — seeded Gaussian directions, **filter-normalized** (Li et al. 2018: every row of a
-  weight matrix rescaled to the norm of the matching row of ``theta``; here every bias vector as a whole too),
-  layer-normalized (every parameter tensor as a whole), globally normalized, or not at all;
-* :func:`hessian_directions` — unit Hessian eigenvectors, the sharpest (or most negative) curvature there is;
-* :func:`interpolate` — the line from the initialization to the trained solution (Goodfellow et al. 2015).
+on a grid, in ``vmap`` chunks. Directions: :func:`random_directions` (seeded, filter-normalized as Li et al. 2018,
+or by layer, globally, or not at all) and :func:`hessian_directions` (unit Hessian eigenvectors).
 
 On a quadratic :math:`L = \tfrac12 (\theta - \theta^*)^\top A (\theta - \theta^*)` the slice through
 :math:`\theta^*` along two unit eigenvectors is exactly the paraboloid :math:`\tfrac12(\lambda_1\alpha^2 + \lambda_2\beta^2)`:
@@ -29,7 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping, Sequence, cast
+from typing import Any, Iterator, Mapping, Sequence, cast
 
 import torch
 from torch import Tensor
@@ -40,23 +32,16 @@ from .objective import Loss, total
 NORMALIZATIONS = ("filter", "layer", "global", "none")
 WHICH = ("largest", "smallest", "both")
 
-__all__ = [
-    "NORMALIZATIONS", "WHICH", "Directions", "from_eigenpairs", "Slice1D", "Slice2D", "normalize", "random_directions",
-    "hessian_directions", "interpolate", "Evaluation", "evaluate", "slice_1d", "slice_2d", "plane_curvature",
-    "slice_hessian", "ritz_terms",
-]
+__all__ = ["NORMALIZATIONS", "WHICH", "Directions", "from_eigenpairs", "Slice1D", "Slice2D", "normalize",
+           "random_directions", "hessian_directions", "Evaluation", "evaluate", "slice_1d", "slice_2d",
+           "plane_curvature", "slice_hessian"]
 
 
-# --- directions ----------------------------------------------------------------------------------------------
 @dataclass(frozen=True, eq=False)
 class Directions:
-    """``k`` directions in parameter space, stored as the COLUMNS of ``vectors`` (shape ``(P, k)``, the library
-    convention, as :func:`torch.linalg.eigh` and :class:`pinnkit.curvature.Eigen`): ``vectors[:, i]`` (also
-    ``d[i]``, and iteration) is the i-th direction.
-
-    ``kind`` is ``"random"``, ``"hessian"``, ``"interpolation"`` or ``"custom"``; ``normalization`` how random
-    directions were scaled (``"unit"`` for eigenvectors); ``eigenvalues`` the Hessian eigenvalue of each
-    eigenvector.
+    """``k`` directions as the columns of ``vectors`` ``(P, k)`` (``d[i]`` and iteration give columns); ``kind``
+    (``"random"``, ``"hessian"``, ``"custom"``), ``normalization`` (``"unit"`` for eigenvectors) and the
+    ``eigenvalues`` of eigenvectors.
     """
 
     vectors: Tensor
@@ -107,21 +92,13 @@ def _blocks(blocks: Any, P: int) -> list[tuple[int, int, tuple[int, ...]]]:
 
 
 def normalize(d: Tensor, theta: Tensor, blocks: Any = None, how: str = "filter") -> Tensor:
-    r"""Rescale direction ``d`` to the scale of ``theta`` (a new tensor; neither input is modified).
+    r"""Rescale direction ``d`` to the scale of ``theta`` (a new tensor).
 
-    * ``"filter"`` (Li et al. 2018): each *filter* — a row :math:`d_{b,i}` of a weight block (output neuron ``i``)
-      and each 1-D block (a bias vector) as a whole — becomes :math:`d_{b,i}\,\|\theta_{b,i}\| / \|d_{b,i}\|`;
-    * ``"layer"``: each parameter block (weight matrix, bias vector) as a whole, :math:`\|d_b\| = \|\theta_b\|`;
-    * ``"global"``: :math:`\|d\| = \|\theta\|`;  ``"none"``: ``d`` unchanged.
-
-    Biases stay in the direction and are normalized as one filter per bias vector. (Li et al.'s code treats
-    1-D parameters apart: with ``ignore='biasbn'`` it zeroes their direction entries, so the slice never moves
-    them; otherwise it copies the parameter values themselves into the direction.) A filter whose parameters are
-    all zero (e.g. zero-initialised biases) would get a zero direction and silently drop out of the slice, so it
-    is scaled as if its entries had the root-mean-square size of all of ``theta``:
-    :math:`\|d_{b,i}\| = \|\theta\|\sqrt{n_{b,i}/P}`.
-
-    ``blocks``: ``pinn.blocks`` (or the PINN); ``None`` treats theta as one 1-D block.
+    ``"filter"`` (Li et al. 2018): each row :math:`d_{b,i}` of a weight block, and each bias vector as a whole,
+    becomes :math:`d_{b,i}\,\|\theta_{b,i}\| / \|d_{b,i}\|`; ``"layer"``: :math:`\|d_b\| = \|\theta_b\|` per block;
+    ``"global"``: :math:`\|d\| = \|\theta\|`; ``"none"``: unchanged. An all-zero filter of ``theta`` is given the
+    norm :math:`\|\theta\|\sqrt{n_{b,i}/P}` (else it would drop out of the slice). ``blocks``: ``pinn.blocks`` (or
+    the PINN); ``None`` treats ``theta`` as one block.
 
     >>> theta = torch.tensor([3.0, 4.0, 0.0, 1.0]); d = torch.tensor([1.0, 0.0, 1.0, 1.0])
     >>> from types import SimpleNamespace as B
@@ -155,9 +132,7 @@ def normalize(d: Tensor, theta: Tensor, blocks: Any = None, how: str = "filter")
 
 def random_directions(theta: Tensor, k: int = 2, *, blocks: Any = None, normalization: str = "filter",
                       seed: int = 0) -> Directions:
-    """``k`` seeded Gaussian directions (drawn on the CPU in float64, so the same on every device), each
-    normalized by :func:`normalize`.
-    """
+    """``k`` seeded Gaussian directions (drawn on the CPU in float64: the same on every device), :func:`normalize`-d."""
     if not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
     gen = torch.Generator().manual_seed(seed)
@@ -170,13 +145,9 @@ def random_directions(theta: Tensor, k: int = 2, *, blocks: Any = None, normaliz
 
 def hessian_directions(f: Loss, theta: Tensor, k: int = 2, *, which: str = "largest",
                        method: str = "auto") -> Directions:
-    r"""Unit eigenvectors of :math:`\nabla^2 L(\theta)` for the ``k`` largest (``which="largest"``, descending)
-    or most negative (``"smallest"``, ascending) eigenvalues, or ``"both"`` (the ``k`` largest, then the ``k``
-    most negative).
-
-    ``method="dense"`` forms the Hessian and calls ``eigh`` (exact; small nets); ``"lanczos"`` uses
-    :func:`pinnkit.curvature.top_eigenpairs` / ``bottom_eigenpairs``; ``"auto"`` picks dense up to
-    :data:`pinnkit.curvature.DENSE_LIMIT` parameters.
+    r"""Unit eigenvectors of :math:`\nabla^2 L(\theta)` for the ``k`` largest eigenvalues (descending), the ``k``
+    most negative (``which="smallest"``, ascending) or ``"both"``; ``method``: ``"dense"`` (``eigh``),
+    ``"lanczos"`` or ``"auto"`` (dense up to :data:`pinnkit.curvature.DENSE_LIMIT` parameters).
     """
     if which not in WHICH:
         raise ValueError(f"which must be one of {', '.join(WHICH)}, got {which!r}")
@@ -203,10 +174,7 @@ def hessian_directions(f: Loss, theta: Tensor, k: int = 2, *, which: str = "larg
 
 
 def from_eigenpairs(values: Tensor, vectors: Tensor, k: int = 2, *, which: str = "largest") -> Directions:
-    """Directions from an eigen-decomposition ``(values ascending, vectors as columns)`` as returned by
-    ``torch.linalg.eigh(H)``: the ``k`` largest (descending), the ``k`` most negative (ascending), or ``"both"``
-    (the ``k`` largest, then the ``k`` most negative). Lets one dense ``eigh`` serve the spectrum and the slices.
-    """
+    """:func:`hessian_directions` from the output of ``torch.linalg.eigh(H)`` (one ``eigh`` for spectrum and slices)."""
     if which not in WHICH:
         raise ValueError(f"which must be one of {', '.join(WHICH)}, got {which!r}")
     P = values.numel()
@@ -222,12 +190,9 @@ def from_eigenpairs(values: Tensor, vectors: Tensor, k: int = 2, *, which: str =
     return Directions(vectors[:, idx].contiguous(), "hessian", "unit", labels, vals)
 
 
-# --- evaluation ----------------------------------------------------------------------------------------------
 @dataclass(frozen=True, eq=False)
 class Evaluation:
-    """Losses at ``n`` points of parameter space (CPU tensors): ``loss`` ``(n,)`` = the sum of ``terms``
-    (``{name: (n,)}``; empty for a scalar loss).
-    """
+    """Losses at ``n`` points (CPU): ``loss`` ``(n,)``, the sum of ``terms`` ``{name: (n,)}`` (empty for a scalar loss)."""
 
     loss: Tensor
     terms: dict[str, Tensor]
@@ -235,22 +200,8 @@ class Evaluation:
 
 def evaluate(f: Loss, theta: Tensor, coeffs: Tensor, directions: Tensor, *, chunk: int = 64,
              batched: bool = True) -> Evaluation:
-    r"""The loss at :math:`\theta + \sum_j c_{ij} d_j` for every row ``c_i`` of ``coeffs``.
-
-    Args:
-        f: a loss or terms function of theta.
-        theta: the centre, ``(P,)``.
-        coeffs: ``(n, k)``, one row of coefficients per point.
-        directions: ``(P, k)``, the directions as columns (``Directions.vectors``).
-        chunk: points per call of ``torch.func.vmap(f)`` when ``batched``.
-        batched: ``False`` loops, one call per point (the reference the batched path is tested against).
-
-    Returns:
-        An :class:`Evaluation` (``loss`` ``(n,)`` and per-term values) on the CPU.
-
-    Raises:
-        ValueError: if the shapes do not match.
-        RuntimeError: if ``f`` cannot be vmapped (pass ``batched=False``).
+    r"""The :class:`Evaluation` of ``f`` at :math:`\theta + \sum_j c_{ij} d_j` for every row ``c_i`` of ``coeffs``
+    ``(n, k)``, ``directions`` ``(P, k)`` as columns; ``chunk`` points per ``vmap`` call (``batched=False``: a loop).
     """
     if coeffs.ndim != 2 or directions.ndim != 2 or coeffs.shape[1] != directions.shape[1]:
         raise ValueError(f"coeffs (n, k) and directions (P, k) (columns) do not match: {tuple(coeffs.shape)}, "
@@ -289,8 +240,8 @@ def evaluate(f: Loss, theta: Tensor, coeffs: Tensor, directions: Tensor, *, chun
 
 @dataclass(frozen=True, eq=False)
 class Slice1D:
-    r"""The loss along one line, :math:`\ell(\alpha) = L(\theta + \alpha\delta)`: ``loss[i]`` at ``alphas[i]``;
-    ``terms`` per loss term; ``norm`` = :math:`\|\delta\|`; ``eigenvalue`` when :math:`\delta` is an eigenvector.
+    r""":math:`\ell(\alpha) = L(\theta + \alpha\delta)`: ``loss[i]`` at ``alphas[i]``, ``terms`` per term, ``norm``
+    :math:`= \|\delta\|`, the ``eigenvalue`` of an eigenvector :math:`\delta`, ``marks``: named alphas.
     """
 
     alphas: Tensor
@@ -299,26 +250,23 @@ class Slice1D:
     label: str
     norm: float
     eigenvalue: float | None = None
-    marks: dict[str, float] = field(default_factory=dict)   # named alphas (e.g. "init": 0, "solution": 1)
+    marks: dict[str, float] = field(default_factory=dict)
 
     def curvature(self) -> float:
-        r"""Central second difference at :math:`\alpha = 0` divided by :math:`\|\delta\|^2`: the Rayleigh quotient
-        :math:`\delta^\top H \delta / \|\delta\|^2` (up to :math:`O(h^2)`). Needs ``alpha = 0`` on an interior grid point.
-        """
-        i = self._zero()
+        r""":math:`\delta^\top H \delta / \|\delta\|^2` by a central difference at :math:`\alpha = 0` (an interior point)."""
+        i = _zero(self.alphas)
         h = float(self.alphas[i + 1] - self.alphas[i])
         return float(self.loss[i + 1] - 2 * self.loss[i] + self.loss[i - 1]) / h ** 2 / self.norm ** 2
 
     def without_slope(self) -> "Slice1D":
-        r"""The slice minus its tangent line at :math:`\alpha = 0`, :math:`\ell(\alpha) - \ell(0) - \alpha\,\ell'(0)`
-        (slope by central differences; each term likewise): what is left is the curvature, which a large gradient
-        otherwise hides. Needs ``alpha = 0`` on an interior grid point.
+        r""":math:`\ell(\alpha) - \ell(0) - \alpha\,\ell'(0)` (central-difference slope at :math:`\alpha = 0`; each term
+        likewise): the curvature a large gradient hides.
 
         >>> s = Slice1D(torch.linspace(-1, 1, 5), torch.linspace(-1, 1, 5) * 3 + torch.linspace(-1, 1, 5) ** 2, {}, "α", 1.0)
         >>> s.without_slope().loss
         tensor([1.0000, 0.2500, 0.0000, 0.2500, 1.0000])
         """
-        i = self._zero()
+        i = _zero(self.alphas)
         h = float(self.alphas[i + 1] - self.alphas[i - 1])
 
         def detrend(v: Tensor) -> Tensor:
@@ -327,15 +275,8 @@ class Slice1D:
         return Slice1D(self.alphas, detrend(self.loss), {k: detrend(v) for k, v in self.terms.items()},
                        self.label, self.norm, self.eigenvalue, dict(self.marks))
 
-    def _zero(self) -> int:
-        i = int(torch.argmin(self.alphas.abs()))
-        if abs(float(self.alphas[i])) > 1e-12 or not 0 < i < len(self.alphas) - 1:
-            raise ValueError("the grid must contain alpha = 0 as an interior point: use an odd n and a symmetric span")
-        return i
-
     def reweighted(self, weights: Mapping[str, float]) -> "Slice1D":
-        r"""The same line with the loss :math:`\sum_k w_k \ell_k(\alpha)` re-weighted from the stored terms
-        (terms missing from ``weights`` keep weight 1; the terms themselves are rescaled too).
+        r"""The line of :math:`\sum_k w_k \ell_k(\alpha)` (missing terms keep weight 1; the terms are rescaled too).
 
         >>> s = Slice1D(torch.zeros(2), torch.tensor([3.0, 5.0]), {"a": torch.tensor([1.0, 1.0]),
         ...             "b": torch.tensor([2.0, 4.0])}, "α", 1.0)
@@ -354,9 +295,8 @@ class Slice1D:
         return float(self.loss[int(torch.argmin((self.alphas - alpha).abs()))])
 
     def barrier(self, lo: float = 0.0, hi: float = 1.0, term: str | None = None) -> float:
-        r"""The largest climb met walking from ``lo`` to ``hi``: :math:`\max_{\alpha_i \le \alpha_j}
-        (\ell(\alpha_j) - \ell(\alpha_i))` over grid points in ``[lo, hi]``; 0 when the loss never increases.
-        ``term`` measures one loss term's climb instead of the loss's.
+        r"""The largest climb :math:`\max_{\alpha_i \le \alpha_j} (\ell(\alpha_j) - \ell(\alpha_i))` over grid points in
+        ``[lo, hi]`` (of one ``term`` if given); 0 when the loss never increases.
 
         >>> s = Slice1D(torch.linspace(0, 1, 5), torch.tensor([4.0, 2.0, 3.0, 1.0, 0.0]), {}, "α", 1.0)
         >>> s.barrier()
@@ -373,9 +313,7 @@ class Slice1D:
 
 @dataclass(frozen=True, eq=False)
 class Slice2D:
-    r"""The loss on a plane, ``loss[i, j]`` :math:`= L(\theta + \alpha_i\delta + \beta_j\eta)`; ``terms`` per term;
-    ``directions`` the two directions used (their eigenvalues, when eigenvectors, annotate the plots).
-    """
+    r"""``loss[i, j]`` :math:`= L(\theta + \alpha_i\delta + \beta_j\eta)`, ``terms`` per term, the two ``directions``."""
 
     alphas: Tensor
     betas: Tensor
@@ -389,19 +327,21 @@ class Slice2D:
         return float(self.loss[int(torch.argmin(self.alphas.abs())), int(torch.argmin(self.betas.abs()))])
 
     def curvature(self) -> Tensor:
-        r"""The 2x2 Hessian of :math:`\ell(\alpha, \beta)` at the centre by central differences (slice coordinates,
-        i.e. :math:`D^\top H D` with :math:`D = [\delta, \eta]`). Needs the centre on an interior grid point.
-        """
-        i, j = int(torch.argmin(self.alphas.abs())), int(torch.argmin(self.betas.abs()))
-        if abs(float(self.alphas[i])) > 1e-12 or abs(float(self.betas[j])) > 1e-12 or not (
-                0 < i < len(self.alphas) - 1 and 0 < j < len(self.betas) - 1):
-            raise ValueError("the grid must contain (0, 0) as an interior point: use an odd n and a symmetric span")
+        r""":math:`D^\top H D`, :math:`D = [\delta, \eta]`, by central differences at the centre (an interior point)."""
+        i, j = _zero(self.alphas), _zero(self.betas)
         L = self.loss.to(torch.float64)
         ha, hb = float(self.alphas[1] - self.alphas[0]), float(self.betas[1] - self.betas[0])
         faa = (L[i + 1, j] - 2 * L[i, j] + L[i - 1, j]) / ha ** 2
         fbb = (L[i, j + 1] - 2 * L[i, j] + L[i, j - 1]) / hb ** 2
         fab = (L[i + 1, j + 1] - L[i + 1, j - 1] - L[i - 1, j + 1] + L[i - 1, j - 1]) / (4 * ha * hb)
         return torch.stack([torch.stack([faa, fab]), torch.stack([fab, fbb])])
+
+
+def _zero(grid: Tensor) -> int:
+    i = int(torch.argmin(grid.abs()))
+    if abs(float(grid[i])) > 1e-12 or not 0 < i < len(grid) - 1:
+        raise ValueError("the grid must contain 0 as an interior point: use an odd n and a symmetric span")
+    return i
 
 
 def _grid(span: float | tuple[float, float], n: int) -> Tensor:
@@ -415,9 +355,8 @@ def _grid(span: float | tuple[float, float], n: int) -> Tensor:
 
 def slice_1d(f: Loss, theta: Tensor, direction: Tensor | Directions, *, span: float | tuple[float, float] = 1.0,
              n: int = 41, chunk: int = 64, batched: bool = True, label: str | None = None) -> Slice1D:
-    r""":math:`L(\theta + \alpha\delta)` for ``n`` values of :math:`\alpha` in ``[-span, span]`` (or ``span=(lo, hi)``).
-
-    ``direction``: a ``(P,)`` tensor or a :class:`Directions` (its first vector, label and eigenvalue).
+    r""":math:`L(\theta + \alpha\delta)` for ``n`` values of :math:`\alpha` in ``[-span, span]`` (or ``span=(lo, hi)``);
+    ``direction``: a ``(P,)`` tensor or a :class:`Directions` (its first).
     """
     eig = None
     if isinstance(direction, Directions):
@@ -431,20 +370,10 @@ def slice_1d(f: Loss, theta: Tensor, direction: Tensor | Directions, *, span: fl
     return Slice1D(alphas, ev.loss, ev.terms, label or "α", float(torch.linalg.vector_norm(direction)), eig)
 
 
-def interpolate(f: Loss, theta_init: Tensor, theta_final: Tensor, *, span: tuple[float, float] = (-0.25, 1.25),
-                n: int = 61, chunk: int = 64) -> Slice1D:
-    r"""Goodfellow et al.'s line :math:`L((1-\alpha)\theta_0 + \alpha\theta^*)`: :math:`\alpha=0` is the
-    initialization, :math:`\alpha=1` the trained solution (``marks``).
-    """
-    d = (theta_final.detach() - theta_init.detach()).to(theta_init.dtype)
-    s = slice_1d(f, theta_init, d, span=span, n=n, chunk=chunk, label="α  (0: initialization, 1: trained)")
-    return Slice1D(s.alphas, s.loss, s.terms, s.label, s.norm, None, {"init": 0.0, "trained": 1.0})
-
-
 def slice_2d(f: Loss, theta: Tensor, directions: Directions | Sequence[Tensor], *,
              span: float | tuple[float, float] = 1.0, n: int = 21, chunk: int = 64, batched: bool = True) -> Slice2D:
-    r""":math:`L(\theta + \alpha\delta + \beta\eta)` on an ``n x n`` grid of :math:`[-span, span]^2`, evaluated in
-    ``vmap`` chunks of ``chunk`` points. ``directions``: a :class:`Directions` (first two) or two tensors.
+    r""":math:`L(\theta + \alpha\delta + \beta\eta)` on an ``n x n`` grid of :math:`[-span, span]^2`;
+    ``directions``: a :class:`Directions` (its first two) or two tensors.
     """
     if not isinstance(directions, Directions):
         if len(directions) != 2:
@@ -464,36 +393,24 @@ def slice_2d(f: Loss, theta: Tensor, directions: Directions | Sequence[Tensor], 
     return Slice2D(a, a.clone(), ev.loss.reshape(n, n), {k: v.reshape(n, n) for k, v in ev.terms.items()}, two)
 
 
-def plane_curvature(f: Loss, theta: Tensor, d1: Tensor, d2: Tensor) -> Tensor:
-    r"""Eigenvalues (ascending, float64) of the Hessian restricted to the plane :math:`\mathrm{span}\{d_1, d_2\}`:
-    :math:`\mathrm{eig}(Q^\top H Q)` with :math:`Q` an orthonormal basis of the plane. They are the extreme
-    curvatures :math:`v^\top H v/\|v\|^2` that any line in a 2-D slice can show; by Cauchy interlacing they lie in
-    :math:`[\lambda_{\min}(H), \lambda_{\max}(H)]`.
-    """
-    Q, _ = torch.linalg.qr(torch.stack([d1.detach(), d2.detach()], dim=1).to(theta.dtype))
-    HQ = curvature.hvp_batch(total(f), theta.detach(), Q.T.contiguous())
-    M = (Q.T @ HQ.T).to(torch.float64)
-    return cast(Tensor, torch.linalg.eigvalsh(0.5 * (M + M.T)))
-
-
-def slice_hessian(f: Loss, theta: Tensor, directions: Directions | Sequence[Tensor]) -> Tensor:
-    r"""The exact Hessian of a slice in its own coordinates, :math:`D^\top H D` with :math:`D = [\delta, \eta, \dots]`
-    the directions as columns (not orthonormalized: what the slice's :math:`\alpha, \beta` axes see), from
-    Hessian-vector products, float64 and symmetrized. :meth:`Slice2D.curvature` is the same by finite differences.
-    """
-    D = directions.vectors if isinstance(directions, Directions) else torch.stack([d.detach() for d in directions], 1)
-    D = D.to(theta.dtype)
+def _projected(f: Loss, theta: Tensor, D: Tensor) -> Tensor:
     HD = curvature.hvp_batch(total(f), theta.detach(), D.T.contiguous())
     M = (D.T @ HD.T).to(torch.float64)
     return 0.5 * (M + M.T)
 
 
-def ritz_terms(pinn: Any) -> Callable[[Tensor], dict[str, Tensor]]:
-    """The Deep Ritz loss of ``pinn``'s problem on the same network and points, as a function of theta:
-    ``theta -> pinn.problem.energy_terms(pinn.u(theta), pinn.points)`` (``{"energy", "boundary"}``).
+def plane_curvature(f: Loss, theta: Tensor, d1: Tensor, d2: Tensor) -> Tensor:
+    r""":math:`\mathrm{eig}(Q^\top H Q)` (ascending, float64), :math:`Q` an orthonormal basis of
+    :math:`\mathrm{span}\{d_1, d_2\}`: the extreme curvatures any line in that plane shows (within
+    :math:`[\lambda_{\min}, \lambda_{\max}]` by interlacing).
     """
-    if not hasattr(pinn.problem, "energy_terms"):
-        raise ValueError(f"{type(pinn.problem).__name__} has no Deep Ritz energy (energy_terms); use "
-                         "pk.problems.Poisson1D")
-    return lambda theta: pinn.problem.energy_terms(pinn.u(theta), pinn.points)
+    Q, _ = torch.linalg.qr(torch.stack([d1.detach(), d2.detach()], dim=1).to(theta.dtype))
+    return cast(Tensor, torch.linalg.eigvalsh(_projected(f, theta, Q)))
 
+
+def slice_hessian(f: Loss, theta: Tensor, directions: Directions | Sequence[Tensor]) -> Tensor:
+    r""":math:`D^\top H D` (float64, symmetrized) for the directions as columns of :math:`D`, not orthonormalized:
+    the exact Hessian in the slice's coordinates (:meth:`Slice2D.curvature` by finite differences).
+    """
+    D = directions.vectors if isinstance(directions, Directions) else torch.stack([d.detach() for d in directions], 1)
+    return _projected(f, theta, D.to(theta.dtype))

@@ -1,13 +1,8 @@
-r"""Backtracking (Armijo) line search: the one copy every optimizer in pinnkit uses.
+r"""Line searches along a descent direction :math:`d` (:math:`g^\top d < 0`): backtracking (Armijo) and strong Wolfe.
 
-Convention: :math:`d` is a *descent* direction and the new point is :math:`\theta_+ = \theta + t d`. Starting
-from ``t = max_step``, ``t`` is multiplied by ``shrink`` until the sufficient-decrease (Armijo) condition
-
-.. math::  f(\theta + t d) \le f(\theta) + c_1\, t\, g^\top d
-
-holds (with :math:`g = \nabla f(\theta)`, so :math:`g^\top d < 0` for a descent direction). On the quadratic
-:math:`f(\theta) = \theta^2` at :math:`\theta = 1` with the steepest-descent direction :math:`d = -g = -2`, the
-full step overshoots to :math:`-1` (no decrease) and the halved one lands on the minimum:
+Armijo: from ``t = max_step``, ``t *= shrink`` until :math:`f(\theta + t d) \le f(\theta) + c_1 t\, g^\top d`.
+On :math:`f = \theta^2` at :math:`\theta = 1` with :math:`d = -g = -2`, the full step overshoots to :math:`-1` and
+the halved one lands on the minimum:
 
 >>> import torch
 >>> f = lambda th: (th ** 2).sum()
@@ -31,10 +26,8 @@ __all__ = ["LineSearchResult", "armijo", "WolfeResult", "WOLFE_REASONS", "strong
 
 @dataclass(frozen=True)
 class LineSearchResult:
-    """The accepted step ``step`` (:math:`t`), the new point ``theta`` :math:`= \\theta + t d` and its ``loss``.
-
-    When no trial step satisfied the Armijo condition, ``accepted`` is False, ``step`` is 0 and ``theta`` /
-    ``loss`` are the starting point and its loss.
+    """The accepted ``step`` :math:`t`, the point ``theta`` :math:`= \\theta + t d` and its ``loss``; when no trial
+    passed, ``accepted=False``, ``step=0`` and the starting point with its loss.
     """
 
     step: float
@@ -48,19 +41,12 @@ def armijo(f: Callable[[Tensor], Tensor], theta: Tensor, f0: float, g: Tensor, d
     r"""Backtrack along the descent direction ``d`` until :math:`f(\theta + t d) \le f_0 + c_1 t\, g^\top d`.
 
     Args:
-        f: the loss, ``theta -> scalar Tensor``.
-        theta: the current point (not modified).
-        f0: ``f(theta)``.
-        g: the gradient of ``f`` at ``theta``.
-        d: a descent direction (:math:`g^\top d < 0`); the step is ``theta + t * d``.
-        c1: sufficient-decrease constant, in ``(0, 1)``.
-        shrink: factor applied to ``t`` after a rejected trial, in ``(0, 1)``.
-        max_step: the first trial ``t``.
-        max_halvings: how many trial steps are tried at most: ``t = max_step * shrink**j``, ``j < max_halvings``.
+        f: the loss, ``theta -> scalar Tensor``; ``f0 = f(theta)`` and ``g`` its gradient at ``theta``.
+        d: a descent direction; the trials are ``t = max_step * shrink**j``, ``j < max_halvings``.
+        c1, shrink: constants in ``(0, 1)``.
 
     Returns:
-        A :class:`LineSearchResult`; ``accepted=False`` (and ``step=0``, ``theta`` unchanged) when every trial
-        failed or gave a non-finite loss.
+        A :class:`LineSearchResult` (not accepted when every trial failed or gave a non-finite loss).
 
     Raises:
         ValueError: ``c1`` or ``shrink`` outside ``(0, 1)``, ``max_step <= 0`` or ``max_halvings < 1``.
@@ -83,9 +69,8 @@ def armijo(f: Callable[[Tensor], Tensor], theta: Tensor, f0: float, g: Tensor, d
 # --- strong Wolfe ------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class WolfeResult:
-    r"""A strong Wolfe line search: the accepted ``step`` :math:`t` (``None``: the search failed), the value
-    :math:`\phi(t)` and slope :math:`\phi'(t)` there, the number of evaluations of :math:`\phi` (each one a loss and
-    gradient evaluation) and why it ended (``reason``, a key of :data:`WOLFE_REASONS`).
+    r"""A strong Wolfe search: the ``step`` :math:`t` (None: failed), :math:`\phi(t)`, :math:`\phi'(t)`, the
+    evaluations of :math:`\phi` and why it ended (``reason``, a key of :data:`WOLFE_REASONS`).
     """
 
     step: float | None
@@ -137,11 +122,9 @@ def strong_wolfe(phi: Callable[[float], tuple[float, float]], phi0: float, slope
     r"""A step :math:`t` with :math:`\phi(t) \le \phi(0) + c_1 t\,\phi'(0)` and :math:`|\phi'(t)| \le
     c_2|\phi'(0)|` (strong Wolfe), for :math:`\phi(t) = f(\theta + t d)`.
 
-    Nocedal & Wright's Algorithms 3.5 (bracketing by doubling) and 3.6 (zoom by safeguarded cubic, then quadratic,
-    then bisection interpolation), step for step as ``scipy.optimize``'s ``scalar_search_wolfe2`` (the same trial
-    steps and constants: cubic check 0.2, quadratic check 0.1, ``maxiter`` doublings and zoom iterations), so that
-    it can be tested against it. The first trial is scipy's :math:`t_1 = \min(1, 2.02(\phi(0) - \phi_{\rm prev})
-    / \phi'(0))` (1 when that is negative or ``phi_prev`` is None): a quadratic model through the last decrease.
+    Nocedal & Wright's Algorithms 3.5 (bracketing by doubling) and 3.6 (zoom by cubic, quadratic, then bisection
+    interpolation), trial for trial as scipy's ``scalar_search_wolfe2``. First trial :math:`t_1 = \min(1,
+    2.02(\phi(0) - \phi_{\rm prev}) / \phi'(0))`, 1 when negative or without ``phi_prev``.
 
     >>> phi = lambda t: ((t - 0.3) ** 2, 2 * (t - 0.3))       # a parabola with its minimum at 0.3
     >>> r = strong_wolfe(phi, 0.09, -0.6)
@@ -149,15 +132,9 @@ def strong_wolfe(phi: Callable[[float], tuple[float, float]], phi0: float, slope
     (0.3, 'wolfe', 2)
 
     Args:
-        phi: ``t -> (phi(t), phi'(t))`` (one loss and gradient evaluation; ``phi'(t) = g(theta + t d) . d``).
-        phi0, slope0: :math:`\phi(0)` and :math:`\phi'(0) < 0`.
-        phi_prev: the loss before the previous step (sets the first trial; None: 1).
-        c1, c2: the constants, :math:`0 < c_1 < c_2 < 1`.
-        amax: the largest step.
-        maxiter: the most doublings, and the most zoom iterations.
-
-    Returns:
-        A :class:`WolfeResult` (``step=None`` when no step was found: ``reason`` says why).
+        phi: ``t -> (phi(t), phi'(t))``, one loss and gradient evaluation; ``phi0``, ``slope0 < 0`` at ``t = 0``.
+        phi_prev: the loss before the previous step (sets the first trial).
+        amax, maxiter: the largest step; the most doublings and the most zoom iterations.
 
     Raises:
         ValueError: not :math:`0 < c_1 < c_2 < 1`.

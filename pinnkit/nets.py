@@ -20,10 +20,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "sin": Sin, "gelu": 
 
 
 def size(x: Any, name: str = "size", minimum: int = 1) -> int:
-    """``x`` as a Python int (Python or numpy integers; not floats or bools), at least ``minimum``.
-
-    Raises:
-        ValueError: ``x`` is not an integer or is below ``minimum``.
+    """``x`` (a Python or numpy integer, not a float or bool) as an int, at least ``minimum``; else ``ValueError``.
 
     >>> import numpy as np
     >>> size(np.int64(3), "width")
@@ -40,15 +37,8 @@ def size(x: Any, name: str = "size", minimum: int = 1) -> int:
 
 
 def mlp(n_in: int, widths: Sequence[int], n_out: int = 1, activation: str = "tanh") -> nn.Sequential:
-    """``n_in -> widths[0] -> ... -> widths[-1] -> n_out`` with the given activation between layers.
-
-    Args:
-        n_in, n_out: input and output dimensions.
-        widths: hidden-layer widths (Python or numpy integers).
-        activation: ``"tanh"``, ``"sin"``, ``"gelu"`` or ``"softplus"``.
-
-    Returns:
-        The ``nn.Sequential`` with Xavier-normal weights and zero biases (uses the global torch RNG).
+    """``n_in -> widths[0] -> ... -> widths[-1] -> n_out``, an activation of :data:`ACTIVATIONS` between layers,
+    Xavier-normal weights and zero biases (from the global torch RNG).
 
     Raises:
         ValueError: unknown activation or a size that is not a positive integer.

@@ -1,30 +1,21 @@
-r"""Newton-family steps on the flat parameter vector, with the dense Hessian (Rowan 2025).
+r"""Newton-family steps on the flat parameter vector with a dense curvature matrix :math:`C`:
+:math:`\theta_+ = \theta + \alpha d`, :math:`d = -C^{+} g`, :math:`g = \nabla L(\theta)`.
 
-All steps solve a model of the loss around :math:`\theta` with a curvature matrix :math:`C`,
-:math:`\theta_+ = \theta + \alpha d`, :math:`d = -C^{+} g`, :math:`g = \nabla L(\theta)`:
+=========================  ===========================================================================================
+``"newton"``               :math:`C = H`, :math:`\alpha = 1`, minimum-norm solution (eigenvalues below
+                           ``rcond * max|lambda|`` dropped); attracted by every stationary point, saddles included.
+``"damped_newton"``        the same with an Armijo line search; :math:`d = -g` when :math:`g^\top d \ge 0`.
+``"saddle_free_newton"``   :math:`C = |H| + \mu I` (Dauphin et al. 2014), with the line search.
+``"gauss_newton"``         :math:`C = 2J^\top J` for :math:`L = \|r\|^2` (needs ``residual=``), with the line search.
+``"levenberg_marquardt"``  :math:`C = 2J^\top J + \mu I`; :math:`\mu` halved after a step that lowers the loss,
+                           doubled (step retried) otherwise.
+``"gradient_norm"``        LM on :math:`\|\nabla L\|^2`: :math:`d = -(H^2 + \mu I)^{-1} H g`, :math:`\mu` quartered
+                           after a step that lowers :math:`\|\nabla L\|`, else quadrupled; finds stationary points of
+                           any index.
+=========================  ===========================================================================================
 
-============================  =========================================================================
-``"newton"``                  :math:`C = H` (dense Hessian), :math:`\alpha = 1`; the minimum-norm
-                              least-squares solution when :math:`H` is singular (eigenvalues below
-                              ``rcond * max|lambda|`` are dropped). It solves :math:`\nabla L = 0`, so it is
-                              attracted by *every* stationary point — saddles included.
-``"damped_newton"``           the same direction with a backtracking (Armijo) line search on the loss; when
-                              the Newton direction is not a descent direction it falls back to :math:`-g`.
-``"saddle_free_newton"``      :math:`C = |H| + \mu I` (Dauphin et al. 2014): eigenvalues replaced by their
-                              absolute values, so negative-curvature directions are *descended*.
-``"gauss_newton"``            :math:`C = G = 2J^\top J` for :math:`L = \|r\|^2` (needs ``residual=``),
-                              positive semi-definite, with the Armijo line search.
-``"levenberg_marquardt"``     :math:`C = G + \mu I`, :math:`\mu` halved after a successful step and doubled
-                              (step retried) when the loss would increase — a trust-region method.
-``"gradient_norm"``           a stationary-point *finder*: Levenberg–Marquardt on :math:`\|\nabla L\|^2`,
-                              :math:`d = -(H^2 + \mu I)^{-1} H g`, :math:`\mu` adapted so that
-                              :math:`\|\nabla L\|` decreases. It converges to minima, saddles and maxima alike.
-============================  =========================================================================
-
-Each is a stepper registered in :data:`pinnkit.train.STEPPERS` (``factory(terms_fn, theta, *, options)`` with
-``.step()`` and ``.theta``), so :func:`pinnkit.train` runs them: ``pk.train(model, "newton", steps,
-grad_tol=1e-10)`` iterates until the gradient tolerance (this module does not import :mod:`pinnkit.train`, which
-imports it for its registry).
+Each is a stepper of :data:`pinnkit.training.STEPPERS` (``factory(terms_fn, theta, **options)`` with ``.step()``
+and ``.theta``), run by :func:`pinnkit.train`.
 
 >>> import torch, pinnkit as pk
 >>> A = torch.tensor([[3., 1.], [1., 2.]], dtype=torch.float64); b = torch.tensor([1., -1.], dtype=torch.float64)
@@ -65,19 +56,9 @@ def _pseudo_solve(a: Tensor, V: Tensor, g: Tensor, rcond: float | None) -> Tenso
 
 
 def newton_direction(H: Tensor, g: Tensor, rcond: float | None = None) -> Tensor:
-    r"""Minimum-norm least-squares solution of :math:`H d = -g` (symmetric :math:`H`), by ``eigh``.
-
-    :math:`d = -\sum_{|\lambda_i| > c} \lambda_i^{-1} (v_i^\top g)\, v_i` with :math:`c` = ``rcond`` times the
-    largest :math:`|\lambda|` (default ``P * eps``). Equals ``torch.linalg.solve(H, -g)`` when :math:`H` is
-    well conditioned.
-
-    Args:
-        H: symmetric ``(P, P)`` curvature matrix.
-        g: gradient ``(P,)``.
-        rcond: relative eigenvalue cut-off (default ``P * eps``).
-
-    Returns:
-        The direction ``d`` ``(P,)``.
+    r"""Minimum-norm least-squares solution of :math:`H d = -g`, symmetric ``H``:
+    :math:`d = -\sum_{|\lambda_i| > c} \lambda_i^{-1} (v_i^\top g)\, v_i`, :math:`c` = ``rcond`` (default
+    ``P * eps``) times :math:`\max|\lambda|`.
 
     >>> H = torch.tensor([[2., 0.], [0., 0.]], dtype=torch.float64)   # singular: the y-direction is dropped
     >>> newton_direction(H, torch.tensor([4., 1.], dtype=torch.float64))
@@ -88,25 +69,12 @@ def newton_direction(H: Tensor, g: Tensor, rcond: float | None = None) -> Tensor
 
 
 def saddle_free_direction(H: Tensor, g: Tensor, damping: float = 0.0, rcond: float | None = None) -> Tensor:
-    r"""Saddle-free Newton direction :math:`d = -(|H| + \mu I)^{+} g`, :math:`|H| = V|\Lambda|V^\top`.
-
-    Always a descent direction (:math:`g^\top d \le 0`). On :math:`x^2 - y^2` at :math:`(1, 1)`:
+    r"""Saddle-free Newton direction :math:`d = -(|H| + \mu I)^{+} g`, :math:`|H| = V|\Lambda|V^\top`, ``damping``
+    :math:`\mu \ge 0`, cut-off ``rcond`` on :math:`|\lambda| + \mu`; a descent direction. On :math:`x^2 - y^2`:
 
     >>> H = torch.diag(torch.tensor([2., -2.], dtype=torch.float64))
     >>> saddle_free_direction(H, torch.tensor([2., -2.], dtype=torch.float64))   # x -> 0, y moves away
     tensor([-1.,  1.], dtype=torch.float64)
-
-    Args:
-        H: symmetric ``(P, P)`` curvature matrix.
-        g: gradient ``(P,)``.
-        damping: :math:`\mu \ge 0`.
-        rcond: relative cut-off on :math:`|\lambda| + \mu` (default ``P * eps``).
-
-    Returns:
-        The direction ``d`` ``(P,)``.
-
-    Raises:
-        ValueError: ``damping < 0``.
     """
     if damping < 0:
         raise ValueError(f"damping must be >= 0, got {damping}")
@@ -130,22 +98,17 @@ class NewtonStepper:
 
     Args:
         terms_fn: the loss, ``theta -> dict of terms`` or ``theta -> scalar``.
-        theta: the starting point (copied).
-        variant: ``"newton"``, ``"damped_newton"``, ``"saddle_free_newton"``, ``"gauss_newton"``,
-            ``"levenberg_marquardt"`` or ``"gradient_norm"``.
-        residual: ``theta -> r`` with ``loss == ||r||^2`` (Gauss–Newton / LM only; e.g. ``pinn.residual_vector``).
+        residual: ``theta -> r`` with ``loss == ||r||^2`` (Gauss–Newton / LM only; ``pinn.residual_vector``).
         rcond: relative eigenvalue cut-off of the pseudo-inverse (default ``P * eps``).
-        damping: :math:`\mu` added to :math:`|H|` (saddle-free) or the initial :math:`\mu` of LM / gradient-norm.
-        line_search: Armijo backtracking (:func:`pinnkit.linesearch.armijo`; default on for damped Newton,
-            saddle-free and Gauss–Newton).
+        damping: :math:`\mu` added to :math:`|H|` (saddle-free), or the initial :math:`\mu` of LM / gradient-norm.
+        line_search: Armijo backtracking (default on for damped Newton, saddle-free and Gauss–Newton).
         max_backtracks: trial steps of the line search (or :math:`\mu` increases of LM / gradient-norm).
         c1: sufficient-decrease constant of the line search.
 
-    ``stalled`` is True after a step that left ``theta`` unchanged (no acceptable step was found).
+    ``stalled`` is True after a step that left ``theta`` unchanged.
 
     Raises:
-        ValueError: unknown variant, Gauss–Newton / LM without ``residual``, a residual whose squared norm is not
-            the loss, or ``damping < 0``.
+        ValueError: unknown variant, Gauss–Newton / LM without ``residual`` or with one not matching the loss.
     """
 
     VARIANTS = ("newton", "damped_newton", "saddle_free_newton", "gauss_newton", "levenberg_marquardt",
@@ -164,8 +127,7 @@ class NewtonStepper:
         self.f = total(terms_fn)
         self.residual = residual
         self.rcond = rcond
-        defaults = {"saddle_free_newton": 0.0, "levenberg_marquardt": 1e-3, "gradient_norm": 1e-6}
-        default_damping = defaults.get(variant, 0.0)
+        default_damping = {"levenberg_marquardt": 1e-3, "gradient_norm": 1e-6}.get(variant, 0.0)
         self.mu = float(default_damping if damping is None else damping)
         if self.mu < 0:
             raise ValueError(f"damping must be >= 0, got {damping}")
@@ -190,7 +152,7 @@ class NewtonStepper:
         return self._theta
 
     def state_dict(self) -> dict[str, Any]:
-        """The adaptive damping :math:`\\mu` (LM, gradient-norm) for :class:`pinnkit.train.TrainState`."""
+        """The adaptive damping :math:`\\mu` (LM, gradient-norm) for :class:`pinnkit.training.TrainState`."""
         return {"mu": self.mu}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -229,8 +191,7 @@ class NewtonStepper:
         elif self.variant == "levenberg_marquardt":
             lam, V = torch.linalg.eigh(C)
             Vg = V.T @ g
-            alpha = 0.0
-            new = theta
+            alpha, new = 0.0, theta
             for _ in range(self.max_backtracks):
                 d = -(V @ (Vg / (lam.clamp_min(0.0) + self.mu)))
                 trial = theta + d
@@ -259,118 +220,46 @@ class NewtonStepper:
 
 
 def newton(terms_fn: TermsFn, theta: Tensor, *, rcond: float | None = None) -> NewtonStepper:
-    """Undamped exact Newton (full step, pseudo-inverse of the dense Hessian).
-
-    Args:
-        terms_fn: the loss (terms dict or scalar).
-        theta: the starting point.
-        rcond: relative eigenvalue cut-off of the pseudo-inverse (default ``P * eps``).
-
-    Returns:
-        A :class:`NewtonStepper`.
-    """
+    """Undamped Newton: full steps, pseudo-inverse of the dense Hessian (:class:`NewtonStepper`)."""
     return NewtonStepper(terms_fn, theta, "newton", rcond=rcond)
 
 
 def damped_newton(terms_fn: TermsFn, theta: Tensor, *, rcond: float | None = None, c1: float = 1e-4,
                   max_backtracks: int = 40) -> NewtonStepper:
-    """Exact Newton direction with an Armijo backtracking line search on the loss (:math:`-g` when uphill).
-
-    Args:
-        terms_fn: the loss (terms dict or scalar).
-        theta: the starting point.
-        rcond: relative eigenvalue cut-off of the pseudo-inverse.
-        c1: sufficient-decrease constant.
-        max_backtracks: trial steps of the line search.
-
-    Returns:
-        A :class:`NewtonStepper`.
-    """
+    """Newton direction with an Armijo line search, :math:`-g` when uphill (:class:`NewtonStepper`)."""
     return NewtonStepper(terms_fn, theta, "damped_newton", rcond=rcond, c1=c1, max_backtracks=max_backtracks)
 
 
 def saddle_free_newton(terms_fn: TermsFn, theta: Tensor, *, damping: float = 0.0, rcond: float | None = None,
                        line_search: bool = True, c1: float = 1e-4, max_backtracks: int = 40) -> NewtonStepper:
-    r"""Saddle-free Newton, :math:`d = -(|H| + \mu I)^{-1} g` (Dauphin et al. 2014), with line search.
-
-    Args:
-        terms_fn: the loss (terms dict or scalar).
-        theta: the starting point.
-        damping: :math:`\mu \ge 0`.
-        rcond: relative cut-off of the pseudo-inverse.
-        line_search: Armijo backtracking (else full steps).
-        c1: sufficient-decrease constant.
-        max_backtracks: trial steps of the line search.
-
-    Returns:
-        A :class:`NewtonStepper`.
-    """
+    r"""Saddle-free Newton, :math:`d = -(|H| + \mu I)^{+} g`, with line search (:class:`NewtonStepper`)."""
     return NewtonStepper(terms_fn, theta, "saddle_free_newton", damping=damping, rcond=rcond,
                          line_search=line_search, c1=c1, max_backtracks=max_backtracks)
 
 
 def gauss_newton(terms_fn: TermsFn, theta: Tensor, *, residual: Callable[[Tensor], Tensor] | None = None,
                  rcond: float | None = None, c1: float = 1e-4, max_backtracks: int = 40) -> NewtonStepper:
-    r"""Gauss–Newton, :math:`d = -(2J^\top J)^{+} g`, with line search.
-
-    Args:
-        terms_fn: the loss (terms dict or scalar).
-        theta: the starting point.
-        residual: ``theta -> r`` with ``loss == ||r||^2`` (required; ``model.residual_vector``).
-        rcond: relative cut-off of the pseudo-inverse.
-        c1: sufficient-decrease constant.
-        max_backtracks: trial steps of the line search.
-
-    Returns:
-        A :class:`NewtonStepper`.
-
-    Raises:
-        ValueError: no ``residual`` or one that does not match the loss.
-    """
+    r"""Gauss–Newton, :math:`d = -(2J^\top J)^{+} g`, with line search; ``residual`` required."""
     return NewtonStepper(terms_fn, theta, "gauss_newton", residual=residual, rcond=rcond, c1=c1,
                          max_backtracks=max_backtracks)
 
 
 def levenberg_marquardt(terms_fn: TermsFn, theta: Tensor, *, residual: Callable[[Tensor], Tensor] | None = None,
                         damping: float = 1e-3, max_backtracks: int = 40) -> NewtonStepper:
-    r"""Levenberg–Marquardt, :math:`d = -(2J^\top J + \mu I)^{-1} g` with adaptive :math:`\mu`.
-
-    Args:
-        terms_fn: the loss (terms dict or scalar).
-        theta: the starting point.
-        residual: ``theta -> r`` with ``loss == ||r||^2`` (required; ``model.residual_vector``).
-        damping: the initial :math:`\mu`.
-        max_backtracks: how often :math:`\mu` may be doubled within one step.
-
-    Returns:
-        A :class:`NewtonStepper`.
-
-    Raises:
-        ValueError: no ``residual`` or one that does not match the loss.
-    """
+    r"""Levenberg–Marquardt, :math:`d = -(2J^\top J + \mu I)^{-1} g`, adaptive :math:`\mu`; ``residual`` required."""
     return NewtonStepper(terms_fn, theta, "levenberg_marquardt", residual=residual, damping=damping,
                          max_backtracks=max_backtracks)
 
 
 def gradient_norm(terms_fn: TermsFn, theta: Tensor, *, damping: float = 1e-6, max_backtracks: int = 40
                   ) -> NewtonStepper:
-    r"""Levenberg–Marquardt on :math:`\|\nabla L\|^2`: finds stationary points of any index.
-
-    Args:
-        terms_fn: the loss (terms dict or scalar).
-        theta: the starting point.
-        damping: the initial :math:`\mu` of :math:`d = -(H^2 + \mu I)^{-1} H g`.
-        max_backtracks: how often :math:`\mu` may be quadrupled within one step.
-
-    Returns:
-        A :class:`NewtonStepper`.
+    r"""Levenberg–Marquardt on :math:`\|\nabla L\|^2`, :math:`d = -(H^2 + \mu I)^{-1} H g`: finds stationary
+    points of any index.
     """
     return NewtonStepper(terms_fn, theta, "gradient_norm", damping=damping, max_backtracks=max_backtracks)
 
 
-#: the Newton-family steppers of this module (all registered in :data:`pinnkit.train.STEPPERS`)
+#: the Newton-family steppers of this module (all registered in :data:`pinnkit.training.STEPPERS`)
 METHODS: dict[str, Callable[..., NewtonStepper]] = {
     "newton": newton, "damped_newton": damped_newton, "saddle_free_newton": saddle_free_newton,
     "gauss_newton": gauss_newton, "levenberg_marquardt": levenberg_marquardt, "gradient_norm": gradient_norm}
-
-

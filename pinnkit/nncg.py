@@ -1,32 +1,15 @@
-r"""NysNewton-CG (NNCG) of Rathore et al. (2024, Appendix E): damped Newton–CG with a Nyström preconditioner.
+r"""NysNewton-CG (NNCG, Rathore et al. 2024, App. E): damped Newton–CG with a Nyström preconditioner.
 
-Each iteration solves the damped Newton system
-
-.. math::  (H + \mu I)\, d = \nabla L(\theta)
-
-by preconditioned conjugate gradients (warm-started from the previous direction), then steps
-:math:`\theta \leftarrow \theta - t d` with Armijo backtracking. The preconditioner is a randomized Nyström
-approximation :math:`\hat H = U \hat\Lambda U^\top` of rank ``s`` (refreshed every ``F`` iterations), with
+Each step solves :math:`(H + \mu I)\,d = \nabla L(\theta)` by preconditioned CG (warm-started from the previous
+direction) and steps :math:`\theta \leftarrow \theta - t d` with Armijo backtracking. The preconditioner is a
+rank-``s`` Nyström approximation :math:`\hat H = U \hat\Lambda U^\top` (refreshed every ``refresh`` steps),
 
 .. math::  P^{-1} = (\hat\lambda_s + \mu)\, U (\hat\Lambda + \mu I)^{-1} U^\top + (I - U U^\top).
 
-Two modes (``safeguard=``), because the authors' code (``opt_for_pinns``, ``nys_newton_cg.py``) has no safeguard:
-
-* ``safeguard=False`` (default) — **the paper's algorithm**: CG runs through negative curvature
-  (:math:`p^\top(H+\mu I)p \le 0`; it only counts it) until the tolerance or the iteration cap, and the direction is
-  used even when it is not a descent direction (the authors print a warning; Armijo then accepts only a vanishing
-  step, so the iterate does not move).
-* ``safeguard=True`` — CG stops at the first negative-curvature direction and returns its last iterate (truncated
-  Newton–CG, Nocedal & Wright, Algorithm 7.1), and if :math:`g^\top d \le 0` the step falls back to the
-  preconditioned gradient :math:`P^{-1} g`, which is always a descent direction. This guarantees progress where the
-  paper's mode cannot move (tested on a double well), but on the stalled PINNs of chapter 5 it truncated CG after a
-  few iterations and lowered the loss less than the paper's mode; hence it is an option, not the default.
-
-Other differences, both modes: the CG tolerance is relative, :math:`\|r\| \le \mathrm{tol}\,\|g\|` (the authors':
-absolute, 1e-16, which in practice means "always run ``cg_iters``"); the Armijo search (:func:`pinnkit.linesearch.armijo`
-on :math:`-d`, sufficient-decrease constant ``alpha``, shrink ``beta``) gives up after 40 halvings (step 0); an
-indefinite Nyström core is handled by keeping its positive part (see :func:`nystrom`). Every step's CG diagnostics
-are kept in :attr:`NNCGStepper.diagnostics` (:class:`NNCGStep`).
+``safeguard=False`` (default) is the paper's algorithm: CG runs through negative curvature and the direction is
+used even if :math:`g^\top d \le 0`. ``safeguard=True`` stops CG at negative curvature (Nocedal & Wright, Alg. 7.1)
+and falls back to :math:`P^{-1} g` when :math:`g^\top d \le 0`. The CG tolerance is relative,
+:math:`\|r\| \le \mathrm{tol}\,\|g\|` (the authors': absolute 1e-16).
 
 >>> import torch
 >>> A = torch.diag(torch.tensor([100.0, 10.0, 1.0], dtype=torch.float64)); b = torch.ones(3, dtype=torch.float64)
@@ -34,8 +17,6 @@ are kept in :attr:`NNCGStepper.diagnostics` (:class:`NNCGStep`).
 >>> s = nncg_stepper(lambda th: {"loss": f(th)}, torch.zeros(3, dtype=torch.float64), mu=1e-8, rank=2)
 >>> s.step(); bool(torch.allclose(s.theta, b / A.diagonal(), atol=1e-6)), s.last.exit
 (True, 'tolerance')
-
-Use it through the trainer: ``pk.train(pinn, "adam+lbfgs+nncg", steps, switch=(n_adam, n_lbfgs))``.
 """
 from __future__ import annotations
 
@@ -61,12 +42,9 @@ EXITS = ("tolerance", "max_iter", "negative_curvature")
 
 @dataclass(frozen=True)
 class NystromPreconditioner:
-    r"""Randomized Nyström preconditioner for :math:`H + \mu I`.
-
-    ``U`` (``P x s``, orthonormal columns) and ``lhat`` (``s``, descending, :math:`\ge 0`) give
-    :math:`\hat H = U\,\mathrm{diag}(\hat\lambda)\,U^\top`; :math:`P = \frac{1}{\hat\lambda_s+\mu}
-    U(\hat\Lambda + \mu I)U^\top + (I - UU^\top)`. ``indefinite`` is True when the sketched core
-    :math:`Q^\top H Q` was not positive definite and only its positive part was used.
+    r""":math:`\hat H = U\,\mathrm{diag}(\hat\lambda)\,U^\top` (``U`` ``(P, s)`` orthonormal, ``lhat`` descending,
+    :math:`\ge 0`) and the preconditioner :math:`P` of :math:`H + \mu I`; ``indefinite``: the sketched core was not
+    positive definite and only its positive part was kept.
     """
 
     U: Tensor
@@ -76,62 +54,40 @@ class NystromPreconditioner:
 
     @property
     def rank(self) -> int:
-        """The rank of the Nystrom approximation (its number of eigenvalues)."""
+        """The rank ``s`` of the approximation."""
         return int(self.lhat.numel())
 
     def _apply(self, v: Tensor, power: float) -> Tensor:
-        """:math:`P^{-power} v` for ``v`` of shape ``(P,)`` or ``(P, k)``."""
         scale = ((self.lhat[-1] + self.mu) / (self.lhat + self.mu)) ** power
         y = self.U.T @ v
         yv = scale * y if v.ndim == 1 else scale[:, None] * y
         return self.U @ yv + v - self.U @ y
 
     def apply_inverse(self, v: Tensor) -> Tensor:
-        r""":math:`P^{-1} v = (\hat\lambda_s+\mu) U(\hat\Lambda+\mu I)^{-1}U^\top v + v - UU^\top v`."""
+        r""":math:`P^{-1} v` for ``v`` of shape ``(P,)`` or ``(P, k)``."""
         return self._apply(v, 1.0)
 
     def apply_inverse_sqrt(self, v: Tensor) -> Tensor:
-        r""":math:`P^{-1/2} v` (same eigenvectors, square-rooted eigenvalues)."""
+        r""":math:`P^{-1/2} v`."""
         return self._apply(v, 0.5)
 
     def approximation(self) -> Tensor:
-        r"""The dense rank-``s`` approximation :math:`\hat H = U \hat\Lambda U^\top` (for tests and small ``P``)."""
+        r"""The dense :math:`\hat H = U \hat\Lambda U^\top`."""
         return (self.U * self.lhat) @ self.U.T
 
 
 def nystrom(H: MatVec | Tensor, n: int, rank: int, mu: float, *, generator: torch.Generator | None = None,
             dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu") -> NystromPreconditioner:
-    r"""Randomized Nyström approximation of the symmetric ``n x n`` matrix ``H`` (Appendix E, Algorithm 5).
+    r"""Randomized Nyström approximation of the symmetric ``n x n`` matrix ``H`` (App. E, Algorithm 5).
 
-    Steps: Gaussian :math:`\Omega`; :math:`Q = \mathrm{qr}(\Omega)`; :math:`Y = HQ`; shift
-    :math:`\nu = \sqrt{n}\,\epsilon\,\|Y\|_F`, :math:`Y_\nu = Y + \nu Q`; core :math:`M = Q^\top Y_\nu`;
-    :math:`B = Y_\nu C^{-\top}` with :math:`C = \mathrm{chol}(M)`; thin SVD :math:`B = U\Sigma V^\top`;
-    :math:`\hat\lambda = \max(0, \Sigma^2 - \nu)`, so :math:`\hat H = Y_\nu M^{-1} Y_\nu^\top - \nu I` on the range.
+    :math:`Q = \mathrm{qr}(\Omega)`, :math:`Y_\nu = HQ + \nu Q` (:math:`\nu = \sqrt n\,\epsilon\,\|HQ\|_F`),
+    :math:`C = \mathrm{chol}(Q^\top Y_\nu)`, :math:`Y_\nu C^{-\top} = U\Sigma V^\top`,
+    :math:`\hat\lambda = \max(0, \Sigma^2 - \nu)`. If the core :math:`M = Q^\top Y_\nu` is indefinite, it is
+    pseudo-inverted by ``eigh`` (not shifted, as the authors do: that divides by a near-zero eigenvalue and
+    gives a fake top eigenvalue) and the positive part of :math:`Y_\nu M^{+} Y_\nu^\top - \nu I` is kept.
 
-    If :math:`H` is indefinite the core :math:`M` may be too, and Cholesky fails. The authors then shift :math:`M`
-    by :math:`|\lambda_{\min}(M)|`, which makes it *nearly singular*: the Nyström formula divides by that near-zero
-    eigenvalue and returns a fake top eigenvalue orders of magnitude above :math:`\lambda_{\max}(H)`, and the
-    "preconditioned" system is worse conditioned than the plain one. Here the core is instead eigendecomposed,
-    :math:`M = V\,\mathrm{diag}(w)\,V^\top`, and pseudo-inverted (:math:`|w_i| > s\,\epsilon\max_j|w_j|`): the
-    indefinite Nyström approximation :math:`Y_\nu M^+ Y_\nu^\top = B J B^\top` with
-    :math:`B = Y_\nu V |W|^{-1/2}`, :math:`J = \mathrm{sign}(W)`, is eigendecomposed through a thin QR of
-    :math:`B`, and its non-positive part is dropped, :math:`\hat\lambda = \max(0, \ell - \nu)`, as the paper's
-    :math:`\max(0, S^2 - \nu)` intends. When the sketch spans the range of a low-rank :math:`H` this recovers the
-    exact positive spectrum (tested); in general it is the Nyström approximation (Frangella, Tropp & Udell 2023) of
-    the curvature the sketch sees, with the negative directions left to the identity part of :math:`P^{-1}`. The
-    result has ``indefinite=True``.
-
-    Args:
-        H: a dense symmetric matrix, or a batched product ``V -> (H V^T)^T`` on rows ``V`` of shape ``(s, n)``
-            (as :func:`pinnkit.curvature.hvp_batch` / :class:`~pinnkit.curvature.HVPOperator`).
-        n: the dimension. rank: the sketch size ``s``. mu: the damping stored in the preconditioner.
-        generator: random generator of the test matrix. dtype, device: of the sketch (taken from ``H`` if dense).
-
-    Returns:
-        The :class:`NystromPreconditioner` (``U`` columns, ``lhat`` descending and non-negative).
-
-    Raises:
-        ValueError: ``rank`` is not in ``1..n``.
+    ``H``: a dense matrix or a batched product ``V -> (H V^T)^T`` on rows ``V`` ``(s, n)``
+    (:class:`~pinnkit.curvature.HVPOperator`). ``rank``: the sketch size ``s`` in ``1..n``.
     """
     if not 0 < rank <= n:
         raise ValueError(f"rank must be in 1..{n} (the number of parameters), got {rank}; lower rank=")
@@ -141,7 +97,7 @@ def nystrom(H: MatVec | Tensor, n: int, rank: int, mu: float, *, generator: torc
         dtype, device = dense.dtype, dense.device
     omega = torch.randn(n, rank, generator=generator, dtype=dtype, device="cpu").to(device)
     Q, _ = torch.linalg.qr(omega)
-    Y = H(Q.T).T                                            # n x s
+    Y = H(Q.T).T
     nu = math.sqrt(n) * torch.finfo(dtype).eps * float(torch.linalg.matrix_norm(Y))
     Y_nu = Y + nu * Q
     core = Q.T @ Y_nu
@@ -149,10 +105,10 @@ def nystrom(H: MatVec | Tensor, n: int, rank: int, mu: float, *, generator: torc
     C, info = torch.linalg.cholesky_ex(core)
     indefinite = int(info) != 0
     if not indefinite:
-        B = torch.linalg.solve_triangular(C, Y_nu.T, upper=False).T   # B = Y_nu C^{-T}
+        B = torch.linalg.solve_triangular(C, Y_nu.T, upper=False).T
         U, S, _ = torch.linalg.svd(B, full_matrices=False)
         lhat = (S ** 2 - nu).clamp_min(0.0)
-    else:                            # pseudo-inverse core, then the positive part of Y_nu M^+ Y_nu^T
+    else:
         w, V = torch.linalg.eigh(core)
         keep = w.abs() > rank * torch.finfo(dtype).eps * float(w.abs().max())
         if not bool(keep.any()):                            # the sketch saw no curvature: identity preconditioner
@@ -162,16 +118,15 @@ def nystrom(H: MatVec | Tensor, n: int, rank: int, mu: float, *, generator: torc
         Qb, Rb = torch.linalg.qr(B)
         K = (Rb * torch.sign(w[keep])) @ Rb.T
         ell, Z = torch.linalg.eigh(0.5 * (K + K.T))
-        U, lhat = (Qb @ Z).flip(1), (ell.flip(0) - nu).clamp_min(0.0)   # descending; non-positive part -> 0
+        U, lhat = (Qb @ Z).flip(1), (ell.flip(0) - nu).clamp_min(0.0)
     return NystromPreconditioner(U=U, lhat=lhat, mu=float(mu), indefinite=indefinite)
 
 
 @dataclass(frozen=True)
 class CGResult:
-    """Result of :func:`pcg`: the solution ``x``, the CG iterations used, the final relative residual
-    :math:`\\|b - Ax\\| / \\|b\\|` and preconditioned residual :math:`\\sqrt{r^\\top M^{-1} r / b^\\top M^{-1} b}`,
-    why CG stopped (``exit``: ``"tolerance"``, ``"max_iter"`` or ``"negative_curvature"``) and how many
-    search directions had :math:`p^\\top A p \\le 0` (``negative_curvature_hits``).
+    r"""Result of :func:`pcg`: ``x``, iterations, :math:`\|b - Ax\|/\|b\|`, the preconditioned residual
+    :math:`\sqrt{r^\top M^{-1} r / b^\top M^{-1} b}`, the ``exit`` reason (:data:`EXITS`) and the number of
+    directions with :math:`p^\top A p \le 0`.
     """
 
     x: Tensor
@@ -181,23 +136,14 @@ class CGResult:
     exit: str
     negative_curvature_hits: int = 0
 
-    @property
-    def negative_curvature(self) -> bool:
-        """Whether CG met a direction of non-positive curvature."""
-        return self.negative_curvature_hits > 0
-
 
 def pcg(A: MatVec, b: Tensor, x0: Tensor | None = None, M_inv: MatVec | None = None, tol: float = 1e-8,
         max_iter: int = 100, *, stop_on_negative_curvature: bool = True) -> CGResult:
     r"""Preconditioned conjugate gradients for :math:`Ax = b` (``A`` symmetric).
 
-    Stops when :math:`\|b - Ax\| \le \mathrm{tol}\,\|b\|` (``exit="tolerance"``), after ``max_iter`` products
-    (``"max_iter"``), or — with ``stop_on_negative_curvature`` — at the first direction with :math:`p^\top A p \le 0`
-    (``"negative_curvature"``; ``x`` is then the last iterate). Without it CG carries on as the authors' code does
-    (a negative step length along ``p``), only counting such directions; an exactly zero curvature still stops it.
-
-    Returns:
-        A :class:`CGResult`.
+    Stops at :math:`\|b - Ax\| \le \mathrm{tol}\,\|b\|`, after ``max_iter`` products, or (with
+    ``stop_on_negative_curvature``) at the first :math:`p^\top A p \le 0`, returning the last iterate. Without it
+    such directions are only counted (the authors' CG); an exactly zero curvature always stops.
     """
     M_inv = M_inv or (lambda v: v)
     x = torch.zeros_like(b) if x0 is None else x0.clone()
@@ -236,14 +182,9 @@ def pcg(A: MatVec, b: Tensor, x0: Tensor | None = None, M_inv: MatVec | None = N
 
 @dataclass(frozen=True)
 class NNCGStep:
-    """Diagnostics of one NNCG step.
-
-    ``cg_iters``, ``exit`` (``"tolerance"`` / ``"max_iter"`` / ``"negative_curvature"``), ``rel_residual`` and
-    ``precond_residual`` describe the CG solve; ``negative_curvature_hits`` counts CG directions with
-    :math:`p^\\top(H+\\mu I)p \\le 0`; ``descent`` is :math:`g^\\top d > 0` for the CG direction; ``fallback`` says
-    the preconditioned gradient was used instead (safeguard mode only); ``t`` is the Armijo step (0: no step
-    accepted); ``hvps`` counts Hessian-vector products of the step (CG + Nyström refresh); ``refreshed`` and
-    ``indefinite`` describe the preconditioner.
+    """One NNCG step: the CG solve (``cg_iters``, ``exit``, residuals, ``negative_curvature_hits``), whether
+    :math:`g^\\top d > 0` (``descent``), whether the preconditioned gradient replaced it (``fallback``), the Armijo
+    step ``t`` (0: none accepted), the step's Hessian-vector products and the preconditioner's state.
     """
 
     step: int
@@ -262,8 +203,14 @@ class NNCGStep:
     indefinite: bool
 
 
+def _check_armijo(alpha: float, beta: float, max_step: float) -> None:
+    if not (0 < alpha < 1 and 0 < beta < 1 and max_step > 0):
+        raise ValueError(f"Armijo needs 0 < alpha < 1, 0 < beta < 1 and max_step > 0; got alpha={alpha}, "
+                         f"beta={beta}, max_step={max_step}")
+
+
 class _CountedIterate:
-    """An iterate ``_theta`` and a loss whose evaluations are counted in ``evals`` (NNCG and its GD control)."""
+    """An iterate ``_theta`` and a loss whose evaluations are counted in ``evals``."""
 
     loss: Callable[[Tensor], Tensor]
     _theta: Tensor
@@ -280,13 +227,9 @@ class _CountedIterate:
 
 
 class NNCGStepper(_CountedIterate):
-    """NNCG on a flat ``theta`` (the stepper protocol of :mod:`pinnkit.train`): ``step()`` = one Newton–CG
-    iteration (one "iteration" in Rathore et al.'s count). ``diagnostics`` holds one :class:`NNCGStep` per step,
-    ``last`` the latest. See the module docstring for ``safeguard`` (False, the default: the paper's algorithm).
-
-    Budgets: ``evals`` counts loss evaluations so far (per step one loss-and-gradient evaluation, the loss at the
-    current point, and every Armijo trial; :attr:`pinnkit.train.History.evals` logs it) and ``hvps`` the
-    Hessian-vector products (CG and the Nyström sketch).
+    """NNCG on a flat ``theta``; ``step()`` is one Newton–CG iteration. ``diagnostics`` holds one
+    :class:`NNCGStep` per step; ``evals`` counts loss evaluations (gradient, loss, Armijo trials) and ``hvps``
+    Hessian-vector products.
     """
 
     iterations_per_step = 1
@@ -297,9 +240,7 @@ class NNCGStepper(_CountedIterate):
         if mu <= 0 or refresh <= 0 or cg_iters <= 0 or chunk <= 0:
             raise ValueError(f"mu, refresh, cg_iters and chunk must be positive; got mu={mu}, refresh={refresh}, "
                              f"cg_iters={cg_iters}, chunk={chunk}")
-        if not (0 < alpha < 1 and 0 < beta < 1 and max_step > 0):
-            raise ValueError(f"Armijo needs 0 < alpha < 1, 0 < beta < 1 and max_step > 0; got alpha={alpha}, "
-                             f"beta={beta}, max_step={max_step}")
+        _check_armijo(alpha, beta, max_step)
         self.loss = total(terms_fn)
         self._theta = theta.detach().clone()
         self.rank = min(int(rank), theta.numel())
@@ -309,9 +250,7 @@ class NNCGStepper(_CountedIterate):
         self.gen = torch.Generator().manual_seed(int(seed))
         self.precond: NystromPreconditioner | None = None
         self.d: Tensor | None = None
-        self.k = 0
-        self.evals = 0     # loss evaluations so far (a gradient counts one)
-        self.hvps = 0      # Hessian-vector products so far
+        self.k, self.evals, self.hvps = 0, 0, 0
         self.diagnostics: list[NNCGStep] = []
 
     @property
@@ -320,10 +259,7 @@ class NNCGStepper(_CountedIterate):
         return self.diagnostics[-1] if self.diagnostics else None
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything the next step depends on, for :class:`pinnkit.train.TrainState`: the step count (it decides
-        when the preconditioner is refreshed), the preconditioner, the CG warm start and the sketch's random
-        state (``theta`` is saved separately; the diagnostics are not kept).
-        """
+        """The step count, preconditioner, CG warm start, counters and the sketch's RNG state (not ``theta``)."""
         pre = self.precond
         return {"k": self.k, "d": self.d, "gen": self.gen.get_state(), "evals": self.evals, "hvps": self.hvps,
                 "precond": None if pre is None else {"U": pre.U, "lhat": pre.lhat, "mu": pre.mu,
@@ -347,7 +283,7 @@ class NNCGStepper(_CountedIterate):
         th = self._theta
         op = hvp_operator(self.loss, th)          # gradient graph built once, reused by every product below
         g, f0 = op.grad, float(self._counted(th))
-        self.evals += 1                           # the gradient (built by hvp_operator)
+        self.evals += 1                           # the gradient
         if not (math.isfinite(f0) and bool(torch.isfinite(g).all())):
             raise FloatingPointError(f"NNCG step {self.k}: the loss or gradient is not finite at the current theta; "
                                      "train in float64 or stop the previous phase earlier")
@@ -368,9 +304,9 @@ class NNCGStepper(_CountedIterate):
                 "use safeguard=True (stops CG at negative curvature)")
         descent = float(torch.dot(g, d)) > 0
         fallback = self.safeguard and not descent
-        if fallback:                              # not a descent direction: use the preconditioned gradient
+        if fallback:
             d = self.precond.apply_inverse(g)
-        ls = armijo(self._counted, th, f0, g, -d, c1=self.alpha, shrink=self.beta, max_step=self.max_step)  # th - t d
+        ls = armijo(self._counted, th, f0, g, -d, c1=self.alpha, shrink=self.beta, max_step=self.max_step)
         self.d = cg.x.detach()                    # warm start from the CG solution, as the authors
         self._theta = ls.theta.detach()
         self.diagnostics.append(NNCGStep(
@@ -385,25 +321,17 @@ class NNCGStepper(_CountedIterate):
 def nncg_stepper(terms_fn: TermsFn, theta: Tensor, *, mu: float = 1e-2, rank: int = 60, refresh: int = 20,
                  cg_iters: int = 100, cg_tol: float = 1e-8, alpha: float = 0.1, beta: float = 0.5,
                  max_step: float = 1.0, chunk: int = 16, seed: int = 0, safeguard: bool = False) -> NNCGStepper:
-    """Stepper factory for :data:`pinnkit.train.STEPPERS` (``"nncg"``).
-
-    Defaults are the paper's (rank 60, refresh 20, Armijo ``alpha`` 0.1 / ``beta`` 0.5, ``max_step`` 1) with
-    CPU-friendly CG limits (the paper: 1000 iterations, absolute tolerance 1e-16). ``chunk``: Hessian-vector
-    products per batch in the Nyström sketch; ``seed``: of the sketch; ``safeguard``: see :mod:`pinnkit.nncg`
-    (False = the paper's algorithm).
+    """Stepper factory ``"nncg"`` for :data:`pinnkit.training.STEPPERS`: the paper's rank, refresh and Armijo
+    constants, CPU-sized CG limits (the paper: 1000 iterations). ``chunk``: products per batch in the sketch.
     """
     return NNCGStepper(terms_fn, theta, mu=mu, rank=rank, refresh=refresh, cg_iters=cg_iters, cg_tol=cg_tol,
                        alpha=alpha, beta=beta, max_step=max_step, chunk=chunk, seed=seed, safeguard=safeguard)
 
 
 class GDArmijoStepper(_CountedIterate):
-    r"""Gradient descent with NNCG's Armijo search: :math:`\theta \leftarrow \theta - t\nabla L`, the first
-    trial :math:`t` = ``max_step``, halved (``beta``) until :math:`L` falls by ``alpha`` :math:`t\|\nabla L\|^2`.
-
-    The control for NNCG: the same line search and budget without curvature, so a gain NNCG makes and this does
-    not comes from the curvature, not from the line search. ``evals`` counts loss evaluations (one
-    loss-and-gradient evaluation per step and every Armijo trial), ``last_t`` the latest accepted step (0: none
-    accepted).
+    r"""NNCG's control: :math:`\theta \leftarrow \theta - t\nabla L` with the same Armijo search (first trial
+    ``max_step``, shrunk by ``beta`` until :math:`L` falls by ``alpha`` :math:`t\|\nabla L\|^2`); ``last_t``
+    is the accepted step (0: none).
 
     >>> import torch
     >>> s = GDArmijoStepper(lambda th: {"loss": (th ** 2).sum()}, torch.ones(2, dtype=torch.float64), max_step=1.0)
@@ -415,9 +343,7 @@ class GDArmijoStepper(_CountedIterate):
 
     def __init__(self, terms_fn: TermsFn, theta: Tensor, alpha: float = 0.1, beta: float = 0.5,
                  max_step: float = 1.0):
-        if not (0 < alpha < 1 and 0 < beta < 1 and max_step > 0):
-            raise ValueError(f"Armijo needs 0 < alpha < 1, 0 < beta < 1 and max_step > 0; got alpha={alpha}, "
-                             f"beta={beta}, max_step={max_step}")
+        _check_armijo(alpha, beta, max_step)
         self.loss = total(terms_fn)
         self._theta = theta.detach().clone()
         self.alpha, self.beta, self.max_step = float(alpha), float(beta), float(max_step)
@@ -432,7 +358,7 @@ class GDArmijoStepper(_CountedIterate):
         th = self._theta.detach().requires_grad_(True)
         f = self.loss(th)
         (g,) = torch.autograd.grad(f, th)
-        self.evals += 1                           # the loss and its gradient
+        self.evals += 1
         f0 = float(f.detach())
         if not (math.isfinite(f0) and bool(torch.isfinite(g).all())):
             raise FloatingPointError(f"GD step {self.k}: the loss or gradient is not finite; train in float64")
@@ -441,7 +367,7 @@ class GDArmijoStepper(_CountedIterate):
         self.k += 1
 
     def state_dict(self) -> dict[str, Any]:
-        """The step count and evaluation count (``theta`` is saved separately)."""
+        """The step and evaluation counts (``theta`` is saved separately)."""
         return {"k": self.k, "evals": self.evals}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -451,9 +377,5 @@ class GDArmijoStepper(_CountedIterate):
 
 def gd_armijo_stepper(terms_fn: TermsFn, theta: Tensor, *, alpha: float = 0.1, beta: float = 0.5,
                       max_step: float = 1.0) -> GDArmijoStepper:
-    """Stepper factory for :data:`pinnkit.train.STEPPERS` (``"gd_armijo"``): :class:`GDArmijoStepper` with
-    NNCG's Armijo constants (``alpha`` 0.1, ``beta`` 0.5, first trial ``max_step`` 1).
-    """
+    """Stepper factory ``"gd_armijo"`` for :data:`pinnkit.training.STEPPERS` (:class:`GDArmijoStepper`)."""
     return GDArmijoStepper(terms_fn, theta, alpha=alpha, beta=beta, max_step=max_step)
-
-

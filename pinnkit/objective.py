@@ -1,9 +1,7 @@
 r"""The one interface every tool shares: a loss as a function of a flat parameter vector ``theta``.
 
-A *loss* is ``f(theta) -> scalar Tensor``; a *terms function* is ``f(theta) -> dict[str, Tensor]`` whose values
-are scalar and whose sum is the loss (``PINN.terms``: residual, initial, boundary). Every analysis in pinnkit
-accepts either and goes through :func:`total` (sum a dict) or :func:`as_terms` (wrap a scalar as a one-term dict),
-so there is one place where "sum the terms" is defined.
+A *loss* is ``f(theta) -> scalar``; a *terms function* ``f(theta) -> dict[str, scalar]`` sums to the loss
+(``PINN.terms``). Every tool reads either through :func:`total` (the sum) or :func:`as_terms` (the dict).
 
 >>> import torch
 >>> f = lambda th: {"a": (th ** 2).sum(), "b": th.sum()}
@@ -40,9 +38,8 @@ def _sum_terms(out: Any) -> Tensor:
 
 
 def function(objective: Any) -> Loss:
-    """The one way pinnkit reads an objective: a function of ``theta`` (scalar or dict of terms), an object with a
-    ``terms`` method (a :class:`~pinnkit.PINN`, a :class:`~pinnkit.regression.Regression`), or a dict of named
-    losses ``{"residual": f_r, "initial": f_0}`` (each ``theta -> scalar``), returned as a function of ``theta``.
+    """An objective as a function of ``theta``: a function of ``theta`` (scalar or dict of terms), an object with a
+    ``terms`` method (a :class:`~pinnkit.PINN`), or a dict of named losses ``{"residual": f_r, ...}``.
 
     >>> f = function({"a": lambda th: th.sum(), "b": lambda th: (th ** 2).sum()})
     >>> {k: float(v) for k, v in f(torch.ones(2)).items()}
@@ -68,9 +65,7 @@ def function(objective: Any) -> Loss:
 
 
 def total(f: Any) -> Callable[[Tensor], Tensor]:
-    r"""``f`` (any objective :func:`function` reads) as a scalar loss :math:`L(\theta) = \sum_k L_k(\theta)`:
-    a dict of terms is summed, a scalar kept.
-    """
+    r"""``f`` (any objective :func:`function` reads) as the scalar loss :math:`L(\theta) = \sum_k L_k(\theta)`."""
     fn = function(f)
 
     def loss(theta: Tensor) -> Tensor:
@@ -79,9 +74,7 @@ def total(f: Any) -> Callable[[Tensor], Tensor]:
 
 
 def as_terms(f: Any) -> TermsFn:
-    """``f`` (any objective :func:`function` reads) as a terms function: a scalar loss becomes the one-term dict
-    ``{"loss": f(theta)}``.
-    """
+    """``f`` (any objective :func:`function` reads) as a terms function; a scalar loss becomes ``{"loss": f}``."""
     fn = function(f)
 
     def terms(theta: Tensor) -> dict[str, Tensor]:
@@ -98,11 +91,7 @@ def term(f: Callable[[Tensor], Mapping[str, Tensor]], name: str) -> Callable[[Te
 
 
 def resolve(objective: Any, theta0: Tensor | None) -> tuple[TermsFn, Tensor]:
-    """The terms function and starting point of an objective.
-
-    ``objective`` is a model with ``terms`` (and ``theta0``), such as a :class:`~pinnkit.PINN`, or a plain loss or
-    terms function of ``theta`` (then ``theta0`` is required).
-    """
+    """``(terms function, theta0)`` of an objective; ``theta0`` defaults to the model's own (a :class:`~pinnkit.PINN`)."""
     terms_fn = as_terms(objective)
     if theta0 is None:
         if not hasattr(objective, "theta0"):
@@ -112,17 +101,13 @@ def resolve(objective: Any, theta0: Tensor | None) -> tuple[TermsFn, Tensor]:
 
 
 def _functorch_active() -> bool:
-    """Whether a ``torch.func`` transform is active (conservatively True if torch cannot tell)."""
     probe = getattr(torch._C, "_are_functorch_transforms_active", None)
     return True if probe is None else bool(probe())
 
 
 def value_and_grad(terms_fn: Loss, theta: Tensor) -> tuple[Tensor, dict[str, Tensor], Tensor]:
-    """``(loss, terms, grad)`` at ``theta`` (loss = sum of terms), all detached; ``theta`` is not modified.
-
-    Outside any ``torch.func`` transform the gradient is taken by plain reverse-mode autograd (the same numbers,
-    without the per-operation overhead of the ``torch.func.grad`` wrapper: see ``benchmarks/loss.py``); inside one
-    (``vmap``, ``grad``, ...) by :func:`torch.func.grad_and_value`.
+    """``(loss, terms, grad)`` at ``theta``, detached; by plain autograd (faster), or by
+    :func:`torch.func.grad_and_value` inside a ``torch.func`` transform.
     """
     terms_of = as_terms(terms_fn)
     if not _functorch_active():

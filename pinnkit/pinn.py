@@ -7,9 +7,6 @@
 ['boundary', 'initial', 'residual']
 >>> bool(pinn.loss(theta) == sum(pinn.terms(theta).values()))
 True
-
-Every analysis in pinnkit (curvature, optimizers, alignment, landscapes) takes such functions of
-``theta``; :meth:`PINN.terms` is the per-term dict, :meth:`PINN.loss` its sum.
 """
 from __future__ import annotations
 
@@ -19,7 +16,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from .flat import Block, FlatMLP  # noqa: F401  (Block re-exported)
+from .flat import Block, FlatMLP  # noqa: F401  (re-exported)
 from .objective import total
 from .problems import Problem, make
 
@@ -29,19 +26,11 @@ class PINN(FlatMLP):
 
     Args:
         problem: a :class:`~pinnkit.problems.Problem` or its name (``"convection"``, ...).
-        widths: hidden-layer widths.
         n_res, n_ic, n_bc: residual, initial and per-boundary point counts.
-        seed: seeds both the initialisation and the collocation sample.
-        sampling: ``"grid"`` (residual points drawn from the interior of the problem's evaluation grid
-            ``problem.eval_shape``, 254 x 98 points for the 256 x 100 grid), ``"authors"`` (Rathore et al.'s
-            points: the 255 x 100 interior of their 257 x 101 grid, drawn as their code draws them) or
-            ``"random"`` (uniform in the open domain).
-        dtype, device: where ``theta`` and all points live.
-        eval_shape: points per input column of the grid on which :meth:`l2re` is measured (``X_eval``);
-            default ``problem.eval_shape``. It does NOT change where grid residual points are drawn from
-            (always ``problem.eval_shape``), so a coarse ``eval_shape`` keeps the same training points.
-
-    Sizes may be Python or numpy integers.
+        seed: seeds the initialisation and the collocation sample.
+        sampling: ``"grid"`` (the interior of the grid ``problem.eval_shape``), ``"authors"`` (Rathore et al.'s
+            points) or ``"random"`` (uniform); see :meth:`~pinnkit.problems.Problem.sample`.
+        eval_shape: the grid of :meth:`l2re` (default ``problem.eval_shape``; training points do not change).
     """
 
     def __init__(self, problem: Problem | str, widths: Sequence[int] = (50, 50, 50), n_res: int = 10_000,
@@ -59,7 +48,6 @@ class PINN(FlatMLP):
         except NotImplementedError:
             self.u_exact = None
 
-    # --- losses ------------------------------------------------------------------------------------
     def residuals(self, theta: Tensor) -> dict[str, Tensor]:
         """Per-term residual vectors; each loss term is the mean of its squares."""
         return self.problem.residuals(self.u(theta), self.points)

@@ -1,13 +1,11 @@
-"""The ``classroom`` / ``paper`` switch, device and dtype selection — in one place.
+"""The ``classroom`` / ``paper`` switch and the device, in one place.
 
-``PINNKIT_PRESET`` picks the preset; unset, it is ``paper`` when CUDA is available, else ``classroom``.
-``PINNKIT_DEVICE`` (``cpu`` or ``cuda``) picks the device; unset, the classroom preset runs on the CPU (its
-stored outputs are CPU numbers) and the paper preset on CUDA when available. ``make test`` sets
-``PINNKIT_PRESET=classroom PINNKIT_DEVICE=cpu``; ``make gpu-check`` runs the GPU smoke tests. Each chapter keeps
-its own sizes and picks them with :meth:`Preset.choose`::
+``$PINNKIT_PRESET`` picks the preset (unset: ``paper`` when CUDA is available, else ``classroom``);
+``$PINNKIT_DEVICE`` (``cpu``/``cuda``) the device (unset: CUDA for the paper preset when available, else the CPU).
+A chapter picks its sizes with :meth:`Preset.choose`::
 
-    P = pinnkit.setup()
-    cfg = P.choose(classroom=dict(width=20, steps=500), paper=dict(width=200, steps=41_000))
+    preset = pinnkit.setup()
+    cfg = preset.choose(classroom=dict(width=20, steps=500), paper=dict(width=200, steps=41_000))
 """
 from __future__ import annotations
 
@@ -45,18 +43,11 @@ class Preset:
 
 
 def check_device(device: str | torch.device | None, source: str = "device") -> torch.device:
-    """``device`` as a :class:`torch.device` (default CPU), with a clear error when CUDA is asked for without one.
-
-    Args:
-        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, a :class:`torch.device` or ``None`` (CPU).
-        source: how the caller names the setting in the error message (``"device"``, ``"PINNKIT_DEVICE"``).
-
-    Returns:
-        The device; ``cuda`` without an index becomes the current CUDA device (``cuda:0``).
+    """``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``, a :class:`torch.device`; None: CPU) as a device, ``cuda``
+    with its index; ``source`` names the setting in errors.
 
     Raises:
-        ValueError: not a device name, CUDA while ``torch.cuda.is_available()`` is False, or a CUDA index that
-            does not exist.
+        ValueError: not a device, or CUDA (or a CUDA index) that this machine does not have.
     """
     if device is None:
         return torch.device("cpu")
@@ -79,8 +70,7 @@ def check_device(device: str | torch.device | None, source: str = "device") -> t
 
 
 def default_device(name: str = "paper") -> torch.device:
-    """The device of preset ``name``: ``$PINNKIT_DEVICE`` if set, else CUDA for the paper preset when available,
-    else the CPU (the classroom preset's stored outputs are CPU numbers).
+    """The device of preset ``name``: ``$PINNKIT_DEVICE``, else CUDA for ``paper`` when available, else the CPU.
 
     Raises:
         ValueError: ``$PINNKIT_DEVICE`` is not ``cpu``/``cuda``, or asks for CUDA without a GPU.
@@ -94,13 +84,8 @@ def default_device(name: str = "paper") -> torch.device:
 
 
 def current(name: str | None = None) -> Preset:
-    """The preset named ``name``, else ``$PINNKIT_PRESET``, else ``paper`` with CUDA / ``classroom`` without.
-
-    Args:
-        name: ``"classroom"`` or ``"paper"`` (case-insensitive), or ``None``.
-
-    Returns:
-        The :class:`Preset` with its device (:func:`default_device`).
+    """The :class:`Preset` ``name`` (case-insensitive), else ``$PINNKIT_PRESET``, else ``paper`` with CUDA and
+    ``classroom`` without, on its :func:`default_device`.
 
     Raises:
         ValueError: an unknown preset name or a bad ``$PINNKIT_DEVICE``.
@@ -131,15 +116,8 @@ def _threads(threads: Any) -> int:
 
 
 def perturbed() -> int:
-    """Which rounding-level perturbation ``$PINNKIT_PERTURB`` asks for: 0 (none, the default) or a positive
-    integer ``k`` that picks one of many equally plausible "other machines".
-
-    ``make test`` executes every chapter twice: once as stored, once with ``PINNKIT_PERTURB=1``. A perturbed run
-    stands in for another CPU, whose vector width and BLAS kernels sum in another order and so round differently:
-    it uses :data:`PERTURB_THREADS` torch threads (other reduction orders, as another CPU's kernels) and nudges
-    every nonzero initial parameter by one ulp (:func:`nudge`, signs drawn from ``k``), a rounding-level difference
-    at the very start that a long chaotic run amplifies as it would amplify another CPU's. A claim that survives
-    several ``k`` is a property of the method, not of one floating-point trajectory.
+    """The perturbation ``$PINNKIT_PERTURB`` asks for: 0 (none) or ``k > 0``, a stand-in for another machine
+    (:data:`PERTURB_THREADS` threads and initial parameters moved by one ulp, :func:`nudge` with seed ``k``).
 
     Raises:
         ValueError: ``$PINNKIT_PERTURB`` is not a non-negative integer.
@@ -167,18 +145,10 @@ def nudge(theta: torch.Tensor, seed: int = 0) -> torch.Tensor:
 
 
 def setup(name: str | None = None, threads: int | None = None) -> Preset:
-    """Pick the preset and make CPU runs reproducible, then print one line saying what was chosen.
+    """Pick the preset (:func:`current`), fix torch's CPU threads and print one line saying what was chosen.
 
-    Fixes the number of torch threads (``threads``, else ``$PINNKIT_THREADS``, else 2 — so reductions sum in
-    the same order on any machine); under ``PINNKIT_PERTURB=1`` (:func:`perturbed`) it is
-    :data:`PERTURB_THREADS`, whatever ``threads`` asks for.
-
-    Args:
-        name: the preset (default ``$PINNKIT_PRESET``, see :func:`current`).
-        threads: torch CPU threads (a positive integer).
-
-    Returns:
-        The active :class:`Preset`.
+    ``threads`` (else ``$PINNKIT_THREADS``, else 2; :data:`PERTURB_THREADS` when :func:`perturbed`) fixes the
+    order in which reductions sum, so CPU runs repeat on any machine.
 
     Raises:
         ValueError: unknown preset, bad ``$PINNKIT_DEVICE``, or ``threads``/``$PINNKIT_THREADS`` not a positive

@@ -1,14 +1,9 @@
-"""PDE problems: domain, residual operator, initial/boundary conditions, exact solution, sampling.
+r"""PDE problems: domain, per-term residuals of a candidate ``u``, exact solution, collocation points.
 
-A :class:`Problem` knows how to turn a solution candidate ``u: X -> u(X)`` (``X`` of shape ``(N, d)``,
-columns ``(x, t)`` or ``(x,)``) into per-term residual vectors. Derivatives of ``u`` with respect to
-its inputs by :func:`jet`: all first derivatives in one reverse pass (:func:`torch.func.vjp` of ``u`` with a
-cotangent of ones, exact because ``u`` acts row by row), second derivatives by one more reverse pass each through
-the same graph -- as fast as a hand-written ``torch.autograd.grad`` PINN loss (``benchmarks/loss.py``). Every
-loss built from a problem stays a pure function that composes with ``torch.func.grad``, ``jvp``, ``vmap`` and
-Hessian-vector products.
-
-The settings of the convection, reaction and wave problems are those of Rathore et al. (ICML 2024).
+A candidate maps points ``X`` of shape ``(N, d)`` (columns ``(x, t)`` or ``(x,)``) to ``u(X)`` of shape ``(N,)``,
+row by row. Input derivatives come from :func:`jet` (reverse mode, as fast as a hand-written
+``torch.autograd.grad`` loss), so every loss stays a pure function that composes with :mod:`torch.func`.
+Convection, reaction and wave use Rathore et al.'s (ICML 2024) settings.
 """
 from __future__ import annotations
 
@@ -29,13 +24,7 @@ __all__ = [
 
 
 def partial(u: Fn, i: int) -> Fn:
-    r"""Return the function :math:`X \mapsto \partial u / \partial X_i` (forward mode, pointwise).
-
-    One forward-mode pass per derivative: convenient for a single derivative; the losses use :func:`jet`,
-    which gets all first derivatives in one reverse pass.
-
-    ``u`` must act row by row (``u(X)[n]`` depends only on ``X[n]``), as a network does. Nesting gives
-    higher derivatives: ``partial(partial(u, 0), 0)`` is :math:`u_{xx}`.
+    r""":math:`X \mapsto \partial u / \partial X_i` by one forward-mode pass (``u`` row-wise); nest for higher ones.
 
     >>> u = lambda X: X[:, 0] ** 3
     >>> partial(partial(u, 0), 0)(torch.tensor([[2.0]]))  # 6 x = 12
@@ -50,12 +39,8 @@ def partial(u: Fn, i: int) -> Fn:
 
 @dataclass(frozen=True)
 class Jet:
-    """A candidate ``u`` and its input derivatives at the rows of ``X`` (``(N, d)``).
-
-    Attributes:
-        value: ``u(X)``, shape ``(N,)``.
-        grad: all first derivatives, shape ``(N, d)``: ``grad[:, i]`` is :math:`\\partial u / \\partial X_i`.
-        second: pure second derivatives ``{i: d^2 u / dX_i^2}``, each of shape ``(N,)``, for the requested ``i``.
+    r"""A candidate at the rows of ``X``: ``value`` :math:`u` ``(N,)``, ``grad[:, i]`` :math:`\partial u/\partial X_i`
+    ``(N, d)``, ``second[i]`` :math:`\partial^2 u/\partial X_i^2` ``(N,)`` for the requested ``i``.
     """
 
     value: Tensor
@@ -63,35 +48,21 @@ class Jet:
     second: dict[int, Tensor] = field(default_factory=dict)
 
 
-def _value_and_input_grad(u: Fn) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
-    def g(X: Tensor) -> tuple[Tensor, Tensor]:
-        uX, pullback = torch.func.vjp(u, X)  # type: ignore[misc]  # torch stubs: 3-tuple with has_aux only
-        return pullback(torch.ones_like(uX))[0], uX
-    return g
-
-
 def jet(u: Fn, X: Tensor, second: Sequence[int] = ()) -> Jet:
-    r"""``u(X)``, all first input derivatives, and the pure second derivatives ``second`` in reverse mode.
+    r"""``u(X)``, all first input derivatives and the pure second derivatives of the columns ``second``.
 
-    ``u`` must act row by row (``u(X)[n]`` depends only on ``X[n]``), as a network does; then the vector-Jacobian
-    product with a cotangent of ones gives every row's gradient in ONE reverse pass, :math:`(\nabla u)_n =
-    \partial \sum_m u(X_m) / \partial X_n`. Each :math:`\partial^2 u/\partial X_i^2` costs one more reverse pass
-    through the same graph (cotangent: ones in column ``i``). This is what a hand-written ``torch.autograd.grad``
-    PINN loss does, written with :mod:`torch.func`, so losses built on it compose with ``grad``, ``jvp``, ``vmap``.
-
-    Args:
-        u: the candidate, ``(N, d) -> (N,)``, row-wise.
-        X: points, ``(N, d)``.
-        second: input columns whose pure second derivative is wanted (e.g. ``(0,)`` for :math:`u_{xx}`).
-
-    Returns:
-        A :class:`Jet` with ``value``, ``grad`` and ``second``.
+    For a row-wise ``u``, :math:`(\nabla u)_n = \partial \sum_m u(X_m) / \partial X_n`: one reverse pass (a
+    vector-Jacobian product with ones) gives every row's gradient; each :math:`\partial^2 u/\partial X_i^2` costs
+    one more pass through the same graph.
 
     >>> j = jet(lambda X: X[:, 0] ** 3 * X[:, 1], torch.tensor([[2.0, 5.0]]), second=(0,))
     >>> j.value, j.grad, j.second[0]   # u = 40, (3 x^2 t, x^3) = (60, 8), 6 x t = 60
     (tensor([40.]), tensor([[60.,  8.]]), tensor([60.]))
     """
-    g = _value_and_input_grad(u)
+    def g(X: Tensor) -> tuple[Tensor, Tensor]:
+        uX, pullback = torch.func.vjp(u, X)  # type: ignore[misc]  # torch stubs: 3-tuple with has_aux only
+        return pullback(torch.ones_like(uX))[0], uX
+
     if not second:
         du, uX = g(X)
         return Jet(uX, du, {})
@@ -105,16 +76,8 @@ def jet(u: Fn, X: Tensor, second: Sequence[int] = ()) -> Jet:
 
 
 def sum_of_mean_squares(*parts: Tensor) -> Tensor:
-    r"""Stack residual vectors so that the mean square of the result is the SUM of their mean squares.
-
-    Part :math:`r_j` of :math:`N_j` entries is scaled by :math:`\sqrt{N/N_j}` with :math:`N = \sum_j N_j`, so
-    :math:`\operatorname{mean}(r^2) = \sum_j \operatorname{mean}(r_j^2)` (a loss term with weight 1 per part).
-
-    Args:
-        parts: 1-D residual vectors.
-
-    Returns:
-        Their scaled concatenation, of length :math:`N`.
+    r"""The parts :math:`r_j` (:math:`N_j` entries) scaled by :math:`\sqrt{N/N_j}`, :math:`N = \sum_j N_j`, and
+    joined, so that :math:`\operatorname{mean}(r^2) = \sum_j \operatorname{mean}(r_j^2)`.
 
     >>> r = sum_of_mean_squares(torch.tensor([1.0, 1.0]), torch.tensor([2.0]))
     >>> float((r ** 2).mean())  # mean(1, 1) + mean(4)
@@ -126,7 +89,7 @@ def sum_of_mean_squares(*parts: Tensor) -> Tensor:
 
 @dataclass(frozen=True)
 class Collocation:
-    """Training points of one problem: a dict of point sets, one per loss term (``(N, d)`` tensors)."""
+    """Training points of one problem: one ``(N, d)`` tensor per loss term."""
 
     points: dict[str, Tensor]
 
@@ -135,9 +98,9 @@ class Collocation:
         return Collocation({k: v.to(device=device, dtype=dtype) for k, v in self.points.items()})
 
 
-def _check_positive(**sizes: int) -> dict[str, int]:
+def _check_positive(**sizes: int) -> list[int]:
     """The sizes as Python ints (numpy integers accepted); raise unless each is a positive integer."""
-    out = {}
+    out = []
     for name, n in sizes.items():
         try:
             k = operator.index(n)
@@ -145,7 +108,7 @@ def _check_positive(**sizes: int) -> dict[str, int]:
             k = 0
         if isinstance(n, bool) or k <= 0:
             raise ValueError(f"{name} must be a positive integer, got {n!r}")
-        out[name] = k
+        out.append(k)
     return out
 
 
@@ -154,11 +117,7 @@ AUTHORS_GRID = (257, 101)
 
 
 class Problem:
-    """A PDE on a box domain with its conditions and (optionally) an exact solution.
-
-    Subclasses set ``name``, ``bounds`` (one ``(low, high)`` pair per input column; the last column is
-    time for evolution problems) and implement :meth:`residuals` and :meth:`exact`.
-    """
+    """A PDE on a box domain, ``bounds`` one ``(low, high)`` per input column (time last), with its conditions."""
 
     name: str = "problem"
     bounds: tuple[tuple[float, float], ...] = ()
@@ -170,7 +129,6 @@ class Problem:
         """The number of input coordinates (space and time)."""
         return len(self.bounds)
 
-    # --- to implement -------------------------------------------------------------------------
     def residuals(self, u: Fn, pts: dict[str, Tensor]) -> dict[str, Tensor]:
         """Residual vectors per term for the candidate ``u``; the loss term is each one's mean square."""
         raise NotImplementedError
@@ -180,13 +138,11 @@ class Problem:
         raise NotImplementedError(f"{self.name} has no closed-form solution")
 
     def sample(self, n_res: int, n_ic: int, n_bc: int, seed: int = 0, method: str = "grid") -> Collocation:
-        """Seeded collocation points; ``method='grid'`` draws residual points from the interior of the
-        evaluation grid, ``'authors'`` from the interior of Rathore et al.'s 257 x 101 grid exactly as their code
-        does, ``'random'`` uniformly from the open domain.
+        """Seeded collocation points; residual points from the interior of the evaluation grid (``"grid"``), of
+        Rathore et al.'s 257 x 101 grid as their code draws them (``"authors"``), or uniform (``"random"``).
         """
         raise NotImplementedError
 
-    # --- shared machinery ---------------------------------------------------------------------
     def axes(self, shape: tuple[int, ...] | None = None, dtype: torch.dtype = torch.float64) -> list[Tensor]:
         """Evenly spaced coordinates along each axis of the domain (``shape``: points per axis)."""
         shape = shape or self.eval_shape
@@ -202,27 +158,23 @@ class Problem:
             return self._authors_interior(n, seed)
         if method == "grid":
             axes = [a[1:-1] for a in self.axes()]
-            sizes = [len(a) for a in axes]
-            total = math.prod(sizes)
+            total = math.prod(len(a) for a in axes)
             if n > total:
                 raise ValueError(f"n_res={n} exceeds the {total} interior grid points; use method='random'")
             idx = torch.randperm(total, generator=gen)[:n]
             cols = []
-            for a, s in zip(reversed(axes), reversed(sizes)):
-                cols.append(a[idx % s])
-                idx = idx // s
+            for a in reversed(axes):
+                cols.append(a[idx % len(a)])
+                idx = idx // len(a)
             return torch.stack(cols[::-1], dim=1)
         if method == "random":
-            lo = torch.tensor([b[0] for b in self.bounds], dtype=torch.float64)
-            hi = torch.tensor([b[1] for b in self.bounds], dtype=torch.float64)
-            return lo + (hi - lo) * torch.rand(n, self.dim, generator=gen, dtype=torch.float64)
+            b = torch.tensor(self.bounds, dtype=torch.float64)
+            return b[:, 0] + (b[:, 1] - b[:, 0]) * torch.rand(n, self.dim, generator=gen, dtype=torch.float64)
         raise ValueError(f"unknown sampling method {method!r}; valid: 'grid', 'authors', 'random'")
 
     def _authors_interior(self, n: int, seed: int) -> Tensor:
-        """Rathore et al.'s residual points: ``n`` distinct points of the 255 x 100 interior (x without both ends,
-        t without t = 0) of the 257 x 101 grid, drawn as their code draws them (NumPy's legacy
-        ``choice(25500, n, replace=False)`` right after ``np.random.seed(seed)``, over the mesh ``(t, x)``
-        flattened with x fastest).
+        """``n`` distinct points of the 255 x 100 interior (x without its ends, t > 0) of the 257 x 101 grid, as
+        ``np.random.seed(seed); choice(25500, n, replace=False)`` over the ``(t, x)`` mesh, x fastest.
         """
         import numpy as np
 
@@ -248,7 +200,7 @@ class _SpaceTime(Problem):
         return self.exact(torch.stack([x, torch.zeros_like(x)], dim=1))
 
     def sample(self, n_res: int, n_ic: int, n_bc: int, seed: int = 0, method: str = "grid") -> Collocation:
-        n_res, n_ic, n_bc = _check_positive(n_res=n_res, n_ic=n_ic, n_bc=n_bc).values()
+        n_res, n_ic, n_bc = _check_positive(n_res=n_res, n_ic=n_ic, n_bc=n_bc)
         gen = torch.Generator().manual_seed(seed)
         (x0, x1), (t0, t1) = self.bounds
         x = torch.linspace(x0, x1, n_ic, dtype=torch.float64)
@@ -261,14 +213,31 @@ class _SpaceTime(Problem):
         })
 
 
-class Convection(_SpaceTime):
-    r""":math:`u_t + \beta u_x = 0` on :math:`(0, 2\pi)\times(0, 1)`, :math:`u(x, 0) = \sin x`, periodic in x.
+class _Periodic(_SpaceTime):
+    r"""A first-order-in-time PDE, periodic in x. Loss terms (weight 1 each, as in the authors' code):
+    ``residual`` = :math:`\operatorname{mean}\,\mathcal{N}[u]^2`, ``initial`` =
+    :math:`\operatorname{mean}(u(x,0) - u_0(x))^2`, ``boundary`` = :math:`\operatorname{mean}(u(x_0,t) - u(x_1,t))^2`.
+    """
 
-    Exact solution :math:`u = \sin(x - \beta t)`.
+    second: tuple[int, ...] = ()   # the pure second derivatives the PDE needs
 
-    Loss terms (weight 1 each, as in the authors' code): ``residual`` = mean square of the PDE residual;
-    ``initial`` = :math:`\operatorname{mean}(u(x,0) - u_0(x))^2`; ``boundary`` (periodicity) =
-    :math:`\operatorname{mean}(u(x_0,t) - u(x_1,t))^2`, one mean square over the boundary times.
+    def pde(self, j: Jet) -> Tensor:
+        """The PDE residual :math:`\\mathcal{N}[u]` at the residual points, from the :class:`Jet` of ``u``."""
+        raise NotImplementedError
+
+    def residuals(self, u: Fn, pts: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The residual vectors of the loss terms of ``u`` at the collocation points ``pts``."""
+        x0 = pts["initial"]
+        return {
+            "residual": self.pde(jet(u, pts["residual"], self.second)),
+            "initial": u(x0) - self.initial(x0[:, 0]),
+            "boundary": u(pts["boundary_low"]) - u(pts["boundary_high"]),
+        }
+
+
+class Convection(_Periodic):
+    r""":math:`u_t + \beta u_x = 0` on :math:`(0, 2\pi)\times(0, 1)`, :math:`u(x, 0) = \sin x`; exact
+    :math:`u = \sin(x - \beta t)`.
     """
 
     name = "convection"
@@ -277,34 +246,22 @@ class Convection(_SpaceTime):
     def __init__(self, beta: float = 40.0):
         self.beta = float(beta)
 
+    def initial(self, x: Tensor) -> Tensor:
+        """:math:`u_0(x) = \\sin x`."""
+        return torch.sin(x)
+
     def exact(self, X: Tensor) -> Tensor:
-        """The exact solution at the points ``X`` (rows), as a column."""
+        """The exact solution at the rows of ``X``."""
         return torch.sin(X[:, 0] - self.beta * X[:, 1])
 
-    def residuals(self, u: Fn, pts: dict[str, Tensor]) -> dict[str, Tensor]:
-        """The residual vectors of the loss terms of ``u`` at the collocation points ``pts``."""
-        du = jet(u, pts["residual"]).grad
-        x0 = pts["initial"]
-        return {
-            "residual": du[:, 1] + self.beta * du[:, 0],
-            "initial": u(x0) - torch.sin(x0[:, 0]),
-            "boundary": u(pts["boundary_low"]) - u(pts["boundary_high"]),
-        }
+    def pde(self, j: Jet) -> Tensor:
+        """:math:`u_t + \\beta u_x`."""
+        return j.grad[:, 1] + self.beta * j.grad[:, 0]
 
 
-def _bump(x: Tensor) -> Tensor:
-    return torch.exp(-((x - math.pi) ** 2) / (2 * (math.pi / 4) ** 2))
-
-
-class Reaction(_SpaceTime):
-    r""":math:`u_t - \rho u (1 - u) = 0` on :math:`(0, 2\pi)\times(0, 1)`, periodic in x,
-    :math:`u(x, 0) = h(x) = \exp(-(x-\pi)^2 / (2(\pi/4)^2))`.
-
-    Exact solution :math:`u = h e^{\rho t} / (h e^{\rho t} + 1 - h)`.
-
-    Loss terms (weight 1 each, as in the authors' code): ``residual`` = mean square of the PDE residual;
-    ``initial`` = :math:`\operatorname{mean}(u(x,0) - u_0(x))^2`; ``boundary`` (periodicity) =
-    :math:`\operatorname{mean}(u(x_0,t) - u(x_1,t))^2`, one mean square over the boundary times.
+class Reaction(_Periodic):
+    r""":math:`u_t - \rho u (1 - u) = 0` on :math:`(0, 2\pi)\times(0, 1)`,
+    :math:`u(x, 0) = h(x) = \exp(-(x-\pi)^2 / (2(\pi/4)^2))`; exact :math:`u = h e^{\rho t} / (h e^{\rho t} + 1 - h)`.
     """
 
     name = "reaction"
@@ -313,47 +270,62 @@ class Reaction(_SpaceTime):
     def __init__(self, rho: float = 5.0):
         self.rho = float(rho)
 
+    def initial(self, x: Tensor) -> Tensor:
+        """:math:`h(x)`."""
+        return torch.exp(-((x - math.pi) ** 2) / (2 * (math.pi / 4) ** 2))
+
     def exact(self, X: Tensor) -> Tensor:
-        """The exact solution at the points ``X`` (rows), as a column."""
-        h = _bump(X[:, 0])
+        """The exact solution at the rows of ``X``."""
+        h = self.initial(X[:, 0])
         g = h * torch.exp(self.rho * X[:, 1])
         return g / (g + 1 - h)
 
-    def residuals(self, u: Fn, pts: dict[str, Tensor]) -> dict[str, Tensor]:
-        """The residual vectors of the loss terms of ``u`` at the collocation points ``pts``."""
-        j = jet(u, pts["residual"])
-        uX = j.value
-        x0 = pts["initial"]
-        return {
-            "residual": j.grad[:, 1] - self.rho * uX * (1 - uX),
-            "initial": u(x0) - _bump(x0[:, 0]),
-            "boundary": u(pts["boundary_low"]) - u(pts["boundary_high"]),
-        }
+    def pde(self, j: Jet) -> Tensor:
+        """:math:`u_t - \\rho u (1 - u)`."""
+        return j.grad[:, 1] - self.rho * j.value * (1 - j.value)
+
+
+class AllenCahn(_Periodic):
+    r""":math:`u_t - 10^{-4} u_{xx} + 5u^3 - 5u = 0` on :math:`(-1,1)\times(0,1)`, :math:`u(x,0) = x^2\cos\pi x`
+    (Wang et al. 2025). No closed form: :meth:`exact` raises; L2RE needs a reference solution.
+    """
+
+    name = "allen_cahn"
+    bounds = ((-1.0, 1.0), (0.0, 1.0))
+    eval_shape = (201, 101)
+    second = (0,)
+
+    def __init__(self, diffusion: float = 1e-4, reaction: float = 5.0):
+        self.diffusion = float(diffusion)
+        self.reaction = float(reaction)
+
+    def initial(self, x: Tensor) -> Tensor:
+        r""":math:`u_0(x) = x^2\cos(\pi x)`."""
+        return x ** 2 * torch.cos(math.pi * x)
+
+    def pde(self, j: Jet) -> Tensor:
+        """:math:`u_t - d\\,u_{xx} + r(u^3 - u)`."""
+        return j.grad[:, 1] - self.diffusion * j.second[0] + self.reaction * (j.value ** 3 - j.value)
 
 
 class Wave(_SpaceTime):
     r""":math:`u_{tt} - 4 u_{xx} = 0` on :math:`(0,1)^2`, :math:`u(x,0) = \sin \pi x + \tfrac12 \sin \beta\pi x`,
-    :math:`u_t(x, 0) = 0`, :math:`u(0,t) = u(1,t) = 0`.
+    :math:`u_t(x, 0) = 0`, :math:`u(0,t) = u(1,t) = 0`; exact
+    :math:`u = \sin \pi x \cos 2\pi t + \tfrac12 \sin \beta\pi x \cos 2\beta\pi t`.
 
-    Exact solution :math:`u = \sin \pi x \cos 2\pi t + \tfrac12 \sin \beta\pi x \cos 2\beta\pi t`.
-
-    Loss terms (as in the authors' code, each a plain sum of mean squares with weight 1):
-    ``residual`` = :math:`\operatorname{mean}(u_{tt} - 4u_{xx})^2`;
-    ``initial`` = :math:`\operatorname{mean}(u(x,0) - g)^2 + \operatorname{mean}\,u_t(x,0)^2`;
-    ``boundary`` = :math:`\operatorname{mean}\,u(0,t)^2 + \operatorname{mean}\,u(1,t)^2`.
-    The two-part terms are returned as one residual vector by :func:`sum_of_mean_squares`, so that its mean
-    square is the sum of the two mean squares.
+    Loss terms (weight 1, as the authors): ``residual`` = :math:`\operatorname{mean}(u_{tt} - 4u_{xx})^2`;
+    ``initial`` = :math:`\operatorname{mean}(u(x,0) - u_0)^2 + \operatorname{mean}\,u_t(x,0)^2`; ``boundary`` =
+    :math:`\operatorname{mean}\,u(0,t)^2 + \operatorname{mean}\,u(1,t)^2`, each one vector by :func:`sum_of_mean_squares`.
     """
 
     name = "wave"
     bounds = ((0.0, 1.0), (0.0, 1.0))
-    eval_shape = (256, 100)  # the paper samples residual points from a 255 x 100 grid
 
     def __init__(self, beta: float = 5.0):
         self.beta = float(beta)
 
     def exact(self, X: Tensor) -> Tensor:
-        """The exact solution at the points ``X`` (rows), as a column."""
+        """The exact solution at the rows of ``X``."""
         x, t = X[:, 0], X[:, 1]
         b = self.beta
         return torch.sin(math.pi * x) * torch.cos(2 * math.pi * t) + 0.5 * torch.sin(b * math.pi * x) * torch.cos(
@@ -366,54 +338,15 @@ class Wave(_SpaceTime):
         j0 = jet(u, x0)
         return {
             "residual": j.second[1] - 4.0 * j.second[0],
-            # initial term = MSE(u - g) + MSE(u_t); boundary term = MSE(u(0, t)) + MSE(u(1, t))
             "initial": sum_of_mean_squares(j0.value - self.exact(x0), j0.grad[:, 1]),
             "boundary": sum_of_mean_squares(u(pts["boundary_low"]), u(pts["boundary_high"])),
         }
 
 
-class AllenCahn(_SpaceTime):
-    r""":math:`u_t - 10^{-4} u_{xx} + 5u^3 - 5u = 0` on :math:`(-1,1)\times(0,1)`, :math:`u(x,0) = x^2\cos\pi x`,
-    periodic in x (Wang et al. 2025). No closed-form solution: :meth:`exact` raises, so L2RE needs a
-    reference solution supplied by the caller.
-
-    Loss terms (weight 1 each, as in the authors' code): ``residual`` = mean square of the PDE residual;
-    ``initial`` = :math:`\operatorname{mean}(u(x,0) - u_0(x))^2`; ``boundary`` (periodicity) =
-    :math:`\operatorname{mean}(u(x_0,t) - u(x_1,t))^2`, one mean square over the boundary times.
-    """
-
-    name = "allen_cahn"
-    bounds = ((-1.0, 1.0), (0.0, 1.0))
-    eval_shape = (201, 101)
-
-    def __init__(self, diffusion: float = 1e-4, reaction: float = 5.0):
-        self.diffusion = float(diffusion)
-        self.reaction = float(reaction)
-
-    def initial(self, x: Tensor) -> Tensor:
-        r"""The initial condition :math:`u(x, 0) = x^2\cos(\pi x)`."""
-        return x ** 2 * torch.cos(math.pi * x)
-
-    def residuals(self, u: Fn, pts: dict[str, Tensor]) -> dict[str, Tensor]:
-        """The residual vectors of the loss terms of ``u`` at the collocation points ``pts``."""
-        j = jet(u, pts["residual"], second=(0,))
-        uX = j.value
-        x0 = pts["initial"]
-        return {
-            "residual": j.grad[:, 1] - self.diffusion * j.second[0] + self.reaction * (uX ** 3 - uX),
-            "initial": u(x0) - self.initial(x0[:, 0]),
-            "boundary": u(pts["boundary_low"]) - u(pts["boundary_high"]),
-        }
-
-
 class Poisson1D(Problem):
-    r""":math:`-u'' = (k\pi)^2 \sin(k\pi x)` on :math:`(0, 1)`, :math:`u(0) = u(1) = 0`.
-
-    Exact solution :math:`u = \sin(k \pi x)`. The Deep Ritz energy of the same problem is
-    :meth:`energy_terms`.
-
-    Loss terms (weight 1 each): ``residual`` = :math:`\operatorname{mean}(-u'' - f)^2`; ``boundary`` =
-    :math:`\operatorname{mean}(u(0)^2, u(1)^2) = \tfrac12(u(0)^2 + u(1)^2)` (one mean over the two end points).
+    r""":math:`-u'' = f = (k\pi)^2 \sin(k\pi x)` on :math:`(0, 1)`, :math:`u(0) = u(1) = 0`; exact
+    :math:`u = \sin(k \pi x)`. Loss terms: ``residual`` = :math:`\operatorname{mean}(-u'' - f)^2`, ``boundary`` =
+    :math:`\tfrac12(u(0)^2 + u(1)^2)`; the Deep Ritz loss is :meth:`energy_terms`.
     """
 
     #: weight :math:`\beta` of the boundary penalty in the Deep Ritz loss (:meth:`energy_terms`)
@@ -429,11 +362,11 @@ class Poisson1D(Problem):
         self.ritz_penalty = float(ritz_penalty)
 
     def forcing(self, x: Tensor) -> Tensor:
-        """The right-hand side of the equation at the given points."""
+        """The right-hand side :math:`f(x)`."""
         return (self.k * math.pi) ** 2 * torch.sin(self.k * math.pi * x)
 
     def exact(self, X: Tensor) -> Tensor:
-        """The exact solution at the points ``X`` (rows), as a column."""
+        """The exact solution at the rows of ``X``."""
         return torch.sin(self.k * math.pi * X[:, 0])
 
     def residuals(self, u: Fn, pts: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -445,15 +378,9 @@ class Poisson1D(Problem):
         }
 
     def energy_terms(self, u: Fn, pts: dict[str, Tensor]) -> dict[str, Tensor]:
-        r"""Deep Ritz loss terms of the same problem (E & Yu 2018): the energy and a boundary penalty,
-
-        .. math:: E(u) = \int_0^1 \big(\tfrac12 u'^2 - f u\big)\,dx \approx
-                  \operatorname{mean}_{x_i \in \text{residual points}} \big(\tfrac12 u'(x_i)^2 - f(x_i) u(x_i)\big),
-                  \qquad B(u) = \beta\,\operatorname{mean}\big(u(0)^2, u(1)^2\big),
-
-        with :math:`\beta` = :attr:`ritz_penalty`. :math:`E` is minimised by the solution of
-        :math:`-u'' = f`, :math:`u(0)=u(1)=0`, where :math:`E(u^*) = -\tfrac14 (k\pi)^2`; unlike the
-        strong-form loss it can be negative and needs only first derivatives of ``u``.
+        r"""The Deep Ritz terms (E & Yu 2018) ``energy`` :math:`E(u) = \operatorname{mean}_i(\tfrac12 u'(x_i)^2 -
+        f(x_i) u(x_i)) \approx \int_0^1 \tfrac12 u'^2 - f u` and ``boundary`` :math:`\beta\,\operatorname{mean}(u(0)^2,
+        u(1)^2)`, :math:`\beta` = :attr:`ritz_penalty`; :math:`\min E = E(u^*) = -\tfrac14 (k\pi)^2`.
 
         >>> p = Poisson1D(1); X = torch.linspace(0, 1, 2001, dtype=torch.float64)[1:-1, None]
         >>> t = p.energy_terms(lambda X: torch.sin(torch.pi * X[:, 0]), {"residual": X, "boundary": X[[0, -1]] * 0})
@@ -468,26 +395,20 @@ class Poisson1D(Problem):
         }
 
     def sample(self, n_res: int, n_ic: int = 1, n_bc: int = 1, seed: int = 0, method: str = "grid") -> Collocation:
-        """Collocation points: ``n_res`` interior points (an even grid or random) and the two boundary points."""
-        (n_res,) = _check_positive(n_res=n_res).values()
-        gen = torch.Generator().manual_seed(seed)
-        if method == "grid":  # evenly spaced interior points: the natural 1-D grid
+        """``n_res`` interior points (``"grid"``: evenly spaced) and the two boundary points."""
+        (n_res,) = _check_positive(n_res=n_res)
+        if method == "grid":
             X = torch.linspace(0, 1, n_res + 2, dtype=torch.float64)[1:-1, None]
         else:
-            X = self._interior(n_res, gen, method)
+            X = self._interior(n_res, torch.Generator().manual_seed(seed), method)
         return Collocation({"residual": X, "boundary": torch.tensor([[0.0], [1.0]], dtype=torch.float64)})
 
 
 class Poisson2D(Problem):
-    r""":math:`-\Delta u = 2\pi^2 \sin(\pi x)\sin(\pi y)` on :math:`(0, 1)^2`, :math:`u = 0` on the boundary
-    (Müller & Zeinhofer 2023, the energy natural gradient paper's first example).
-
-    Exact solution :math:`u = \sin(\pi x)\sin(\pi y)`.
-
-    Loss terms (weight 1 each): ``residual`` = :math:`\operatorname{mean}(-\Delta u - f)^2` over the interior
-    points; ``boundary`` = :math:`\operatorname{mean}\,u^2` over the boundary points (``n_bc`` evenly spaced
-    points on each of the four edges, corners excluded, so ``4 n_bc`` in all). Müller & Zeinhofer halve both
-    terms; the minimiser and the Gauss–Newton step are the same.
+    r""":math:`-\Delta u = f = 2\pi^2 \sin(\pi x)\sin(\pi y)` on :math:`(0, 1)^2`, :math:`u = 0` on the boundary
+    (Müller & Zeinhofer 2023); exact :math:`u = \sin(\pi x)\sin(\pi y)`. Loss terms: ``residual`` =
+    :math:`\operatorname{mean}(-\Delta u - f)^2`, ``boundary`` = :math:`\operatorname{mean}\,u^2` over ``n_bc`` points
+    per edge (corners excluded). Müller & Zeinhofer halve both terms: same minimiser, same Gauss–Newton step.
 
     >>> p = Poisson2D(); X = torch.tensor([[0.5, 0.5]], dtype=torch.float64)
     >>> float(p.exact(X)), round(float(p.forcing(X)), 4)   # 2 pi^2 = 19.7392
@@ -500,11 +421,11 @@ class Poisson2D(Problem):
     eval_shape = (101, 101)
 
     def forcing(self, X: Tensor) -> Tensor:
-        """The right-hand side of the equation at the given points."""
+        """The right-hand side :math:`f` at the rows of ``X``."""
         return 2 * math.pi ** 2 * torch.sin(math.pi * X[:, 0]) * torch.sin(math.pi * X[:, 1])
 
     def exact(self, X: Tensor) -> Tensor:
-        """The exact solution at the points ``X`` (rows), as a column."""
+        """The exact solution at the rows of ``X``."""
         return torch.sin(math.pi * X[:, 0]) * torch.sin(math.pi * X[:, 1])
 
     def residuals(self, u: Fn, pts: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -517,10 +438,8 @@ class Poisson2D(Problem):
         }
 
     def sample(self, n_res: int, n_ic: int = 1, n_bc: int = 25, seed: int = 0, method: str = "grid") -> Collocation:
-        """``n_res`` interior points (``method`` as :meth:`Problem.sample`; ``n_ic`` is unused) and ``n_bc``
-        evenly spaced points on each edge.
-        """
-        n_res, n_bc = _check_positive(n_res=n_res, n_bc=n_bc).values()
+        """``n_res`` interior points (``method`` as :meth:`Problem.sample`; ``n_ic`` unused), ``n_bc`` per edge."""
+        n_res, n_bc = _check_positive(n_res=n_res, n_bc=n_bc)
         gen = torch.Generator().manual_seed(seed)
         s = torch.linspace(0, 1, n_bc + 2, dtype=torch.float64)[1:-1]
         zero, one = torch.zeros_like(s), torch.ones_like(s)

@@ -1,18 +1,6 @@
-r"""Remedies used in practice: input embeddings, loss weights and causal training — as losses of ``theta``.
-
-Each remedy changes one thing and keeps the spine (a loss as a function of the flat vector ``theta``, per-term
-losses as a dict), so :func:`pinnkit.train` and every analysis run on it unchanged:
-
-- an **embedding** changes the model: :class:`EmbeddedPINN` feeds :math:`\gamma(X)` to the network instead of
-  :math:`X` (:class:`Periodic`: :math:`(\cos \omega x, \sin \omega x)` with :math:`\omega = 2\pi/L`, exact
-  periodicity; :class:`FourierFeatures`: :math:`(\cos BX, \sin BX)` with a random Gaussian :math:`B` of scale
-  :math:`\sigma`);
-- **loss weights** change the sum of the terms: :func:`weighted_terms` gives :math:`\{k: \lambda_k L_k\}` for weights
-  held in a :class:`Weights` object, which :class:`WeightUpdate` (a :func:`pinnkit.train` ``on_step`` callback)
-  refreshes every ``every`` steps from gradient norms (:func:`grad_norm_weights`) or tangent-kernel traces
-  (:func:`ntk_weights`);
-- **causal training** changes the residual term: :func:`causal_terms` splits it into time slices and weights slice
-  :math:`i` by :math:`w_i = \exp(-\varepsilon \sum_{j<i} L_r(t_j))`.
+r"""Remedies as losses of ``theta``: input embeddings :math:`\gamma` (:class:`EmbeddedPINN` sees
+:math:`\gamma(X)`), loss weights :math:`\{k: \lambda_k L_k\}` (:func:`weighted_terms`, updated by
+:class:`WeightUpdate`) and causal training (:func:`causal_terms`).
 
 >>> import torch, pinnkit as pk
 >>> pinn = EmbeddedPINN(pk.problems.Convection(beta=1.0), Periodic(), widths=[8], n_res=64, n_ic=16, n_bc=8)
@@ -40,8 +28,7 @@ from .problems import Problem
 
 __all__ = ["Embedding", "Periodic", "FourierFeatures", "Concat", "EmbeddedPINN", "EMBEDDINGS", "embedding", "model",
            "Weights", "weighted_terms", "grad_norm_weights", "ntk_weights", "term_traces", "WeightUpdate",
-           "causal_terms", "causal_weights",
-           "slice_losses", "Capture", "captured_fraction"]
+           "causal_terms", "causal_weights", "slice_losses"]
 
 
 # --- embeddings ----------------------------------------------------------------------------------------
@@ -57,17 +44,8 @@ class Embedding:
 
 
 class Periodic(Embedding):
-    r"""Exact periodicity in column ``dim``: :math:`x \mapsto (\cos k\omega x, \sin k\omega x)_{k=1..K}`,
-    :math:`\omega = 2\pi / L`; the other columns pass through unchanged (Dong & Ni 2021; Wang et al. 2023).
-
-    Any network of :math:`\gamma(X)` is :math:`L`-periodic in :math:`x`, so a periodic boundary condition holds
-    exactly and its loss term is zero up to rounding.
-
-    Args:
-        period: :math:`L` (default :math:`2\pi`, the convection problem's domain).
-        dim: the periodic input column.
-        harmonics: :math:`K`.
-        n_in: input dimension.
+    r"""Exact periodicity in column ``dim``: :math:`x \mapsto (\cos k\omega x, \sin k\omega x)_{k=1..K}`
+    (``harmonics`` :math:`K`), :math:`\omega = 2\pi / L` (``period``); the other of ``n_in`` columns pass through.
 
     >>> e = Periodic(period=2 * math.pi)
     >>> X = torch.tensor([[0.0, 0.5], [2 * math.pi, 0.5]], dtype=torch.float64)
@@ -96,21 +74,9 @@ class Periodic(Embedding):
 
 
 class FourierFeatures(Embedding):
-    r"""Random Fourier features (Tancik et al. 2020; Wang, Wang & Perdikaris 2021):
-    :math:`\gamma(X) = (\cos(X B^\top), \sin(X B^\top))` with :math:`B \in \mathbb R^{m \times d}`,
-    :math:`B_{ij} \sim \mathcal N(0, \sigma^2)` (seeded), only on the columns ``dims`` (others pass through).
-
-    A feature :math:`\cos(b \cdot x)` has frequency :math:`|b|`, so :math:`\sigma` sets which frequencies the
-    network starts with: larger :math:`\sigma` lets it fit higher frequencies early (and noise, if too large).
-
-    Args:
-        n_features: :math:`m` (the output has :math:`2m` Fourier columns).
-        sigma: the scale :math:`\sigma`.
-        dims: the input columns embedded (default: all).
-        n_in: input dimension.
-        seed: seeds :math:`B`.
-        keep_rest: pass the columns not in ``dims`` through (``False``: only the Fourier columns, e.g. to
-            :class:`Concat` them with another embedding).
+    r"""Random Fourier features :math:`(\cos(X B^\top), \sin(X B^\top))`, :math:`B \in \mathbb R^{m \times d}`
+    (``n_features`` :math:`m`), :math:`B_{ij} \sim \mathcal N(0, \sigma^2)` seeded by ``seed``, of the columns
+    ``dims`` (default all); the other columns pass through if ``keep_rest``.
 
     >>> e = FourierFeatures(n_features=4, sigma=1.0, n_in=2, seed=0)
     >>> Y = e(torch.zeros(3, 2, dtype=torch.float64))
@@ -171,10 +137,9 @@ EMBEDDINGS = ("none", "periodic", "fourier", "periodic+fourier")
 
 def embedding(name: str, problem: Problem, sigma: float = 10.0, n_features: int = 16, seed: int = 0
               ) -> Embedding | None:
-    r"""An embedding for a space-time ``problem`` by name: ``"none"`` (``None``: a plain PINN), ``"periodic"``
-    (:class:`Periodic` in :math:`x` with the domain's length as period; :math:`t` passes through),
-    ``"fourier"`` (:class:`FourierFeatures` of :math:`t` with scale ``sigma``; :math:`x` passes through) or
-    ``"periodic+fourier"`` (both: :math:`(\cos\omega x, \sin\omega x, t, \cos b_j t, \sin b_j t)`).
+    r"""An embedding of a space-time ``problem`` by name: ``"none"`` (``None``), ``"periodic"`` (:class:`Periodic`
+    in :math:`x` over the domain), ``"fourier"`` (:class:`FourierFeatures` of :math:`t`) or ``"periodic+fourier"``
+    (:math:`(\cos\omega x, \sin\omega x, t, \cos b_j t, \sin b_j t)`).
 
     >>> import pinnkit as pk
     >>> embedding("periodic+fourier", pk.problems.Convection(), n_features=4).n_out
@@ -195,9 +160,7 @@ def embedding(name: str, problem: Problem, sigma: float = 10.0, n_features: int 
 
 def model(problem: Problem, name: str = "none", *, sigma: float = 10.0, n_features: int = 16, seed: int = 0,
           **pinn_options: Any) -> PINN:
-    """A :class:`~pinnkit.PINN` (``name="none"``) or an :class:`EmbeddedPINN` with :func:`embedding` ``name``;
-    ``seed`` seeds the network, the points and the Fourier features; ``pinn_options`` go to the PINN.
-    """
+    """A :class:`~pinnkit.PINN` or an :class:`EmbeddedPINN` with :func:`embedding` ``name``, all seeded by ``seed``."""
     emb = embedding(name, problem, sigma=sigma, n_features=n_features, seed=seed)
     if emb is None:
         return PINN(problem, seed=seed, **pinn_options)
@@ -205,18 +168,8 @@ def model(problem: Problem, name: str = "none", *, sigma: float = 10.0, n_featur
 
 
 class EmbeddedPINN(PINN):
-    r"""A :class:`~pinnkit.PINN` whose network sees :math:`\gamma(X)`: :math:`u_\theta(X) = N_\theta(\gamma(X))`.
-
-    The same problem, points, terms and :meth:`l2re` as ``PINN(problem, ...)`` with the same ``seed``; only the
-    first layer's input size changes (``embedding.n_out`` instead of ``problem.dim``), so ``theta`` is longer by
-    ``widths[0] * (embedding.n_out - problem.dim)``. Derivatives with respect to the inputs go through
-    :math:`\gamma` by the chain rule (autograd).
-
-    Args:
-        problem: the problem (or its name).
-        embedding: an :class:`Embedding` with ``n_in == problem.dim``.
-        widths, n_res, n_ic, n_bc, seed, activation, sampling, dtype, device, eval_shape: as for
-            :class:`~pinnkit.PINN`.
+    r""":math:`u_\theta(X) = N_\theta(\gamma(X))`: a :class:`~pinnkit.PINN` (same points and terms for the same
+    arguments) whose first layer takes ``embedding.n_out`` inputs.
     """
 
     def __init__(self, problem: Problem | str, embedding: Embedding, widths: Sequence[int] = (50, 50, 50),
@@ -245,11 +198,7 @@ class EmbeddedPINN(PINN):
 # --- loss weights --------------------------------------------------------------------------------------
 @dataclass
 class Weights:
-    """Mutable loss weights :math:`\\lambda_k` by term name (missing terms weigh 1), with their update history.
-
-    Mutable on purpose: the loss built by :func:`weighted_terms` reads them at every evaluation, and a
-    :class:`WeightUpdate` callback changes them during training.
-    """
+    """Loss weights :math:`\\lambda_k` by term name (missing: 1) and their history, read at every evaluation."""
 
     values: dict[str, float] = field(default_factory=dict)
     history: list[tuple[int, dict[str, float]]] = field(default_factory=list)
@@ -264,9 +213,8 @@ class Weights:
 
 
 def weighted_terms(model: Any, weights: Weights | Mapping[str, float]) -> TermsFn:
-    r"""The terms :math:`\{k: \lambda_k L_k(\theta)\}` of ``model`` (a PINN or a terms function): their sum is the
-    weighted loss :math:`\sum_k \lambda_k L_k`. The weights are read at every call, so a :class:`Weights` object
-    updated during training changes the loss from then on.
+    r"""The terms :math:`\{k: \lambda_k L_k(\theta)\}` of ``model`` (a PINN or a terms function), ``weights`` read
+    at every call.
 
     >>> f = weighted_terms(lambda th: {"a": th.sum(), "b": 2 * th.sum()}, {"b": 0.5})
     >>> {k: float(v) for k, v in f(torch.ones(2)).items()}
@@ -290,13 +238,9 @@ def _term_grads(model: Any, theta: Tensor) -> dict[str, Tensor]:
 
 
 def grad_norm_weights(model: Any, theta: Tensor, kind: str = "norm") -> dict[str, float]:
-    r"""Weights that equalise the terms' gradients at ``theta``.
-
-    ``kind="norm"`` (Wang et al. 2023, "An expert's guide"): :math:`\hat\lambda_k = \sum_j \|\nabla L_j\| /
-    \|\nabla L_k\|`, so every weighted term has the same gradient norm :math:`\sum_j \|\nabla L_j\|`.
-    ``kind="max/mean"`` (Wang, Teng & Perdikaris 2021, learning-rate annealing): :math:`\hat\lambda_k =
-    \max_i |\nabla_\theta L_r|_i / \operatorname{mean}_i |\nabla_\theta L_k|_i` for every term but the residual
-    (whose weight stays 1).
+    r"""Weights that equalise the terms' gradients at ``theta``: ``kind="norm"`` :math:`\hat\lambda_k = \sum_j
+    \|\nabla L_j\| / \|\nabla L_k\|`; ``kind="max/mean"`` :math:`\hat\lambda_k = \max_i |\nabla L_r|_i /
+    \operatorname{mean}_i |\nabla L_k|_i` (1 for the residual).
 
     >>> f = lambda th: {"residual": (3 * th).pow(2).sum(), "initial": th.pow(2).sum()}
     >>> w = grad_norm_weights(f, torch.ones(2, dtype=torch.float64))
@@ -317,14 +261,8 @@ def grad_norm_weights(model: Any, theta: Tensor, kind: str = "norm") -> dict[str
 
 
 def term_traces(pinn: PINN, theta: Tensor, max_points: int | None = None) -> dict[str, float]:
-    r"""The trace of each term's block of the tangent kernel of the scaled residuals :math:`r_k/\sqrt{N_k}`:
-
-    .. math:: \operatorname{tr} K_{kk} = \frac{1}{N_k} \sum_{i=1}^{N_k} \|\nabla_\theta r_k(x_i)\|^2 ,
-
-    the mean of the diagonal of :math:`J_k J_k^\top` — the rate at which gradient flow on :math:`L_k` moves
-    :math:`r_k`, averaged over its points (Wang, Yu & Perdikaris 2022; the per-point mean as in Wang et al. 2023).
-    Costs one Jacobian of all residuals (:func:`torch.func.jacrev`); ``max_points`` estimates each mean from an
-    evenly strided subset of at most that many points per point set (the cost falls in proportion).
+    r"""Per term, :math:`\operatorname{tr} K_{kk} = \frac{1}{N_k} \sum_{i} \|\nabla_\theta r_k(x_i)\|^2`, the
+    kernel trace of :math:`r_k/\sqrt{N_k}`; ``max_points`` uses an evenly strided subset of each point set.
 
     >>> import pinnkit as pk
     >>> pinn = pk.PINN(pk.problems.Convection(beta=1.0), widths=[4], n_res=8, n_ic=4, n_bc=2, dtype=torch.float64)
@@ -344,11 +282,7 @@ def term_traces(pinn: PINN, theta: Tensor, max_points: int | None = None) -> dic
 
 
 def ntk_weights(pinn: PINN, theta: Tensor, max_points: int | None = None) -> dict[str, float]:
-    r"""NTK weights (Wang, Yu & Perdikaris 2022): :math:`\lambda_k = \sum_j \operatorname{tr} K_{jj} /
-    \operatorname{tr} K_{kk}` with the traces of :func:`term_traces`, so that every weighted term's kernel block
-    has the same trace: under gradient flow each term's residual then decays at a comparable average rate.
-    ``max_points`` as for :func:`term_traces`.
-    """
+    r"""NTK weights :math:`\lambda_k = \sum_j \operatorname{tr} K_{jj} / \operatorname{tr} K_{kk}` (:func:`term_traces`)."""
     tr = term_traces(pinn, theta, max_points)
     s = sum(tr.values())
     return {k: s / max(v, 1e-300) for k, v in tr.items()}
@@ -356,17 +290,9 @@ def ntk_weights(pinn: PINN, theta: Tensor, max_points: int | None = None) -> dic
 
 @dataclass
 class WeightUpdate:
-    r"""A :func:`pinnkit.train` ``on_step`` callback: every ``every`` steps (and before the first), set
-    ``weights`` to the moving average :math:`\lambda \leftarrow \alpha\lambda + (1 - \alpha)\hat\lambda` of the
-    new estimate :math:`\hat\lambda` = ``rule(theta)``; no update after step ``until`` (freeze the weights before an
-    L-BFGS phase: its line search and curvature pairs need a fixed loss).
-
-    Args:
-        weights: the :class:`Weights` the loss reads.
-        rule: ``theta -> {term: weight}``, e.g. ``lambda th: grad_norm_weights(pinn, th)``.
-        every: steps between updates (Wang et al. use 1000 at their scale, 100 at ours).
-        alpha: the moving-average factor (0.9 in both papers; 0 replaces the weights).
-        until: the last step that may update (default: no limit).
+    r"""A :func:`pinnkit.train` ``on_step`` callback: every ``every`` steps up to step ``until``,
+    :math:`\lambda \leftarrow \alpha\lambda + (1 - \alpha)\hat\lambda` with :math:`\hat\lambda` = ``rule(theta)``
+    (e.g. ``lambda th: grad_norm_weights(pinn, th)``). Freeze before L-BFGS: it needs a fixed loss.
     """
 
     weights: Weights
@@ -415,8 +341,7 @@ def _slice_means(r: Tensor, idx: Tensor, counts: Tensor) -> Tensor:
 
 
 def causal_weights(losses: Tensor, eps: float) -> Tensor:
-    r"""Causal weights :math:`w_i = \exp(-\varepsilon \sum_{j<i} L_r(t_j))`, :math:`w_1 = 1`, without gradient
-    (Wang, Sankaran & Perdikaris 2024, eq. (3.9)).
+    r"""Causal weights :math:`w_i = \exp(-\varepsilon \sum_{j<i} L_r(t_j))`, :math:`w_1 = 1`, without gradient.
 
     >>> causal_weights(torch.tensor([1.0, 2.0, 3.0]), eps=1.0)
     tensor([1.0000, 0.3679, 0.0498])
@@ -427,14 +352,8 @@ def causal_weights(losses: Tensor, eps: float) -> Tensor:
 
 def causal_terms(pinn: PINN, n_slices: int = 16, eps: float | Callable[[], float] = 1.0,
                  time_dim: int = -1) -> TermsFn:
-    r"""The PINN's terms with a causally weighted residual term (Wang, Sankaran & Perdikaris 2024):
-
-    .. math:: L_r(\theta) = \frac{1}{M} \sum_{i=1}^{M} w_i L_r(t_i, \theta),\qquad
-              w_i = \exp\Big(-\varepsilon \sum_{j<i} L_r(t_j, \theta)\Big),
-
-    over :math:`M` = ``n_slices`` equal time slices, the weights held constant in the gradient (stop-gradient).
-    Slice :math:`i` is trained only once the slices before it have small residuals; the other terms are unchanged.
-    ``eps`` may be a zero-argument callable (read at every evaluation), for a schedule of :math:`\varepsilon`.
+    r"""The PINN's terms with the residual term :math:`\frac{1}{M} \sum_{i=1}^{M} w_i L_r(t_i)` over ``n_slices``
+    :math:`M` time slices, :func:`causal_weights` :math:`w_i` without gradient; ``eps`` a number or a callable.
 
     >>> import pinnkit as pk
     >>> pinn = pk.PINN(pk.problems.Convection(beta=1.0), widths=[4], n_res=64, n_ic=4, n_bc=2)
@@ -455,48 +374,3 @@ def causal_terms(pinn: PINN, n_slices: int = 16, eps: float | Callable[[], float
         out.update({k: (r ** 2).mean() for k, r in res.items() if k != "residual"})
         return out
     return fn
-
-
-# --- why: what the tangent kernel learns first ---------------------------------------------------------
-@dataclass(frozen=True)
-class Capture:
-    """How much of a target function the top of the tangent kernel's spectrum holds.
-
-    Attributes:
-        k: the number of top eigenvectors.
-        fraction: :math:`\\|V_k^\\top y\\|^2 / \\|y\\|^2`, the part of the target ``y`` in the span of the ``k``
-            eigenvectors of :math:`K = J J^\\top` with the largest eigenvalues.
-        eigenvalues: all eigenvalues of :math:`K`, largest first.
-    """
-
-    k: int
-    fraction: float
-    eigenvalues: Tensor
-
-
-def captured_fraction(model: Any, theta: Tensor, X: Tensor, y: Tensor, k: int) -> Capture:
-    r"""The fraction of the target ``y`` (values at the rows of ``X``) in the top-``k`` eigenvectors of the tangent
-    kernel :math:`K = J J^\top`, :math:`J = \partial u_\theta(X) / \partial\theta`.
-
-    Gradient flow on :math:`\tfrac12\|u_\theta(X) - y\|^2` in the kernel regime moves the error along the
-    eigenvector :math:`v_i` at rate :math:`\lambda_i` (Jacot et al. 2018): the part of ``y`` in the top
-    eigenvectors is learned first, the rest slowly (spectral bias; chapter 10). An embedding that puts the solution
-    into the top of the spectrum raises this fraction.
-
-    >>> import pinnkit as pk
-    >>> pinn = pk.PINN(pk.problems.Convection(beta=1.0), widths=[8], n_res=8, n_ic=4, n_bc=2, dtype=torch.float64)
-    >>> X = pinn.problem.grid((6, 5))
-    >>> c = captured_fraction(pinn, pinn.theta0, X, torch.ones(30, dtype=torch.float64), k=30)
-    >>> round(c.fraction, 6)          # k = all 30 points: the whole target (K has full rank here)
-    1.0
-    """
-    k = size(k, "k")
-    X = X.to(theta.device, theta.dtype)
-    J = torch.func.jacrev(lambda th: model.u(th)(X))(theta.detach())
-    evals, evecs = torch.linalg.eigh(J @ J.T)
-    evals, evecs = evals.flip(0), evecs.flip(1)
-    y = y.to(theta.device, theta.dtype)
-    frac = float((evecs[:, :k].T @ y).pow(2).sum() / y.pow(2).sum())
-    return Capture(k=k, fraction=frac, eigenvalues=evals.detach())
-
-

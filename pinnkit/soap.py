@@ -1,30 +1,12 @@
 r"""SOAP: Adam in the eigenbasis of Shampoo's preconditioner (Vyas et al. 2024), as a ``torch.optim.Optimizer``.
 
-For a 2-D weight with gradient :math:`G` (``m x n``) SOAP keeps exponential moving averages of the two
-Kronecker factors of Shampoo,
-
-.. math:: L \leftarrow \beta_s L + (1-\beta_s)\, G G^\top, \qquad R \leftarrow \beta_s R + (1-\beta_s)\, G^\top G,
-
-and their eigenbases :math:`Q_L, Q_R`. It runs Adam on the rotated gradient :math:`\tilde G = Q_L^\top G Q_R`
-(first moment :math:`m`, second moment :math:`v` in the rotated basis) and rotates the step back,
-:math:`\Delta W = -\eta\, Q_L\, (\hat m / (\sqrt{\hat v} + \epsilon))\, Q_R^\top`. The eigenbases are found
-by ``eigh`` the first time and refreshed every ``precondition_frequency`` steps by one power iteration
-:math:`Q \leftarrow \mathrm{qr}(L Q)` (columns sorted by the estimated eigenvalues
-:math:`\mathrm{diag}(Q^\top L Q)`, and :math:`v` permuted along). 1-D parameters (biases) get plain Adam
-unless ``precondition_1d=True``. As in the reference the very first ``step()`` only initialises the
-preconditioner and does not move the parameters, so the current gradient is never used in its own projection.
-
-This follows the reference implementation (github.com/nikhilvyas/SOAP, ``soap.py``) line by line, with three
-deliberate differences that do not change the mathematics: the first moment is stored in the original basis
-and rotated when used (the reference stores it rotated and rotates it back and forth around every refresh);
-eigenbases are computed in the parameter's own dtype (the reference always uses float32, which limits
-the orthogonality of :math:`Q` to about 1e-7 in float64 training); ``merge_dims`` and ``channels_last``
-(for convolutions) are not offered.
-
-Defaults are the reference's (``lr=3e-3``, ``betas=(0.95, 0.95)``, ``weight_decay=0.01``,
-``precondition_frequency=10``). Wang et al. (2025) train PINNs with ``betas=(0.9, 0.999)``, ``eps=1e-8``,
-``weight_decay=0`` and ``precondition_frequency=2``: these are the defaults of :func:`soap_stepper`, which
-``pk.train(pinn, "soap", ..., blocks=pinn.blocks)`` uses.
+For a 2-D weight with gradient :math:`G`, with EMAs :math:`L \leftarrow \beta_s L + (1-\beta_s) G G^\top`,
+:math:`R \leftarrow \beta_s R + (1-\beta_s) G^\top G` and their eigenbases :math:`Q_L, Q_R`, SOAP runs Adam on
+:math:`\tilde G = Q_L^\top G Q_R` and steps :math:`\Delta W = -\eta\, Q_L (\hat m / (\sqrt{\hat v} + \epsilon))
+Q_R^\top`. :math:`Q` comes from ``eigh`` at the first step (which moves nothing) and is refreshed every
+``precondition_frequency`` steps by :math:`Q \leftarrow \mathrm{qr}(L Q)`; 1-D tensors get plain Adam. As the
+reference (github.com/nikhilvyas/SOAP) except: :math:`m` is kept in the original basis, :math:`Q` in the
+parameter's dtype, no ``merge_dims``.
 
 >>> W = torch.nn.Parameter(torch.tensor([[1.0, 2.0], [3.0, 4.0]]))
 >>> opt = SOAP([W], lr=0.1)
@@ -45,20 +27,10 @@ from .objective import Loss, value_and_grad
 
 
 class SOAP(torch.optim.Optimizer):
-    """SOAP optimizer (Adam in the Shampoo eigenbasis); see the module docstring for the update.
-
-    Args:
-        params: parameters (any shape; each tensor dimension up to ``max_precond_dim`` gets a Kronecker factor).
-        lr: learning rate :math:`\\eta`.
-        betas: Adam's :math:`(\\beta_1, \\beta_2)`.
-        shampoo_beta: EMA rate of :math:`L, R`; negative means use ``betas[1]``.
-        eps: Adam's :math:`\\epsilon`, added to :math:`\\sqrt{\\hat v}`.
-        weight_decay: decoupled (AdamW) weight decay, applied after the step: :math:`W \\leftarrow (1-\\eta\\lambda)W`.
-        precondition_frequency: refresh :math:`Q_L, Q_R` every this many steps.
-        max_precond_dim: dimensions larger than this get no factor (identity rotation).
-        precondition_1d: also precondition 1-D tensors with a full ``n x n`` factor.
-        normalize_grads: divide each step by its RMS.
-        correct_bias: Adam's bias correction.
+    r"""SOAP (module docstring) with the reference's defaults. ``shampoo_beta``: :math:`\beta_s` (negative:
+    ``betas[1]``); ``weight_decay``: :math:`W \leftarrow (1-\eta\lambda)W` after the step; ``max_precond_dim``:
+    larger dimensions get no factor; ``precondition_1d``: factors on 1-D tensors too; ``normalize_grads``: divide
+    each step by its RMS.
     """
 
     def __init__(self, params: Iterable[Tensor] | Iterable[dict[str, Any]], lr: float = 3e-3,
@@ -80,7 +52,6 @@ class SOAP(torch.optim.Optimizer):
                         precondition_1d=precondition_1d, normalize_grads=normalize_grads, correct_bias=correct_bias)
         super().__init__(params, defaults)
 
-    # --- rotations ---------------------------------------------------------------------------------
     @staticmethod
     def project(x: Tensor, Q: Sequence[Tensor | None]) -> Tensor:
         """Rotate into the eigenbasis: for a matrix :math:`Q_L^\\top X Q_R` (``None`` factors: identity)."""
@@ -95,10 +66,9 @@ class SOAP(torch.optim.Optimizer):
             x = torch.tensordot(x, q, dims=([0], [1])) if q is not None else x.permute(*range(1, x.dim()), 0)
         return x
 
-    # --- preconditioner ----------------------------------------------------------------------------
     @staticmethod
     def _eigenbasis(m: Tensor) -> Tensor:
-        """Eigenvectors of the symmetric factor ``m``, largest eigenvalue first (reference: eigh + flip)."""
+        """Eigenvectors of the symmetric factor ``m``, largest eigenvalue first."""
         eye = torch.eye(m.shape[0], device=m.device, dtype=m.dtype)
         try:
             Q = torch.linalg.eigh(m + 1e-30 * eye)[1]
@@ -135,14 +105,10 @@ class SOAP(torch.optim.Optimizer):
             state["Q"] = self._refresh_qr(state)
 
     def _init_state(self, grad: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
-        dims = grad.shape
         keep = grad.dim() > 1 or group["precondition_1d"]
-        state["step"] = 0
-        state["exp_avg"] = torch.zeros_like(grad)
-        state["exp_avg_sq"] = torch.zeros_like(grad)
-        state["GG"] = [torch.zeros(n, n, dtype=grad.dtype, device=grad.device)
-                       if keep and n <= group["max_precond_dim"] else None for n in dims]
-        state["Q"] = None
+        state.update(step=0, exp_avg=torch.zeros_like(grad), exp_avg_sq=torch.zeros_like(grad),
+                     GG=[torch.zeros(n, n, dtype=grad.dtype, device=grad.device)
+                         if keep and n <= group["max_precond_dim"] else None for n in grad.shape], Q=None)
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:
@@ -170,8 +136,8 @@ class SOAP(torch.optim.Optimizer):
                 state["step"] += 1
                 t = state["step"]
                 exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-                exp_avg.mul_(beta1).add_(grad, alpha=1.0 - beta1)                       # m, original basis
-                exp_avg_sq.mul_(beta2).add_(self.project(grad, Q).square(), alpha=1.0 - beta2)  # v, rotated basis
+                exp_avg.mul_(beta1).add_(grad, alpha=1.0 - beta1)
+                exp_avg_sq.mul_(beta2).add_(self.project(grad, Q).square(), alpha=1.0 - beta2)
                 denom = exp_avg_sq.sqrt().add_(group["eps"])
                 step_size = group["lr"]
                 if group["correct_bias"]:
@@ -210,12 +176,27 @@ class SOAPStepper:
         self.opt.step()
 
     def state_dict(self) -> dict[str, Any]:
-        """SOAP's state (moments, Kronecker factors, eigenbases) for :class:`pinnkit.train.TrainState`."""
+        """SOAP's state (moments, Kronecker factors, eigenbases) for :class:`pinnkit.training.TrainState`."""
         return {"opt": self.opt.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a state written by :meth:`state_dict`."""
         self.opt.load_state_dict(state["opt"])
+
+    def precondition(self, v: Tensor) -> Tensor | None:
+        r"""SOAP's current preconditioner on a flat vector, block by block:
+        :math:`Q_L [(Q_L^\top X Q_R) / (\sqrt{v} + \epsilon)] Q_R^\top` (:math:`v` not bias-corrected; plain
+        Adam on 1-D blocks). ``None`` before the first update (the first step only builds :math:`Q`).
+        """
+        parts = []
+        for p, b in zip(self.params, self.blocks):
+            st = self.opt.state.get(p, {})
+            if "exp_avg_sq" not in st or st.get("step", 0) == 0:
+                return None
+            Q, denom = st["Q"], st["exp_avg_sq"].sqrt() + self.opt.param_groups[0]["eps"]
+            x = v[b.start:b.stop].reshape(p.shape)
+            parts.append(self.opt.project_back(self.opt.project(x, Q) / denom, Q).reshape(-1))
+        return torch.cat(parts)
 
 
 def _check_blocks(blocks: Sequence[Any] | None, theta: Tensor) -> Sequence[Any]:
@@ -236,23 +217,8 @@ def _check_blocks(blocks: Sequence[Any] | None, theta: Tensor) -> Sequence[Any]:
 def soap_stepper(terms_fn: Loss, theta: Tensor, lr: float = 3e-3, blocks: Sequence[Any] | None = None,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0,
                  precondition_frequency: int = 2, shampoo_beta: float = -1.0) -> SOAPStepper:
-    """Stepper factory for :data:`pinnkit.train.STEPPERS` (``"soap"``): SOAP with Wang et al.'s PINN settings.
-
-    Args:
-        terms_fn: the loss (terms dict or scalar) of the flat ``theta``.
-        theta: the starting point (copied).
-        lr: learning rate.
-        blocks: the layout of ``theta`` (``pinn.blocks``: ``start``, ``stop``, ``shape`` of each parameter
-            tensor); required, ``pk.train`` passes the model's.
-        betas, eps, weight_decay: Adam's constants (defaults ``(0.9, 0.999)``, ``1e-8``, ``0``).
-        precondition_frequency: eigenbasis refresh interval (default 2).
-        shampoo_beta: moving-average factor of the Kronecker factors (``-1``: ``betas[1]``).
-
-    Returns:
-        A :class:`SOAPStepper`.
-
-    Raises:
-        ValueError: missing or malformed ``blocks``, or a bad hyperparameter.
+    """The ``"soap"`` stepper of :data:`pinnkit.training.STEPPERS` with Wang et al.'s PINN settings; ``blocks``
+    (``pinn.blocks``: ``start``, ``stop``, ``shape`` of each tensor in ``theta``) is required (``ValueError``).
     """
     return SOAPStepper(terms_fn, theta, blocks, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                        precondition_frequency=precondition_frequency, shampoo_beta=shampoo_beta)

@@ -143,7 +143,7 @@ def test_summarize_averages_the_late_logs():
 
 def test_score_reaches_minus_one_for_more_than_two_vectors():
     for n in (3, 4, 7):
-        assert al.alignment_score(al.fan(n, 2 * math.pi * (n - 1) / n)) == pytest.approx(-1.0, abs=1e-12)
+        assert al.alignment_score(AS.fan(n, 2 * math.pi * (n - 1) / n)) == pytest.approx(-1.0, abs=1e-12)
 
 
 def test_term_gradients_accepts_models_losses_and_terms():
@@ -161,7 +161,7 @@ def test_track_measures_lag_one_at_every_log_point():
     """inter = cos(theta_k - theta_{k-1}, theta_{k+1} - theta_k), inter_grad = cos(g_k, g_{k+1}), whatever
     log_every is; checked against Adam steps taken by hand."""
     pinn = pk.PINN("convection", widths=[6], n_res=32, n_ic=8, n_bc=4, dtype=torch.float64, seed=2)
-    tr = al.track(pinn, "adam", 7, lr=1e-2, log_every=3)
+    tr = AS.track(pinn, "adam", 7, lr=1e-2, log_every=3)
     assert tr.step == (0, 3, 6) and math.isnan(tr.inter[0])
     stepper = pk.STEPPERS["adam"](pinn.terms, pinn.theta0, lr=1e-2)
     thetas, pre = [pinn.theta0], []
@@ -183,9 +183,9 @@ def test_track_measures_lag_one_at_every_log_point():
     assert math.isnan(tr.intra_precond[0]) and all(-1 <= x <= 1 for x in tr.intra_precond[1:])
     assert set(tr.snapshots) >= {7}
     with pytest.raises(ValueError, match="positive"):
-        al.track(pinn, "adam", 0, lr=1e-2)
+        AS.track(pinn, "adam", 0, lr=1e-2)
     with pytest.raises(TypeError, match="precondition_frequency"):      # runs through pk.train: no option ignored
-        al.track(pinn, "adam", 3, lr=1e-2, precondition_frequency=2)
+        AS.track(pinn, "adam", 3, lr=1e-2, precondition_frequency=2)
 
 
 def test_optimizer_directions_is_the_optimizers_linear_preconditioner():
@@ -217,7 +217,7 @@ def test_tune_picks_the_lowest_final_loss_and_study_runs_every_seed():
     assert [tr.seed for tr in st.traces["adam"]] == [0, 1, 2]
     sp = st.summary("adam")
     assert len(sp.loss) == 3 and "[" in str(sp)
-    fixed = al.Tuning(method="adam", lrs=(1e-3,), losses=(0.0,), best=1e-3)   # reused, not re-tuned
+    fixed = AS.Tuning(method="adam", lrs=(1e-3,), losses=(0.0,), best=1e-3)   # reused, not re-tuned
     again = AS.study(make, ("adam",), (1e-2,), 2, seeds=(0,), tune_seed=9, log_every=1, tunings={"adam": fixed})
     assert again.tunings["adam"] is fixed and again.traces["adam"][0].lr == 1e-3
 
@@ -235,10 +235,10 @@ def test_track_with_resampled_points_uses_each_steps_own_points():
     steps taken by hand on a copy whose residual points are redrawn the same way. The caller's model is unchanged."""
     pinn = pk.PINN("convection", widths=[6], n_res=32, n_ic=8, n_bc=4, dtype=torch.float64, seed=2)
     before = {k: v.clone() for k, v in pinn.points.items()}
-    tr = al.track(pinn, "adam", 5, lr=1e-2, log_every=2, seed=4, resample=True)
+    tr = AS.track(pinn, "adam", 5, lr=1e-2, log_every=2, seed=4, resample=True)
     assert all(torch.equal(before[k], pinn.points[k]) for k in before)
     by_hand = copy.copy(pinn)
-    redraw = al._Redraw(by_hand, 4)
+    redraw = AS._Redraw(by_hand, 4)
     batches = []
     for k in range(6):
         redraw(k)
@@ -263,7 +263,62 @@ def test_track_with_resampled_points_uses_each_steps_own_points():
         assert tr.intra[i] == pytest.approx(at(k, lambda th: al.intra_step_alignment(by_hand.terms, th)), abs=1e-10)
         want = al.cosine(at(k, grad), at(k + 1, grad))
         assert tr.inter_grad[i] == pytest.approx(want, abs=1e-10)
-    fixed = al.track(pinn, "adam", 5, lr=1e-2, log_every=2, seed=4)
+    fixed = AS.track(pinn, "adam", 5, lr=1e-2, log_every=2, seed=4)
     assert abs(fixed.intra[-1] - tr.intra[-1]) > 1e-6       # the fresh points change what is measured
     with pytest.raises(TypeError, match="PINN-like"):
-        al.track(pinn.terms, "adam", 3, lr=1e-2, resample=True)
+        AS.track(pinn.terms, "adam", 3, lr=1e-2, resample=True)
+
+
+def _old_optimizer_directions(stepper, vectors):
+    """optimizer_directions as it read the optimizers' private state before they had precondition()."""
+    from pinnkit.soap import SOAPStepper
+
+    opt = stepper.opt
+    if isinstance(stepper, SOAPStepper):
+        out = {k: [] for k in vectors}
+        for p, b in zip(stepper.params, stepper.blocks):
+            st = opt.state.get(p, {})
+            if "exp_avg_sq" not in st or st.get("step", 0) == 0:
+                return None
+            Q, denom = st["Q"], st["exp_avg_sq"].sqrt() + opt.param_groups[0]["eps"]
+            for k, v in vectors.items():
+                x = v[b.start:b.stop].reshape(p.shape)
+                out[k].append(opt.project_back(opt.project(x, Q) / denom, Q).reshape(-1))
+        return {k: torch.cat(parts) for k, parts in out.items()}
+    st = opt.state.get(stepper.param, {})
+    if "exp_avg_sq" not in st:
+        return None
+    denom = st["exp_avg_sq"].sqrt() + opt.param_groups[0]["eps"]
+    return {k: v / denom.reshape(v.shape) for k, v in vectors.items()}
+
+
+@pytest.mark.parametrize("method", ["adam", "soap"])
+def test_optimizer_directions_through_precondition_equal_the_old_state_reading(method):
+    pinn = pk.PINN("convection", widths=[4, 4], n_res=32, n_ic=8, n_bc=4, dtype=torch.float64, seed=5)
+    g = al.term_gradients(pinn, pinn.theta0)
+    stepper = pk.STEPPERS[method](pinn.terms, pinn.theta0, lr=1e-2, **({"blocks": pinn.blocks} if method == "soap" else {}))
+    for k in range(6):
+        new, old = al.optimizer_directions(stepper, g), _old_optimizer_directions(stepper, g)
+        assert (new is None) == (old is None) == (k == 0 or (method == "soap" and k == 1))
+        if new is not None:
+            assert all(torch.equal(new[name], old[name]) for name in g)     # bit for bit
+        stepper.step()
+
+
+def test_adam_precondition_is_v_over_root_second_moment():
+    """A linear loss c.theta has the constant gradient c; after one Adam step s = (1 - beta2) c^2."""
+    c = torch.tensor([3.0, -0.5, 2e-3], dtype=torch.float64)
+    adam = pk.STEPPERS["adam"](lambda th: c @ th, torch.zeros(3, dtype=torch.float64), lr=1e-2)
+    v = torch.tensor([1.0, 2.0, -4.0], dtype=torch.float64)
+    assert adam.precondition(v) is None
+    adam.step()
+    torch.testing.assert_close(adam.precondition(v), v / (0.001 ** 0.5 * c.abs() + 1e-8), rtol=1e-14, atol=0)
+
+
+def test_alignment_reads_no_optimizer_state_and_the_book_holds_the_study():
+    import inspect
+
+    src = inspect.getsource(al)
+    assert ".state" not in src and "exp_avg" not in src and "._state" not in src
+    for name in ("track", "Trace", "Tuning", "Study", "Spread", "seed_spread", "fan"):
+        assert not hasattr(al, name) and hasattr(AS, name)

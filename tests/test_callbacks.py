@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import pinnkit as pk
-from pinnkit.train import STEPPERS, Callback, Checkpoint, Log, OnStep, TrainState
+from pinnkit.training import STEPPERS, Callback, Checkpoint, Log, OnStep, TrainState
 
 
 @pytest.fixture(scope="module")

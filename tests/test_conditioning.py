@@ -10,6 +10,7 @@ import torch
 
 from pinnkit import conditioning as K
 from pinnkit import curvature as C
+from pinnkit.book import conditioning_study as KS
 
 F64 = torch.float64
 
@@ -270,27 +271,27 @@ def test_term_matrices_refuse_sizes_beyond_the_dense_limit():
 # --- top-k comparison and the best scalar -------------------------------------------------------------------
 def test_top_condition_closed_form_and_scale_invariance():
     ev = torch.tensor([-3e-9, 0.0, 1e-4, 0.01, 0.5, 2.0, 8.0], dtype=F64)
-    assert K.top_condition(ev, 1) == 1.0
-    assert K.top_condition(ev, 3) == pytest.approx(16.0)
-    assert K.top_condition(ev, 5) == pytest.approx(8e4)
-    assert K.top_condition(7.0 * ev, 4) == pytest.approx(K.top_condition(ev, 4))     # a scalar cannot change it
-    assert K.top_condition(-ev, 3) == pytest.approx(16.0)                            # by magnitude
+    assert KS.top_condition(ev, 1) == 1.0
+    assert KS.top_condition(ev, 3) == pytest.approx(16.0)
+    assert KS.top_condition(ev, 5) == pytest.approx(8e4)
+    assert KS.top_condition(7.0 * ev, 4) == pytest.approx(KS.top_condition(ev, 4))     # a scalar cannot change it
+    assert KS.top_condition(-ev, 3) == pytest.approx(16.0)                            # by magnitude
     with pytest.raises(ValueError):
-        K.top_condition(ev, 0)
+        KS.top_condition(ev, 0)
     with pytest.raises(ValueError):
-        K.top_condition(ev, 8)
+        KS.top_condition(ev, 8)
     with pytest.raises(ValueError):
-        K.top_condition(torch.tensor([1.0, 0.0, 0.0], dtype=F64), 2)
+        KS.top_condition(torch.tensor([1.0, 0.0, 0.0], dtype=F64), 2)
 
 
 def test_best_scalar_share_beats_every_scalar_on_a_grid():
     ev = 10 ** torch.empty(200, dtype=F64).uniform_(-6, 3, generator=torch.Generator().manual_seed(0))
     ev = torch.cat([ev, torch.zeros(50, dtype=F64), -ev[:10] * 1e-6])
-    share, c = K.best_scalar_share(ev)
+    share, c = KS.best_scalar_share(ev)
     assert K.cluster_share(c * ev) == pytest.approx(share)                     # c achieves the share ...
     grid = 10 ** torch.linspace(-4, 7, 2001, dtype=F64)
     assert share >= max(K.cluster_share(float(g) * ev) for g in grid) - 1e-12   # ... and no scalar does better
-    assert K.best_scalar_share(torch.tensor([-1.0, 0.0], dtype=F64)) == (0.0, 1.0)
+    assert KS.best_scalar_share(torch.tensor([-1.0, 0.0], dtype=F64)) == (0.0, 1.0)
 
 
 def test_compare_top_with_conjugate_pairs():
@@ -302,12 +303,12 @@ def test_compare_top_with_conjugate_pairs():
     S = Q[:, order[:m].flip(0)].T.contiguous()
     pairs = C.LBFGSPairs(S, S @ A, gamma=float(1.0 / lam[order[m - 1]]))
     r = K.lbfgs_preconditioned(A, pairs)
-    t = K.compare_top(r.hessian.eigenvalues, r.lbfgs.eigenvalues, m)
+    t = KS.compare_top(r.hessian.eigenvalues, r.lbfgs.eigenvalues, m)
     top = lam[order[:m]]
     assert t.k == m and t.kappa_hessian == pytest.approx(float(top[0] / top[-1]))
     assert t.kappa_preconditioned == pytest.approx(1.0) and t.share_preconditioned == 1.0
     assert t.gain == pytest.approx(float(top[0] / top[-1]))
-    assert t.share_best_scalar == pytest.approx(K.best_scalar_share(top)[0])
+    assert t.share_best_scalar == pytest.approx(KS.best_scalar_share(top)[0])
     assert t.share_best_scalar < 1.0
 
 
@@ -338,7 +339,7 @@ def test_cg_bound_counts_outliers_and_holds_for_cg_run(n_out):
     out = torch.linspace(10.0, 20.0, n_out, dtype=F64) if n_out else torch.zeros(0, dtype=F64)
     lam = torch.cat([bulk, out])
     tol = 1e-6
-    b = K.cg_bound(lam, tol)
+    b = KS.cg_bound(lam, tol)
     measured = _cg_iters(lam, torch.randn(lam.numel(), generator=g, dtype=F64), tol)
     assert b.outliers == n_out and b.kappa_rest == pytest.approx(4.0)
     assert measured <= b.iterations <= measured + n_out + 5          # a bound, and a tight one
@@ -349,16 +350,16 @@ def test_cg_bound_counts_outliers_and_holds_for_cg_run(n_out):
 
 def test_cg_bound_caps_at_distinct_eigenvalues_and_rejects():
     lam = torch.tensor([1.0, 1.0, 1e3, 1e3, 1e6, 1e6, 1e6], dtype=F64)
-    b = K.cg_bound(lam, 1e-10)
+    b = KS.cg_bound(lam, 1e-10)
     assert b.distinct == 3 and b.iterations == 3
     assert _cg_iters(lam, torch.ones(7, dtype=F64), 1e-10) <= 3
     assert K._chebyshev_steps(1.0, 1e-6) == 1
     # sqrt(kappa)/2 ln(2/tol) is the large-kappa form of the exact Chebyshev count
     assert K._chebyshev_steps(1e8, 1e-6) == pytest.approx(K.iterations_predicted(1e8, 1e-6).cg, rel=1e-3)
     with pytest.raises(ValueError, match="positive-definite"):
-        K.cg_bound([0.0, 1.0])
+        KS.cg_bound([0.0, 1.0])
     with pytest.raises(ValueError, match="tol"):
-        K.cg_bound([1.0, 2.0], tol=0.0)
+        KS.cg_bound([1.0, 2.0], tol=0.0)
 
 
 def test_cg_check_exact_arithmetic_within_bound_and_float64_delay():
@@ -369,21 +370,21 @@ def test_cg_check_exact_arithmetic_within_bound_and_float64_delay():
     g = torch.Generator().manual_seed(3)
     Q, _ = torch.linalg.qr(torch.randn(P, P, generator=g, dtype=F64))
     lam = torch.cat([torch.logspace(0, 6, k, dtype=F64), torch.zeros(P - k, dtype=F64)])
-    c = K.cg_check((Q * lam) @ Q.T, k, 1e-6)
+    c = KS.cg_check((Q * lam) @ Q.T, k, 1e-6)
     assert c.bound.iterations == k and c.bound.chebyshev > 100 * k
     assert c.measured_exact is not None and c.measured_exact <= c.bound.iterations
     assert c.measured is not None and c.measured > c.bound.iterations
     assert bool((c.errors_exact[1:] <= c.errors_exact[:-1] * (1 + 1e-8)).all())   # A-norm error never grows
     lam2 = torch.cat([torch.linspace(1, 4, k, dtype=F64), torch.zeros(P - k, dtype=F64)])
-    c2 = K.cg_check((Q * lam2) @ Q.T, k, 1e-6)
+    c2 = KS.cg_check((Q * lam2) @ Q.T, k, 1e-6)
     assert c2.measured == c2.measured_exact and c2.measured is not None and c2.measured <= c2.bound.iterations
     # outliers 30..1000 times the bulk: exact arithmetic within the bound, float64 delayed by them
     lam3 = torch.cat([torch.linspace(1.0, 4.0, 100, dtype=F64), 10 ** torch.linspace(1.5, 3, 8, dtype=F64)])
-    c3 = K.cg_check(torch.diag(lam3), lam3.numel(), 1e-6)
+    c3 = KS.cg_check(torch.diag(lam3), lam3.numel(), 1e-6)
     assert c3.bound.outliers == 8 and c3.measured_exact is not None and c3.measured_exact <= c3.bound.iterations
     assert c3.measured is not None and c3.measured > c3.bound.iterations
     with pytest.raises(ValueError, match="k must be"):
-        K.cg_check(torch.eye(3, dtype=F64), 4)
+        KS.cg_check(torch.eye(3, dtype=F64), 4)
 
 
 # --- the one condition number ----------------------------------------------------------------------------------
@@ -425,12 +426,12 @@ def test_condition_number_by_magnitude_and_errors():
 
 
 def test_every_condition_number_is_the_one_function():
-    from pinnkit import features as F
+    from pinnkit.book import features_study as FS
     from pinnkit.book import fig10
 
     ev = torch.tensor([-2e-3, 1e-12, 0.5, 4.0], dtype=F64)
-    assert K.top_condition(ev, 2) == K.condition_number(torch.tensor([4.0, 0.5]), 0.0)
+    assert KS.top_condition(ev, 2) == K.condition_number(torch.tensor([4.0, 0.5]), 0.0)
     assert fig10.magnitude_ratio(ev) == K.condition_number(ev, 0.0)
-    model = F.fourier_features("poisson1d", 6, n_res=32)
-    assert F.operator_condition(model, rcut=1e-10) == K.condition_number(torch.linalg.eigvalsh(model.hessian()), 1e-10)
+    model = FS.fourier_features("poisson1d", 6, n_res=32)
+    assert FS.operator_condition(model, rcut=1e-10) == K.condition_number(torch.linalg.eigvalsh(model.hessian()), 1e-10)
     assert not hasattr(C, "condition_number")                                       # the old second definition

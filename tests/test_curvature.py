@@ -14,6 +14,7 @@ import torch
 
 import pinnkit as pk
 from pinnkit import curvature as C
+from pinnkit.book import spectra_study
 
 F64, F32 = torch.float64, torch.float32
 CUDA = pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))
@@ -66,8 +67,8 @@ def case(request) -> Case:
 
 
 def compare(op: C.LinearOperator, A: torch.Tensor, rtol: float) -> None:
-    """``op`` against the dense symmetric ``A``: vectors, row blocks, column blocks (``@``), ``V @ op``, the scipy
-    export (matvec and matmat) and determinism (two identical calls agree bit for bit)."""
+    """``op`` against the dense symmetric ``A``: vectors, row blocks, the scipy export (matvec and matmat) and
+    determinism (two identical calls agree bit for bit)."""
     n = A.shape[0]
     assert op.shape == (n, n)
     g = torch.Generator().manual_seed(7)
@@ -77,10 +78,10 @@ def compare(op: C.LinearOperator, A: torch.Tensor, rtol: float) -> None:
     close = lambda x, y: torch.testing.assert_close(x.double().cpu(), y, rtol=rtol, atol=atol)   # noqa: E731
     vd, Vd = v.to(op.device, op.dtype), V.to(op.device, op.dtype)
     close(op(vd), A @ v)
-    close(op @ vd, A @ v)
     close(op(Vd), V @ A)
-    close(Vd @ op, V @ A)
+    close(op @ vd, A @ v)                      # curvlinops' spelling: the same products
     close(op @ Vd.T, A @ V.T)
+    close(Vd @ op, V @ A)
     S = op.to_scipy()
     close(torch.from_numpy(S.matvec(v.numpy())), A @ v)
     close(torch.from_numpy(S.matmat(V.T.numpy())), A @ V.T)
@@ -201,6 +202,8 @@ def test_linear_operator_algebra_and_errors():
     assert "shape=(3, 3)" in repr(opA)
     with pytest.raises(ValueError, match="block of rows"):
         opA(torch.ones(4, dtype=F64))
+    X = torch.arange(6.0, dtype=F64).reshape(3, 2)
+    torch.testing.assert_close(X.T @ (opA @ X), X.T @ A @ X)
     with pytest.raises(ValueError, match="columns"):
         opA @ torch.ones(2, 3, dtype=F64)
     with pytest.raises(ValueError, match="sizes"):
@@ -230,7 +233,7 @@ def test_jacobian_and_gauss_newton_refuse_large(monkeypatch):
         C.gauss_newton(pinn.residual_vector, pinn.theta0)
     assert C.jacobian(pinn.residual_vector, pinn.theta0, force=True).shape == (m, P)
     with pytest.raises(ValueError, match="gauss_newton_product"):     # tangent_alignment goes through jacobian
-        pk.stationary.tangent_alignment(pinn.residual_vector, pinn.theta0)
+        pk.book.stationary_survey.tangent_alignment(pinn.residual_vector, pinn.theta0)
 
 
 # --- Lanczos -----------------------------------------------------------------------------------------------
@@ -294,6 +297,11 @@ def test_lanczos_block_equals_single_runs_and_survives_breakdown():
     assert len(w) == 3 and torch.allclose(w, torch.full((3,), 1 / 3, dtype=F64))   # quadrature on the probe
 
 
+def test_eigen_repr_is_short():
+    e = C.hessian_eigh(lambda th: (th ** 2).sum(), torch.zeros(300, dtype=F64))
+    assert repr(e) == "Eigen(k=300, P=300, values=[2, 2, 2, 2, ...], converged=True)"
+
+
 def test_bottom_eigenpairs_report_non_convergence():
     pinn = small_pinn(widths=(8, 8))
     few = C.bottom_eigenpairs(pinn.loss, pinn.theta0, k=3, steps=10)
@@ -350,7 +358,7 @@ def test_slq_density_matches_the_exact_smoothed_density():
 
 def test_term_densities_share_probes_and_sigma():
     pinn = small_pinn()
-    dens = C.term_densities(pinn.terms, pinn.theta0, include_total=True, n_probes=3, steps=20)
+    dens = spectra_study.term_densities(pinn.terms, pinn.theta0, include_total=True, n_probes=3, steps=20)
     assert set(dens) == {"residual", "initial", "boundary", "total"}
     # the same probes for every term and v^T H v is linear in H: the first moments add up exactly per probe
     per = lambda sd: (sd.weights * sd.nodes).sum(1)      # noqa: E731
@@ -358,9 +366,9 @@ def test_term_densities_share_probes_and_sigma():
                           rtol=1e-8)
     ref = torch.linalg.eigvalsh(C.hessian(pinn.loss, pinn.theta0))
     assert abs(dens["total"].lmax - float(ref[-1])) < 1e-6 * dens["total"].lmax
-    one = C.term_densities(pinn.terms, pinn.theta0, n_probes=3, steps=20, sigma=0.3)
+    one = spectra_study.term_densities(pinn.terms, pinn.theta0, n_probes=3, steps=20, sigma=0.3)
     assert {round(d.sigma, 12) for d in one.values()} == {0.3}
-    assert C.shared_sigma(dens) == max(d.sigma for d in dens.values())
+    assert spectra_study.shared_sigma(dens) == max(d.sigma for d in dens.values())
 
 
 def test_log_density_masses_and_peaks():

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 import pinnkit as pk
+from pinnkit.book.regression import Regression
 from pinnkit.flat import FlatMLP
-from pinnkit.regression import Regression
 
 
 @pytest.fixture

@@ -306,3 +306,42 @@ def test_a_killed_run_resumes_from_its_checkpoint(tmp_path):
     assert resumed.loss == whole.loss and resumed.history["loss"] == whole.history["loss"]
     assert resumed.evals == whole.evals and resumed.history["stops"] == whole.history["stops"]
     assert not ckpt.exists() and len(Store(store).records()) == 1
+
+
+def test_store_closes_every_connection_it_opens(tmp_path, monkeypatch):
+    opened, connect = [], sqlite3.connect
+
+    class Tracked(sqlite3.Connection):
+        closed = False
+
+        def close(self):
+            self.closed = True
+            super().close()
+
+    monkeypatch.setattr(sqlite3, "connect", lambda *a, **k: opened.append(connect(*a, factory=Tracked, **k))
+                        or opened[-1])
+    store = Store(tmp_path / "s.sqlite")
+    rec = run(dataclasses.replace(TINY, analysis=(), steps=2, switch=1), store)
+    assert store.records() == [rec] and Store(tmp_path / "t.sqlite").merge(store) == [rec.name]
+    assert len(opened) >= 5 and all(db.closed for db in opened)
+
+
+def test_show_prints_one_table_and_the_failures_messages(tmp_path, capsys):
+    store = tmp_path / "s.sqlite"
+    sweep([dataclasses.replace(TINY, name="bad", params={"beta": "not a number"}, analysis=())], store)
+    assert main(["show", "--store", str(store)]) == 0
+    plain = capsys.readouterr().out
+    assert main(["show", "--store", str(store), "--markdown"]) == 0
+    markdown = capsys.readouterr().out
+    assert plain.startswith(markdown.rstrip("\n")) and markdown.startswith("| run | width |")
+    assert "bad: error: ValueError" in plain and "ValueError" not in markdown
+
+
+def test_the_fig10_fit_lives_in_the_book():
+    import pinnkit.experiments as E
+    from pinnkit.book.experiments_study import fig10_fit
+
+    assert not hasattr(E, "fig10_fit")
+    fit = fig10_fit(stored("fig10/%"))
+    assert fit is not None and f"n_res^{fit.slope:.2f}`" in E.report(stored())
+    assert fig10_fit(stored("fig10/%")[:1]) is None

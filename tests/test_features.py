@@ -8,6 +8,7 @@ import torch
 
 import pinnkit as pk
 from pinnkit import features as F
+from pinnkit.book import features_study as FS
 from pinnkit.book import fig10
 from pinnkit.conditioning import range_condition
 
@@ -31,9 +32,9 @@ def test_operator_factors_scale_each_feature(conv):
     """The residual column of feature j is (w_t + beta w_x) cos(w.X + b): the factor the operator applies."""
     A = conv.operator_matrices()["residual"]
     X = conv.pinn.points["residual"]
-    W = F.feature_weights(conv)
+    W = FS.feature_weights(conv)
     b = conv.hidden[conv.pinn.blocks[1].start:conv.pinn.blocks[1].stop]
-    expected = F.operator_factors(conv, 3.0) * torch.cos(X @ W.T + b)
+    expected = FS.operator_factors(conv, 3.0) * torch.cos(X @ W.T + b)
     assert torch.allclose(A[:, :-1], expected, atol=1e-12)
     assert float(A[:, -1].abs().max()) == 0.0          # the constant feature is annihilated exactly
 
@@ -50,31 +51,31 @@ def test_residual_term_has_the_constant_in_its_null_space(conv):
 @pytest.mark.parametrize("order", [0, 1, 2, 3])
 def test_fourier_derivative_gram_condition_is_k_to_the_2_order(order):
     K = 8
-    m = F.fourier_features(pk.problems.Poisson1D(), n_freq=K, n_res=64)
-    assert math.isclose(_kappa(F.derivative_gram(m, order)), K ** (2 * order), rel_tol=0.05)
+    m = FS.fourier_features(pk.problems.Poisson1D(), n_freq=K, n_res=64)
+    assert math.isclose(_kappa(FS.derivative_gram(m, order)), K ** (2 * order), rel_tol=0.05)
 
 
 def test_derivative_gram_constant_column():
-    m = F.fourier_features(pk.problems.Poisson1D(), n_freq=4, n_res=32)
-    assert F.derivative_gram(m, 2).shape == (4, 4)
-    G = F.derivative_gram(m, 2, constant=True)
+    m = FS.fourier_features(pk.problems.Poisson1D(), n_freq=4, n_res=32)
+    assert FS.derivative_gram(m, 2).shape == (4, 4)
+    G = FS.derivative_gram(m, 2, constant=True)
     assert G.shape == (5, 5) and float(G[-1].abs().max()) == 0.0
     assert torch.allclose(G, m.term_hessians()["residual"], atol=1e-9)   # -u'' = f: the residual term
     with pytest.raises(ValueError, match="order"):
-        F.derivative_gram(m, -1)
+        FS.derivative_gram(m, -1)
 
 
 def test_fourier_features_refuses_bad_input():
     with pytest.raises(ValueError, match="1-D"):
-        F.fourier_features(pk.problems.Convection(beta=1.0), n_freq=4, n_res=64)
+        FS.fourier_features(pk.problems.Convection(beta=1.0), n_freq=4, n_res=64)
     with pytest.raises(ValueError, match="n_res"):
-        F.fourier_features(pk.problems.Poisson1D(), n_freq=16, n_res=20)
+        FS.fourier_features(pk.problems.Poisson1D(), n_freq=16, n_res=20)
 
 
 def test_operator_condition_uses_the_range(conv):
-    k = F.operator_condition(conv, "residual", rcut=1e-12)
+    k = FS.operator_condition(conv, "residual", rcut=1e-12)
     assert math.isfinite(k) and k > 1.0
-    assert F.operator_condition(conv, rcut=1e-12) == pytest.approx(_kappa(conv.hessian()))
+    assert FS.operator_condition(conv, rcut=1e-12) == pytest.approx(_kappa(conv.hessian()))
 
 
 def test_magnitude_ratio_is_smallest_magnitude():
@@ -129,26 +130,26 @@ def test_t_quantile_table_against_scipy():
 
 def test_operator_preconditioning_on_sines_gives_kappa_one():
     """Scaling sin(j pi x) by (j pi)^-2 undoes the second derivative exactly (orthogonal on the grid)."""
-    m = F.fourier_features(pk.problems.Poisson1D(), n_freq=8, n_res=128)
-    G = F.derivative_gram(m, 2, constant=True)
+    m = FS.fourier_features(pk.problems.Poisson1D(), n_freq=8, n_res=128)
+    G = FS.derivative_gram(m, 2, constant=True)
     assert _kappa(G) == pytest.approx(8 ** 4, rel=0.02)
-    assert _kappa(F.scaled(G, F.order_scaling(m, 2))) == pytest.approx(1.0, abs=1e-6)
+    assert _kappa(FS.scaled(G, FS.order_scaling(m, 2))) == pytest.approx(1.0, abs=1e-6)
     # the whole PINN loss: (K pi)^4 / 2 before, 2 after (the boundary term's curvature on the constant)
     assert _kappa(m.hessian()) == pytest.approx((8 * math.pi) ** 4 / 2, rel=0.01)
-    assert _kappa(F.scaled(m.hessian(), F.order_scaling(m, 2))) == pytest.approx(2.0, rel=0.01)
+    assert _kappa(FS.scaled(m.hessian(), FS.order_scaling(m, 2))) == pytest.approx(2.0, rel=0.01)
 
 
 def test_random_sine_features_precondition_to_plain_regression():
     """On non-orthogonal random sines the second derivative, divided out, leaves plain regression's Gram matrix."""
-    m = F.random_sine_features(pk.problems.Poisson1D(), n_freq=12, n_res=256, seed=1)
-    w = F.feature_weights(m)[:, 0] / math.pi
+    m = FS.random_sine_features(pk.problems.Poisson1D(), n_freq=12, n_res=256, seed=1)
+    w = FS.feature_weights(m)[:, 0] / math.pi
     assert bool(((w - torch.arange(1, 13)).abs() <= 0.5).all())
-    G2 = F.scaled(F.derivative_gram(m, 2, constant=True), F.order_scaling(m, 2))
-    G0 = F.derivative_gram(m, 0)
+    G2 = FS.scaled(FS.derivative_gram(m, 2, constant=True), FS.order_scaling(m, 2))
+    G0 = FS.derivative_gram(m, 0)
     assert torch.allclose(G2[:-1, :-1], G0, rtol=1e-10, atol=1e-12)
     assert _kappa(G0) > 2.0                        # not orthogonal: kappa is not 1
     with pytest.raises(ValueError, match="1-D"):
-        F.random_sine_features(pk.problems.Convection(beta=1.0), n_freq=3)
+        FS.random_sine_features(pk.problems.Convection(beta=1.0), n_freq=3)
 
 
 def test_tangent_kernel_sweep_small():

@@ -8,7 +8,7 @@ import torch
 
 import pinnkit as pk
 from pinnkit import gauss_newton as gn
-from pinnkit.regression import Regression
+from pinnkit.book.regression import Regression
 
 D = torch.float64
 
@@ -198,3 +198,13 @@ def test_engd_damping_by_the_loss():
     assert s.last.mu == s.last.loss_before and s.last.loss_after < s.last.loss_before
     with pytest.raises(ValueError, match="'loss' for engd"):
         gn.lm(f, torch.zeros(2, dtype=D), residual=r, damping="loss")
+
+
+def test_step_cost_is_book_code_and_times_the_three_parts():
+    from pinnkit.book import gauss_newton_study
+    assert not hasattr(gn, "step_cost") and not hasattr(gn, "find_residual")    # moved / merged into find_model
+    pinn = pk.PINN("poisson2d", widths=[4], n_res=16, n_bc=4, dtype=D, seed=0)
+    cost = gauss_newton_study.step_cost(pinn, pinn.theta0, repeat=1)
+    assert set(cost) == {"jacobian", "solve", "line_search"} and all(v >= 0 for v in cost.values())
+    assert gn.find_model(pinn.terms) is pinn and gn.find_model(pk.objective.as_terms(pinn)) is pinn
+    assert gn.find_model(lambda th: th.sum()) is None

@@ -7,8 +7,8 @@ from test_exercises_ch00_ch01 import reaction_terms  # the from-scratch reaction
 
 import pinnkit.exercises.homework as hw
 from pinnkit import curvature, problems, stationary
+from pinnkit.book.regression import Regression
 from pinnkit.conditioning import range_condition
-from pinnkit.regression import Regression
 
 
 def test_hw1(capsys):

@@ -6,6 +6,7 @@ import torch
 
 import pinnkit as pk
 from pinnkit import landscape as L
+from pinnkit.book import landscape_study as LS
 
 F64 = torch.float64
 
@@ -128,7 +129,7 @@ def test_batched_and_looped_evaluation_agree(pinn, theta):
     th = theta + fast.alphas[i] * d[0] + fast.betas[j] * d[1]
     assert float(fast.loss[i, j]) == pytest.approx(float(pinn.loss(th)), rel=1e-12)
     # the Deep Ritz terms also vectorise
-    ritz = L.ritz_terms(pinn)
+    ritz = LS.ritz_terms(pinn)
     r1 = L.slice_1d(ritz, theta, d[0], span=0.5, n=3)
     assert float(r1.loss[0]) == pytest.approx(float(sum(ritz(theta - 0.5 * d[0]).values())), rel=1e-12)
     assert set(r1.terms) == {"energy", "boundary"}
@@ -144,7 +145,7 @@ def test_slice_curvature_matches_hessian_vector_products(pinn, theta):
 def test_interpolation_line():
     f, A, lam, Q, c = quadratic()
     th0 = c + 1.0
-    s = L.interpolate(f, th0, c, span=(0.0, 1.0), n=5)
+    s = LS.interpolate(f, th0, c, span=(0.0, 1.0), n=5)
     assert float(s.loss[-1]) == pytest.approx(0.0, abs=1e-12)
     assert float(s.loss[0]) == pytest.approx(float(f(th0)), rel=1e-12)
     assert s.marks == {"init": 0.0, "trained": 1.0}
@@ -162,7 +163,7 @@ def test_float32_and_errors(pinn, theta):
     with pytest.raises(ValueError, match="odd n"):
         L.slice_1d(pinn.loss, theta, theta, n=4).curvature()
     with pytest.raises(ValueError, match="Poisson1D"):
-        L.ritz_terms(pk.PINN("convection", widths=[4], n_res=8, n_ic=4, n_bc=4))
+        LS.ritz_terms(pk.PINN("convection", widths=[4], n_res=8, n_ic=4, n_bc=4))
 
 
 def test_evaluate_returns_a_frozen_result_and_checks_column_shapes():
@@ -211,3 +212,16 @@ def test_slice_hessian_is_DtAD_and_matches_the_finite_difference_curvature():
     assert torch.allclose(s.curvature(), M, atol=1e-8)                               # exact on a quadratic
     terms = lambda th: {"quad": f(th), "lin": th.sum()}                               # a linear term adds nothing
     assert torch.allclose(L.slice_hessian(terms, c, r), M, atol=1e-10)
+
+
+def test_chapter_9_helpers_live_in_the_book_and_plane_curvature_is_the_eigenvalues_of_slice_hessian():
+    assert not hasattr(L, "interpolate") and not hasattr(L, "ritz_terms")      # moved to pinnkit.book
+    assert {"interpolate", "ritz_terms"} <= set(LS.__all__)
+    f, A, lam, Q, c = quadratic()
+    r = L.random_directions(c, 2, seed=4)
+    Qp, _ = torch.linalg.qr(r.vectors)
+    plane = L.Directions(Qp, "custom", "none", ("q1", "q2"))
+    assert torch.equal(L.plane_curvature(f, c, r[0], r[1]), torch.linalg.eigvalsh(L.slice_hessian(f, c, plane)))
+    s = L.slice_2d(f, c, r, span=0.5, n=4)
+    with pytest.raises(ValueError, match="odd n"):
+        s.curvature()

@@ -6,8 +6,8 @@ import torch
 
 import pinnkit as pk
 from pinnkit import newton as nt
+from pinnkit.book.regression import Regression
 from pinnkit.book.stationary_survey import run
-from pinnkit.regression import Regression
 
 D = torch.float64
 

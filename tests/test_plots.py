@@ -16,7 +16,7 @@ from pinnkit import plots
 from pinnkit import stationary as st
 from pinnkit.book import alignment_study as AS
 from pinnkit.book import stationary_survey as SS
-from pinnkit.regression import Regression
+from pinnkit.book.regression import Regression
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
@@ -188,7 +188,7 @@ def test_alignment_figures():
 
 def test_alignment_along_training():
     make = lambda s: pk.PINN("convection", widths=[4], n_res=16, n_ic=4, n_bc=4, dtype=F64, seed=s)
-    fixed = al.Tuning(method="adam", lrs=(1e-3,), losses=(0.0,), best=1e-3)
+    fixed = AS.Tuning(method="adam", lrs=(1e-3,), losses=(0.0,), best=1e-3)
     study = AS.study(make, ("adam",), (1e-3,), 4, seeds=(0, 1), tune_seed=9, log_every=1, tunings={"adam": fixed})
     fig = plots.plot_study(study, smooth=1)
     assert len(fig.axes) == 6 and len(fig.axes[0].lines) == 2                # one line per seed; legend in the 6th

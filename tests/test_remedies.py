@@ -1,5 +1,6 @@
-"""Remedies (pinnkit.remedies): embeddings, loss weights, causal weights, the kernel's captured fraction —
-each against an independent reference (closed forms, dense Jacobians, finite differences, a hand-written loop)."""
+"""Remedies (pinnkit.remedies): embeddings, loss weights, causal weights; the kernel's captured fraction
+(pinnkit.book.tangent_study) — each against an independent reference (closed forms, dense Jacobians, finite
+differences, a hand-written loop)."""
 from __future__ import annotations
 
 import math
@@ -9,6 +10,7 @@ import torch
 
 import pinnkit as pk
 from pinnkit import remedies as R
+from pinnkit.book import tangent_study as TS
 
 F64 = torch.float64
 
@@ -160,7 +162,7 @@ def test_captured_fraction_against_a_direct_projection(conv):
     pinn = small(conv)
     X = conv.grid((6, 5))
     y = conv.exact(X)
-    c = R.captured_fraction(pinn, pinn.theta0, X, y, k=5)
+    c = TS.captured_fraction(pinn, pinn.theta0, X, y, k=5)
     J = torch.func.jacrev(lambda th: pinn.u(th)(X))(pinn.theta0)
     U, S, _ = torch.linalg.svd(J, full_matrices=False)         # eigenvectors of J J^T = left singular vectors
     assert math.isclose(c.fraction, float((U[:, :5].T @ y).pow(2).sum() / y.pow(2).sum()), rel_tol=1e-8)

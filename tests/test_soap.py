@@ -123,3 +123,21 @@ def test_bad_hyperparameters():
                                                                            "precondition_frequency")]:
         with pytest.raises(ValueError, match=msg):
             SOAP(p, **kw)
+
+
+def test_precondition_is_adam_in_the_eigenbasis():
+    """Linear loss <C, W> + c.b: constant gradients. C = diag(3, 1) has eigenbases Q_L = Q_R = I (up to signs,
+    which cancel), so after SOAP's update P X = X / (sqrt(1 - beta2) |C| + eps) entry by entry; plain Adam on b."""
+    from types import SimpleNamespace as B
+
+    C, c = torch.diag(torch.tensor([3.0, 1.0], dtype=torch.float64)), torch.tensor([2.0, -0.5], dtype=torch.float64)
+    blocks = [B(start=0, stop=4, shape=(2, 2)), B(start=4, stop=6, shape=(2,))]
+    st = soap_stepper(lambda th: C.reshape(-1) @ th[:4] + c @ th[4:], torch.zeros(6, dtype=torch.float64),
+                      lr=1e-2, blocks=blocks)
+    v = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0, 6.0], dtype=torch.float64)
+    assert st.precondition(v) is None
+    st.step()
+    assert st.precondition(v) is None                    # the first step only builds the eigenbases
+    st.step()
+    scale = 0.001 ** 0.5 * torch.cat([C.reshape(-1), c]).abs() + 1e-8
+    torch.testing.assert_close(st.precondition(v), v / scale, rtol=1e-12, atol=0)

@@ -6,7 +6,7 @@ import torch
 
 import pinnkit as pk
 from pinnkit.book import stall
-from pinnkit.train import LBFGS_REASONS, History
+from pinnkit.training import LBFGS_REASONS, History
 
 
 def test_frozen_step_is_the_start_of_the_final_run_of_tolerance_stops():

@@ -8,8 +8,8 @@ import torch
 import pinnkit as pk
 from pinnkit import stationary as st
 from pinnkit.book import stationary_survey as SS
+from pinnkit.book.regression import Regression
 from pinnkit.pinn import PINN
-from pinnkit.regression import Regression
 
 D = torch.float64
 
@@ -65,17 +65,17 @@ def test_the_trivial_saddle_of_the_regression_network_matches_its_closed_form():
     assert p.label == "saddle" and p.index == reg.widths[-1] and p.loss == pytest.approx(float((reg.y ** 2).mean()))
     assert p.min_eig == pytest.approx(-float(c.norm()), rel=1e-10)
     assert p.max_eig == pytest.approx(2.0)
-    assert st.tangent_alignment(reg.residual_vector, z) < 1e-12            # J^T r = 0 while ||r||^2 ~ 0.5
+    assert SS.tangent_alignment(reg.residual_vector, z) < 1e-12            # J^T r = 0 while ||r||^2 ~ 0.5
 
 
 def test_escape_direction_and_tables():
     f = lambda p: p[0] ** 2 - 3 * p[1] ** 2
-    d = st.escape_direction(f, torch.zeros(2, dtype=D))
+    d = SS.escape_direction(f, torch.zeros(2, dtype=D))
     assert d.lam_min == pytest.approx(-6.0) and abs(float(d.v_min[1])) == pytest.approx(1.0)
     with pytest.raises(dataclasses.FrozenInstanceError):
         d.lam_min = 0.0
     with pytest.raises(ValueError, match="no descent direction"):
-        st.escape_direction(lambda p: (p ** 2).sum(), torch.zeros(2, dtype=D))
+        SS.escape_direction(lambda p: (p ** 2).sum(), torch.zeros(2, dtype=D))
     text = SS.table({"origin": st.classify(f, torch.zeros(2, dtype=D))})
     assert "saddle" in text and "-6.0e+00" in text
 
@@ -85,7 +85,7 @@ def test_classify_accepts_a_terms_dict():
     a = st.classify(pinn.terms, pinn.theta0)
     b = st.classify(pinn.loss, pinn.theta0)
     assert (a.loss, a.index, a.label) == (pytest.approx(b.loss), b.index, b.label)
-    assert st.escape_direction(pinn.terms, pinn.theta0).lam_min == pytest.approx(b.min_eig)
+    assert SS.escape_direction(pinn.terms, pinn.theta0).lam_min == pytest.approx(b.min_eig)
 
 
 def test_global_minimum_is_told_apart_from_a_saturated_plateau():
@@ -117,10 +117,10 @@ def test_curvature_split_closed_form():
     """r = theta0 theta1 - 1: at (0, 0) J = 0 and H = R = -2 [[0, 1], [1, 0]] (eigenvalues -2, 2);
     at (1, 1) r = 0, so H = G = 2 J^T J (eigenvalues 0, 4)."""
     r = lambda th: (th[0] * th[1] - 1.0)[None]
-    s = st.curvature_split(r, torch.zeros(2, dtype=D))
+    s = SS.curvature_split(r, torch.zeros(2, dtype=D))
     assert (s.rank_J, s.null_dim, s.index, s.index_R, s.index_on_null) == (0, 2, 1, 1, 1)
     assert s.norm_R == pytest.approx(2.0) and s.min_eig == pytest.approx(-2.0) and s.norm_G == 0.0
-    s = st.curvature_split(r, torch.ones(2, dtype=D))
+    s = SS.curvature_split(r, torch.ones(2, dtype=D))
     assert (s.rank_J, s.null_dim, s.index, s.index_R) == (1, 1, 0, 0)
     assert s.norm_G == pytest.approx(4.0) and s.norm_R == pytest.approx(0.0, abs=1e-12)
 
@@ -133,7 +133,7 @@ def test_basis_fit_is_the_least_squares_fit_in_the_last_hidden_features():
     Phi = torch.cat([h, torch.ones(16, 1, dtype=D)], 1) / 4.0          # r = (u - y) / sqrt(16)
     c = torch.linalg.lstsq(Phi, reg.y[:, None] / 4.0).solution
     best = float(torch.linalg.vector_norm(Phi @ c - reg.y[:, None] / 4.0))
-    fit = st.basis_fit(reg, th)
+    fit = SS.basis_fit(reg, th)
     assert fit.n_basis == 5 and fit.best_in_span == pytest.approx(best, rel=1e-8)
     assert fit.residual_norm == pytest.approx(float(reg.loss(th)) ** 0.5) and fit.best_in_span < fit.residual_norm
 
@@ -142,7 +142,7 @@ def test_tangent_alignment_refuses_a_jacobian_too_large(monkeypatch):
     reg = Regression(widths=[3], n=8)
     monkeypatch.setattr(pk.curvature, "DENSE_LIMIT", 5)
     with pytest.raises(ValueError, match="DENSE_LIMIT"):
-        st.tangent_alignment(reg.residual_vector, reg.theta0)
+        SS.tangent_alignment(reg.residual_vector, reg.theta0)
 
 
 def test_survey_finds_the_global_minimum_and_keeps_the_trivial_saddle():

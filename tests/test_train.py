@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import pinnkit as pk
-from pinnkit.train import TrainState
+from pinnkit.training import TrainState
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +86,7 @@ def test_options_are_routed_to_the_phases_that_declare_them(monkeypatch):
 
     def rec(terms_fn, theta, lr=0.1, blocks=None):
         seen.append({"lr": lr, "blocks": blocks})
-        return pk.train.__globals__["adam"](terms_fn, theta, lr=lr)
+        return pk.training.adam(terms_fn, theta, lr=lr)
 
     monkeypatch.setitem(pk.STEPPERS, "rec", rec)
     pinn = pk.PINN("convection", widths=[4], n_res=16, n_ic=4, n_bc=4)
@@ -170,7 +170,7 @@ def _resume_options(name, model):
 @pytest.mark.parametrize("name", sorted(pk.STEPPERS))
 def test_every_registered_optimizer_resumes_exactly(name, tmp_path):
     """Interrupted twice (state saved and loaded from disk) = never interrupted, for every optimizer in STEPPERS."""
-    from pinnkit.regression import Regression
+    from pinnkit.book.regression import Regression
 
     model = Regression(widths=[5], n=24, target=lambda x: torch.sin(3 * x), dtype=torch.float64, seed=1)
     kw = dict(theta0=model.theta0, quiet=True, log_every=1, **_resume_options(name, model))
@@ -208,7 +208,7 @@ def test_a_stepper_without_state_is_refused_for_checkpoints():
 def test_the_clock_waits_for_the_gpu(monkeypatch):
     import types
 
-    from pinnkit.train import _synchronize
+    from pinnkit.training import _synchronize
     calls = []
     monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: calls.append(device))
     _synchronize(torch.zeros(1))                                               # CPU tensor: nothing to wait for
@@ -231,7 +231,7 @@ def test_on_step_sees_every_step_with_consecutive_iterates(pinn):
 # --- L-BFGS: evaluations and stop reasons ------------------------------------------------------------------
 def _labelled_torch_lbfgs() -> type:
     """torch's own ``LBFGS.step``, with ``self.why = <reason>`` written before each of its exits: an independent
-    reference for :class:`pinnkit.train.LBFGSStepper`'s reasons, which are read off the state torch leaves."""
+    reference for :class:`pinnkit.training.LBFGSStepper`'s reasons, which are read off the state torch leaves."""
     import inspect
     import textwrap
 
@@ -284,7 +284,7 @@ def test_lbfgs_reports_evaluations_and_why_each_step_ended(dtype, beta, steps):
     assert run.history.stops["reason"] == why and run.history.stops["evals"] == evals
     assert run.history.stops["step"] == list(range(steps)) and set(run.history.stops["phase"]) == {"lbfgs"}
     assert run.history.evals[-1] == len(calls) == sum(evals)
-    assert set(why) <= set(pk.train.__globals__["LBFGS_REASONS"])
+    assert set(why) <= set(pk.training.LBFGS_REASONS)
 
 
 def test_a_frozen_float32_lbfgs_says_so_and_zero_tolerances_do_not_freeze():
@@ -316,14 +316,14 @@ def test_a_stepper_that_reports_a_non_finite_step_ends_the_run_as_diverged():
         def step(self):
             raise FloatingPointError("direction is not finite")
 
-    pk.train.__globals__["STEPPERS"]["_bad"] = Bad
+    pk.training.STEPPERS["_bad"] = Bad
     try:
         run = pk.train(lambda t: (t ** 2).sum(), "_bad", steps=5, theta0=torch.ones(2), quiet=True, on_diverge="stop")
         assert run.status == "diverged" and run.steps == 0
         with pytest.raises(pk.TrainingDiverged, match="direction is not finite"):
             pk.train(lambda t: (t ** 2).sum(), "_bad", steps=5, theta0=torch.ones(2), quiet=True)
     finally:
-        del pk.train.__globals__["STEPPERS"]["_bad"]
+        del pk.training.STEPPERS["_bad"]
 
 
 def test_a_loss_rising_from_near_zero_is_not_divergence():
@@ -332,3 +332,34 @@ def test_a_loss_rising_from_near_zero_is_not_divergence():
     f = lambda t: (t ** 2).sum() * 0 + next(values, 3e-4)  # noqa: E731
     run = pk.train(f, "adam", steps=2, theta0=torch.ones(2), quiet=True, log_every=1)
     assert run.status == "max_steps" and run.loss == pytest.approx(3e-4)
+
+
+def test_lbfgs_stepper_pairs_are_the_curvature_pairs():
+    A = torch.diag(torch.tensor([1.0, 4.0, 9.0], dtype=torch.float64))
+    st = pk.STEPPERS["lbfgs"](lambda th: 0.5 * th @ A @ th, torch.ones(3, dtype=torch.float64), lbfgs_iter=5)
+    st.step()
+    p = st.pairs()
+    ref = pk.curvature.lbfgs_pairs(st.opt)
+    assert torch.equal(p.s, ref.s) and torch.equal(p.y, ref.y) and p.gamma == ref.gamma
+    torch.testing.assert_close(p.y, p.s @ A)              # y_i = A s_i on a quadratic
+
+
+def test_no_function_shadows_its_module():
+    """The driver's module is ``pinnkit.training`` and the function is ``pk.train``: before, the function ``train``
+    shadowed its module ``pinnkit.train``, so ``import pinnkit.train as T`` bound the function (``T.STEPPERS`` failed).
+    """
+    import importlib.util
+    import types
+
+    import pinnkit.training as T
+
+    assert isinstance(T, types.ModuleType) and T.STEPPERS is pk.STEPPERS and pk.train is T.train
+    assert isinstance(pk.train, types.FunctionType)
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module("pinnkit.train")
+    for name in pk.__all__:                       # no public function or class named like a submodule
+        obj = getattr(pk, name)
+        if not isinstance(obj, types.ModuleType):
+            assert importlib.util.find_spec(f"pinnkit.{name}") is None, name
+    run = pk.train(lambda th: (th ** 2).sum(), "adam", 3, theta0=torch.ones(2), quiet=True)
+    assert run.status == "max_steps" and run.steps == 3

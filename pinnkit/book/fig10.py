@@ -16,7 +16,7 @@ from ..curvature import hessian, jacobian
 from ..objective import term
 from ..pinn import PINN
 from ..problems import Convection as Problem_convection
-from ..train import train
+from ..training import train
 from .power_iteration import DeflatedPower, deflated_power_iteration
 
 __all__ = ["magnitude_ratio", "Fig10Point", "fig10_sweep", "authors_estimate", "ResidualControl", "residual_control",

@@ -1,12 +1,12 @@
 """Where and why an L-BFGS run stood still: the stop reason of every step, the step from which the run froze, and
 summaries of the stored paper-setting runs (medians and ranges over seeds, failures, evaluations).
 
-torch's L-BFGS ends a step silently when a tolerance test fires (:data:`pinnkit.train.LBFGS_REASONS`);
-:func:`pinnkit.train` logs each step's loss evaluations and reason in :attr:`~pinnkit.train.History.stops`.
+torch's L-BFGS ends a step silently when a tolerance test fires (:data:`pinnkit.training.LBFGS_REASONS`);
+:func:`pinnkit.train` logs each step's loss evaluations and reason in :attr:`~pinnkit.training.History.stops`.
 A run is *frozen* from the first step after which every step ended on a tolerance test (no step ran its
 ``max_iter`` iterations or used up its evaluations again):
 
->>> from pinnkit.train import History
+>>> from pinnkit.training import History
 >>> h = History(stops={"step": [0, 1, 2, 3], "phase": ["lbfgs"] * 4, "evals": [25, 21, 3, 1],
 ...                    "reason": ["max_iter", "max_iter", "tolerance_change:loss", "tolerance_change:gd"]})
 >>> frozen_step(h), reason_counts(h)
@@ -35,8 +35,8 @@ def _stops(history: Any) -> Mapping[str, list[Any]]:
 
 
 def reason_counts(history: Any) -> dict[str, int]:
-    """How many L-BFGS steps ended for each reason (keys of :data:`pinnkit.train.LBFGS_REASONS`), in the order
-    the reasons first occur. ``history``: a :class:`~pinnkit.train.History` or a stored record's history dict.
+    """How many L-BFGS steps ended for each reason (keys of :data:`pinnkit.training.LBFGS_REASONS`), in the order
+    the reasons first occur. ``history``: a :class:`~pinnkit.training.History` or a stored record's history dict.
     """
     return dict(Counter(_stops(history).get("reason", [])))
 
@@ -143,7 +143,7 @@ def records_summary(records: Sequence[Any]) -> str:
 
 
 def seconds_per_evaluation(run: Any, phase: str | None = None) -> float:
-    """Wall seconds per loss evaluation of a :class:`~pinnkit.train.TrainResult` (within one ``phase`` if given):
+    """Wall seconds per loss evaluation of a :class:`~pinnkit.training.TrainResult` (within one ``phase`` if given):
     the optimizer time between log points over the evaluations counted there (NaN when none were counted).
     """
     h = run.history

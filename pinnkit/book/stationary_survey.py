@@ -1,18 +1,199 @@
 r"""The book's stationary-point surveys (chapters 6-7): run Newton-family finders from many starts, classify where
-they end (:func:`pinnkit.stationary.classify`), tabulate, and kick off saddles. Built on :mod:`pinnkit.stationary`.
+they end (:func:`pinnkit.stationary.classify`), tabulate, and kick off saddles; the residual geometry of an endpoint
+(tangent alignment, Gauss–Newton/residual curvature split, best last-layer fit). Built on :mod:`pinnkit.stationary`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, cast
 
 import torch
 from torch import Tensor
 
-from ..stationary import Endpoint, StationaryPoint, classify, escape_direction, tangent_alignment
-from ..train import TrainResult, train
+from ..curvature import hessian, jacobian
+from ..objective import Loss
+from ..stationary import StationaryPoint, classify
+from ..training import TrainResult, train
 
-__all__ = ["run", "index_range", "table", "Checkpoint", "checkpoints", "survey", "endpoint_table", "Escape", "escape"]
+__all__ = ["tangent_alignment", "CurvatureSplit", "curvature_split", "BasisFit", "basis_fit", "EscapeDirection",
+           "escape_direction", "Endpoint", "run", "index_range", "table", "Checkpoint", "checkpoints", "survey",
+           "endpoint_table", "Escape", "escape"]
+
+
+def tangent_alignment(residual: Callable[[Tensor], Tensor], theta: Tensor) -> float:
+    r"""How much of the residual the network's tangent space sees: :math:`\|J^\top r\| / (\|J\|_2 \|r\|) \in [0, 1]`
+    (:math:`J = \partial r/\partial\theta`, :math:`\|J\|_2` its largest singular value).
+
+    It is 0 exactly when :math:`J^\top r = 0` — the residual orthogonal to the tangent space of the approximation
+    manifold, i.e. a stationary point of :math:`\|r\|^2` — however large :math:`r` is.
+
+    >>> r = lambda th: torch.stack([th[0], torch.ones_like(th[0])])   # the line {(a, 1)}: r(0) = (0, 1) is normal
+    >>> tangent_alignment(r, torch.zeros(1, dtype=torch.float64))
+    0.0
+
+    Raises:
+        ValueError: the dense Jacobian would be too large (:func:`pinnkit.curvature.jacobian` guards its size).
+    """
+    r = residual(theta.detach()).detach()
+    J = jacobian(residual, theta)
+    denom = torch.linalg.matrix_norm(J, ord=2) * torch.linalg.vector_norm(r)
+    return float(torch.linalg.vector_norm(J.T @ r) / denom.clamp_min(torch.finfo(r.dtype).tiny))
+
+
+@dataclass(frozen=True)
+class CurvatureSplit:
+    r"""The Hessian of :math:`L = \|r\|^2` split as :math:`H = G + R`, :math:`G = 2J^\top J` (Gauss–Newton, positive
+    semi-definite, rank :math:`\le m`) and :math:`R = 2\sum_i r_i \nabla^2 r_i` (residual curvature, indefinite,
+    of size :math:`O(\|r\|)`).
+
+    ``null_dim`` is the dimension of the null space of :math:`J` (numerical, cut-off ``rcond`` times
+    :math:`\sigma_{\max}`); on it :math:`H = R`. ``index_on_null`` counts the negative eigenvalues of :math:`H`
+    restricted to that null space, ``index`` those of :math:`H` and ``index_R`` those of :math:`R` (all with the
+    zero threshold ``zero_tol``). Since :math:`G \succeq 0`, :math:`\lambda_k(H) \ge \lambda_k(R)`, so
+    ``index <= index_R`` and :math:`\lambda_{\min}(H) \ge -\|R\|_2`.
+    """
+
+    n_params: int
+    n_residuals: int
+    rank_J: int
+    null_dim: int
+    index: int
+    index_R: int
+    index_on_null: int
+    norm_G: float
+    norm_R: float
+    min_eig: float
+    zero_tol: float
+
+
+def curvature_split(residual: Callable[[Tensor], Tensor], theta: Tensor, *, rcond: float = 1e-10,
+                    eig_rtol: float = 1e-9) -> CurvatureSplit:
+    r"""Split the Hessian of :math:`\|r(\theta)\|^2` into its Gauss–Newton and residual-curvature parts.
+
+    Args:
+        residual: ``theta -> r`` with loss :math:`\|r\|^2` (e.g. ``model.residual_vector``).
+        theta: the point (not modified).
+        rcond: singular values of :math:`J` below ``rcond`` times the largest count as zero (numerical rank).
+        eig_rtol: eigenvalues below ``eig_rtol`` times :math:`\max|\lambda(H)|` in size count as zero.
+
+    Returns:
+        A :class:`CurvatureSplit`.
+
+    Raises:
+        ValueError: negative tolerances, or dense matrices too large (see :func:`pinnkit.curvature.jacobian`).
+
+    A linear residual has :math:`R = 0`: no negative eigenvalue anywhere.
+
+    >>> A = torch.tensor([[1., 2., 0.], [0., 1., 1.]], dtype=torch.float64)
+    >>> s = curvature_split(lambda th: A @ th - 1.0, torch.zeros(3, dtype=torch.float64))
+    >>> s.rank_J, s.null_dim, s.index, s.norm_R
+    (2, 1, 0, 0.0)
+    """
+    if rcond < 0 or eig_rtol < 0:
+        raise ValueError(f"rcond and eig_rtol must be >= 0, got rcond={rcond}, eig_rtol={eig_rtol}")
+    th = theta.detach()
+    J = jacobian(residual, th)
+    H = hessian(lambda t: (residual(t) ** 2).sum(), th)
+    G = 2.0 * (J.T @ J)
+    R = H - G
+    _, S, Vh = torch.linalg.svd(J, full_matrices=True)
+    rank = int((S > rcond * S.max().clamp_min(torch.finfo(S.dtype).tiny)).sum()) if S.numel() else 0
+    N = Vh[rank:].T                                              # (P, P - rank): orthonormal basis of null(J)
+    lam = torch.linalg.eigvalsh(H)
+    tol = eig_rtol * float(lam.abs().max())
+    lam_null = torch.linalg.eigvalsh(N.T @ H @ N) if N.shape[1] else lam[:0]
+    lam_R = torch.linalg.eigvalsh(0.5 * (R + R.T))
+    return CurvatureSplit(n_params=th.numel(), n_residuals=J.shape[0], rank_J=rank, null_dim=N.shape[1],
+                          index=int((lam < -tol).sum()), index_R=int((lam_R < -tol).sum()),
+                          index_on_null=int((lam_null < -tol).sum()),
+                          norm_G=float(torch.linalg.matrix_norm(G, ord=2)),
+                          norm_R=float(torch.linalg.matrix_norm(R, ord=2)), min_eig=float(lam[0]), zero_tol=tol)
+
+
+@dataclass(frozen=True)
+class BasisFit:
+    r"""The network as a nonlinear discretisation :math:`u = \sum_j c_j \varphi_j(x; W)`: ``c`` the last layer's
+    weights and bias (``n_basis`` coefficients), :math:`\varphi_j` the last hidden layer's features and 1.
+
+    ``residual_norm`` is :math:`\|r\|` at ``theta`` and ``best_in_span`` the smallest :math:`\|r\|` over all
+    coefficients with the basis :math:`W` held fixed (a linear least-squares problem, since :math:`r` is affine in
+    :math:`c`). They are equal exactly when :math:`\Phi^\top r = 0` with :math:`\Phi = \partial r / \partial c`:
+    the residual is orthogonal to every basis function (Galerkin orthogonality; for a PINN, to the differential
+    operator applied to each basis function).
+    """
+
+    n_basis: int
+    residual_norm: float
+    best_in_span: float
+
+
+def basis_fit(model: Any, theta: Tensor) -> BasisFit:
+    """How far the coefficients of the last layer are from the best ones for the current basis.
+
+    Args:
+        model: a model with ``blocks`` (the last two: the last layer's weight and bias) and ``residual_vector``.
+        theta: the point (not modified).
+
+    Returns:
+        A :class:`BasisFit`.
+    """
+    th = theta.detach()
+    start = model.blocks[-2].start
+    rest = th[:start]
+
+    def r_of_c(c: Tensor) -> Tensor:
+        return cast(Tensor, model.residual_vector(torch.cat([rest, c])))
+
+    c = th[start:]
+    r = r_of_c(c).detach()
+    Phi = torch.func.jacrev(r_of_c)(c)                              # (m, n_basis): r(c + d) = r + Phi d exactly
+    d = torch.linalg.lstsq(Phi, -r[:, None], driver="gelsd").solution[:, 0]
+    return BasisFit(n_basis=c.numel(), residual_norm=float(torch.linalg.vector_norm(r)),
+                    best_in_span=float(torch.linalg.vector_norm(r + Phi @ d)))
+
+
+@dataclass(frozen=True)
+class EscapeDirection:
+    """The most negative Hessian eigenvalue ``lam_min`` and its unit eigenvector ``v_min`` (the way down)."""
+
+    lam_min: float
+    v_min: Tensor = field(repr=False)
+
+
+def escape_direction(f: Loss, theta: Tensor) -> EscapeDirection:
+    """The most negative Hessian eigenvalue of ``f`` at ``theta`` and its unit eigenvector.
+
+    Raises:
+        ValueError: the Hessian has no negative eigenvalue (nothing to escape along).
+    """
+    lam, vmin, _ = _eig_pair(f, theta)
+    if float(lam[0]) >= 0:
+        raise ValueError(f"the smallest eigenvalue is {float(lam[0]):.3g} >= 0: no descent direction to escape along")
+    return EscapeDirection(float(lam[0]), vmin)
+
+
+def _eig_pair(f: Loss, theta: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    lam, V = torch.linalg.eigh(hessian(f, theta.detach()))
+    return lam, V[:, 0], V[:, -1]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where one optimizer run from one start ended: the run, its classification, and the residual geometry.
+
+    ``residual_norm`` is :math:`\\|r\\|` (so ``loss == residual_norm**2``) and ``tangent_align`` is
+    :func:`tangent_alignment`: 0 when :math:`J^\\top r = 0` however large :math:`r` is. ``start`` names the
+    starting point (``"init"`` for the model's ``theta0``).
+    """
+
+    name: str
+    seed: int
+    run: Any  # the pinnkit.train result (status, final_loss, history, theta)
+    point: StationaryPoint
+    residual_norm: float
+    tangent_align: float
+    start: str = "init"
+
 
 
 def run(objective: Any, method: str = "newton", steps: int = 50, *, theta0: Tensor | None = None,
@@ -25,7 +206,7 @@ def run(objective: Any, method: str = "newton", steps: int = 50, *, theta0: Tens
 
     Args:
         objective: a model with ``terms``/``theta0`` (``PINN``, ``Regression``) or a function ``theta -> loss``.
-        method: any name in :data:`pinnkit.train.STEPPERS` (``"newton"``, ``"lbfgs"``, ...; case-insensitive).
+        method: any name in :data:`pinnkit.training.STEPPERS` (``"newton"``, ``"lbfgs"``, ...; case-insensitive).
         steps: at most this many steps (0 only evaluates ``theta0``).
         theta0: the starting point (default ``objective.theta0``).
         grad_tol: stop (``status="converged"``) when the gradient norm of a logged iterate is at most this.
@@ -34,7 +215,7 @@ def run(objective: Any, method: str = "newton", steps: int = 50, *, theta0: Tens
         **options: the stepper's options (``residual=``, ``damping=``, ``rcond=``, ``lr=``, ...).
 
     Returns:
-        A :class:`pinnkit.train.TrainResult` (``status``, ``final_loss``, ``final_grad_norm``, ``history``).
+        A :class:`pinnkit.training.TrainResult` (``status``, ``final_loss``, ``final_grad_norm``, ``history``).
 
     Raises:
         ValueError: unknown method or bad sizes. TypeError: an option no phase accepts.

@@ -43,8 +43,9 @@ def check_preconditioned_residual(answer: float | None, beta: float = 1.0) -> bo
         return False
     import torch
 
+    from ..book.features_study import operator_factors, scaled
     from ..conditioning import range_condition
-    from ..features import operator_factors, random_features, scaled
+    from ..features import random_features
     from ..problems import Convection
 
     m = random_features(Convection(beta=beta), width=16, scale=2.0, n_res=500, n_ic=101, n_bc=51, seed=0,

@@ -21,7 +21,7 @@ def outlier_spectrum() -> torch.Tensor:
 
 def check_outlier_cg(answer: int | None, tol: float = 1e-6) -> bool:
     """Exercise 2: the outlier-aware CG prediction (one iteration per outlier plus Chebyshev on the rest)."""
-    from ..tangent import predicted_iterations
+    from ..book.tangent_study import predicted_iterations
 
     if missing(answer):
         return False
@@ -36,15 +36,17 @@ def convection_kappas(beta: float = 40.0) -> tuple[float, float]:
     import pinnkit as pk
     from pinnkit import features as F
     from pinnkit import tangent as T
+    from pinnkit.book import features_study as FS
+    from pinnkit.book import tangent_study as TS
 
     m = F.random_features(pk.problems.Convection(beta=beta), width=16, scale=2.0, n_res=500, n_ic=101, n_bc=51,
                           seed=0, activation="sin")
     A = T.residual_jacobian(m.residual_vector, m.theta0)
     d = torch.ones(m.n_params, dtype=torch.float64)
-    d[:-1] = 1.0 / F.operator_factors(m, beta).abs()
+    d[:-1] = 1.0 / FS.operator_factors(m, beta).abs()
     out = []
     for B in (A, A * d):
-        out.append(T.predicted_iterations(torch.linalg.eigvalsh(2.0 * B.T @ B), 1e-4).kappa)
+        out.append(TS.predicted_iterations(torch.linalg.eigvalsh(2.0 * B.T @ B), 1e-4).kappa)
     return out[0], out[1]
 
 

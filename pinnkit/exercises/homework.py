@@ -20,10 +20,10 @@ import torch
 from torch import Tensor
 
 from .. import alignment, conditioning, curvature, features, landscape, stationary
+from ..book.regression import Regression
 from ..objective import total
 from ..pinn import PINN
 from ..problems import Convection, Reaction
-from ..regression import Regression
 from . import close, missing, verdict
 
 
@@ -86,7 +86,9 @@ def check_hw3(kappa: float | None, beta: float = 10.0, width: int = 64, seed: in
     if missing(kappa):
         return False
     model = features.random_features(Convection(beta=beta), width=width, seed=seed)
-    expected = features.operator_condition(model, "residual", rcut=rcut)
+    from ..book.features_study import operator_condition
+
+    expected = operator_condition(model, "residual", rcut=rcut)
     return verdict(close(kappa, expected, rtol=0.01),
                    "The model is linear in its last layer, so the residual Hessian is 2 A^T A / n_r with "
                    "A_ij = (d_t + beta d_x) phi_j(x_i): take its eigenvalues and apply the cutoff.")

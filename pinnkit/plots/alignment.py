@@ -9,7 +9,8 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from ..alignment import PreconditionedAlignment, Study, alignment_score, fan
+from ..alignment import PreconditionedAlignment, alignment_score
+from ..book.alignment_study import Study, fan
 
 
 def plot_score_geometry(ns: Sequence[int] = (2, 3, 5), points: int = 181) -> Figure:

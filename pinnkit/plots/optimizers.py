@@ -10,7 +10,7 @@ __all__ = ["plot_stops", "plot_race", "plot_curves"]
 
 def plot_stops(runs: Mapping[str, Any], ax: Any = None, title: str | None = None) -> Any:
     """Loss against cumulative loss evaluations for L-BFGS runs logged every step (``log_every=1``), one line per
-    run (``runs``: label -> :class:`~pinnkit.train.TrainResult`), with the steps that ended on a tolerance test
+    run (``runs``: label -> :class:`~pinnkit.training.TrainResult`), with the steps that ended on a tolerance test
     marked by reason. Returns the axes.
     """
     if ax is None:

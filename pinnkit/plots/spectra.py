@@ -9,8 +9,9 @@ import torch
 from matplotlib.axes import Axes
 from torch import Tensor
 
+from ..book.spectra_study import shared_sigma
 from ..conditioning import as_eigenvalues
-from ..curvature import Eigen, LogSpectralDensity, Matvec, SpectralDensity, lanczos, shared_sigma
+from ..curvature import Eigen, LogSpectralDensity, Matvec, SpectralDensity, lanczos
 from ..features import PowerLaw
 
 
@@ -53,7 +54,7 @@ def plot_log_density(density: LogSpectralDensity, ax: Axes | None = None, label:
 
 def plot_spectra(densities: Mapping[str, SpectralDensity], ax: Axes | None = None, title: str | None = None,
                  sigma: float | str | None = None) -> Axes:
-    """Overlay several spectral densities (e.g. :func:`pinnkit.curvature.term_densities`) on one symlog/log axis;
+    """Overlay several spectral densities (e.g. :func:`pinnkit.book.spectra_study.term_densities`) on one symlog/log axis;
     each label states its kernel width σ.
 
     ``sigma``: ``None`` keeps each curve's own smoothing; a number re-smooths every curve with that width;

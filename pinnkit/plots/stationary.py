@@ -9,9 +9,10 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from ..book.stationary_survey import Endpoint
 from ..curvature import hessian
 from ..objective import Loss, total
-from ..stationary import Endpoint, StationaryPoint
+from ..stationary import StationaryPoint
 from .tables import Table, table
 
 

@@ -58,7 +58,7 @@ def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> Table:
 
 def tuning_table(tunings: Mapping[str, Any]) -> Table:
     """The learning-rate sweeps of several optimizers side by side: final loss per rate (2 significant digits),
-    the chosen rate last. ``tunings`` maps a name to a :class:`~pinnkit.alignment.Tuning`.
+    the chosen rate last. ``tunings`` maps a name to a :class:`~pinnkit.book.alignment_study.Tuning`.
     """
     lrs = sorted({lr for t in tunings.values() for lr in t.lrs})
     rows: list[list[str]] = []
@@ -70,10 +70,10 @@ def tuning_table(tunings: Mapping[str, Any]) -> Table:
 
 
 def spread_table(result: Any, methods: Sequence[str] | None = None) -> Table:
-    """One column per optimizer of a :class:`~pinnkit.alignment.Study`, one row per quantity: median [min, max] over the seeds of
-    the final loss, the L2RE and the late alignments (intra-step, of the preconditioned term gradients,
-    consecutive updates and gradients) and the type I ratio max/min ‖g_i‖. ``methods``: which optimizers
-    (default all).
+    """One column per optimizer of a :class:`~pinnkit.book.alignment_study.Study`, one row per quantity:
+    median [min, max] over the seeds of the final loss, the L2RE and the late alignments (intra-step, of the
+    preconditioned term gradients, consecutive updates and gradients) and the type I ratio max/min ‖g_i‖.
+    ``methods``: which optimizers (default all).
     """
     def rng(xs: Sequence[float], f: str) -> str:
         return f"{statistics.median(xs):{f}} [{min(xs):{f}}, {max(xs):{f}}]"

@@ -9,7 +9,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from ..pinn import PINN
-from ..train import TrainResult
+from ..training import TrainResult
 
 
 def plot_solution(pinn: PINN, theta: Tensor, title: str | None = None) -> Figure:

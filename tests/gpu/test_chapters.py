@@ -15,7 +15,7 @@ from pinnkit import alignment as al
 from pinnkit import curvature as cv
 from pinnkit import landscape as L
 from pinnkit import newton, stationary
-from pinnkit.regression import Regression
+from pinnkit.book.regression import Regression
 
 
 def _pinn(problem, sizes, device, dtype=torch.float32, **kw):

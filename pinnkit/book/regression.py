@@ -1,8 +1,7 @@
-"""Plain least-squares regression with an MLP, on the same flat-parameter interface as :class:`~pinnkit.PINN`.
+r"""Least-squares regression with an MLP on the flat-parameter interface of :class:`~pinnkit.PINN` (chapters 6-7).
 
-The loss is :math:`L(\\theta) = \\frac1N\\sum_n (u_\\theta(x_n) - y_n)^2 = \\|r(\\theta)\\|^2` with
-:math:`r_n = (u_\\theta(x_n) - y_n)/\\sqrt N`. The default is Rowan (2025)'s toy problem: a 1-10-10-1 tanh
-network (141 parameters) fitting :math:`\\sin(2\\pi x)` on 64 evenly spaced points of :math:`[0, 1]`.
+:math:`L(\theta) = \frac1N\sum_n (u_\theta(x_n) - y_n)^2 = \|r(\theta)\|^2`, :math:`r_n = (u_\theta(x_n) - y_n)/\sqrt N`.
+Default: a 1-10-10-1 tanh network (141 parameters) fitting :math:`\sin(2\pi x)` on 64 even points of :math:`[0, 1]`.
 
 >>> import torch
 >>> reg = Regression(seed=0)
@@ -19,20 +18,18 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
-from .flat import FlatMLP
-from .nets import size
+from ..flat import FlatMLP
+from ..nets import size
 
 
 def sin2pi(x: Tensor) -> Tensor:
-    """The default target :math:`\\sin(2\\pi x)`."""
+    r"""The default target :math:`\sin(2\pi x)`."""
     return torch.sin(2 * math.pi * x)
 
 
 class Regression(FlatMLP):
-    """Fit ``target`` on ``n`` evenly spaced points of ``[0, 1]`` with an MLP of hidden ``widths``.
-
-    Exposes ``theta0``, ``terms``, ``loss``, ``residual_vector``, ``predict``, ``u``, ``l2re`` and ``blocks``
-    exactly like :class:`~pinnkit.PINN`, so every optimizer and curvature tool accepts it.
+    """Fit ``target`` on ``n`` even points of ``[0, 1]`` with an MLP of hidden ``widths``; same interface as
+    :class:`~pinnkit.PINN` (``theta0``, ``terms``, ``loss``, ``residual_vector``, ``l2re``, ...).
     """
 
     def __init__(self, widths: Sequence[int] = (10, 10), n: int = 64, target: Callable[[Tensor], Tensor] = sin2pi,
@@ -55,7 +52,7 @@ class Regression(FlatMLP):
         return {"data": (self.residual_vector(theta) ** 2).sum()}
 
     def loss(self, theta: Tensor) -> Tensor:
-        """Mean squared error :math:`\\frac1N\\sum_n (u_\\theta(x_n) - y_n)^2`."""
+        r"""Mean squared error :math:`\frac1N\sum_n (u_\theta(x_n) - y_n)^2`."""
         return (self.residual_vector(theta) ** 2).sum()
 
     def l2re(self, theta: Tensor) -> float:
