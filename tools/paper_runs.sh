@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The paper-setting runs of issue 21, in the order the issue asks for, as one of N workers (two on a 2-core CPU,
+# The paper-setting runs of issue 21, in the order the issue asks for (within float64 convection, the L-BFGS runs
+# first: whether float64 unfreezes L-BFGS is that family's question), as one of N workers (two on a 2-core CPU,
 # one torch thread each, at the lowest priority). Resumable: a run already in the store is skipped, an unfinished
 # one resumes from its checkpoint in ~/.cache/pinnkit (PINNKIT_CACHE). Run it from a clean checkout of a commit
 # (records must name committed code) and merge the records into the repository's store afterwards:
@@ -12,6 +13,8 @@ py=${PYTHON:-python}
 store=${STORE:-${PINNKIT_CACHE:-$HOME/.cache/pinnkit}/runs.sqlite}
 queue=(
   "configs/rathore_table1.toml convection/"
+  "configs/rathore_table1_float64.toml convection/lbfgs/"
+  "configs/rathore_table1_float64.toml convection/adam+lbfgs/"
   "configs/rathore_table1_float64.toml convection/"
   "configs/rathore_table1.toml reaction/"
   "configs/rathore_table2_authors.toml table2-authors/"
