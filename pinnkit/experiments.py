@@ -31,6 +31,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 
+from .features import PowerLaw, fit_power_law
+
 __all__ = ["Experiment", "Record", "Store", "load_config", "run", "sweep", "report", "main", "stored",
            "DEFAULT_STORE", "REPOSITORY_STORE"]
 
@@ -331,17 +333,18 @@ def _short(v: Any) -> str:
 
 # --- running -------------------------------------------------------------------------------------------------
 def _hessian_extremes(experiment: Experiment, pinn: Any, theta: torch.Tensor) -> dict[str, float]:
-    r""":math:`\lambda_{\max}`, :math:`\lambda_{\min}`, :math:`\min|\lambda|` and :math:`\lambda_{\max}/\min|\lambda|`
-    of the dense float64 Hessian at ``theta`` on the run's own points (Rathore et al.'s Fig. 10).
+    r""":math:`\lambda_{\max}`, :math:`\lambda_{\min}`, :math:`\min|\lambda|` and :math:`\max|\lambda| / \min|\lambda|`
+    (Rathore et al.'s Fig. 10 ratio, ``inf`` for a singular Hessian) of the dense float64 Hessian at ``theta`` on the
+    run's own points. The records made before 2026-12-05 stored :math:`|\lambda_{\max}| / \min|\lambda|`, the same
+    number whenever :math:`\lambda_{\max} \ge |\lambda_{\min}|` (every stored Fig. 10 record).
     """
-    from .conditioning import condition_number
     from .curvature import hessian
 
     exact = build(dataclasses.replace(experiment, dtype="float64"))
     exact.points = {k: v.to(torch.float64) for k, v in pinn.points.items()}
     lam = torch.linalg.eigvalsh(hessian(exact.loss, theta.to(torch.float64)))
     return {"lambda_max": float(lam.max()), "lambda_min": float(lam.min()), "min_abs_lambda": float(lam.abs().min()),
-            "ratio_max_over_min_abs": condition_number(lam, rcut=0.0), "n_params": float(lam.numel())}
+            "ratio_max_over_min_abs": float(lam.abs().max() / lam.abs().min()), "n_params": float(lam.numel())}
 
 
 def _intra_alignment(pinn: Any) -> Callable[[torch.Tensor, torch.Tensor], float]:
@@ -549,8 +552,6 @@ def report(records: Sequence[Record]) -> str:
     r"""A markdown table of ``records`` (one row per run, "—" where an older record lacks a value), and the fit
     :math:`\lambda_{\max}/\min|\lambda| \propto n_{\rm res}^p` of the Fig. 10 runs; ``book/reproduction.md`` embeds it.
     """
-    from .features import fit_power_law
-
     lines = ["| run | width | seed | dtype | device | commit | status | iterations | loss evaluations | loss | L2RE |"
              " ms per evaluation | lambda_max / min abs(lambda) |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     def natural(r: Record) -> tuple[str, int]:  # n_res=256 before n_res=1024
@@ -564,12 +565,20 @@ def report(records: Sequence[Record]) -> str:
                      f"`{_fmt(r.loss)}` | `{_fmt(r.l2re)}` | {per_eval} | "
                      f"{'—' if ratio is None else '`' + _fmt(ratio) + '`'} |")
     fig10 = [r for r in records if r.name.startswith("fig10/") and "ratio_max_over_min_abs" in r.analysis]
-    n = [r.config.n_res for r in fig10]
-    if len(set(n)) > 1:
-        fit = fit_power_law(n, [r.analysis["ratio_max_over_min_abs"] for r in fig10])
+    fit = _fig10_fit(fig10)
+    if fit is not None:
+        n = [r.config.n_res for r in fig10]
         lines += ["", f"Fig. 10 at the authors' setting ({len(fig10)} runs, n_res {min(n)}..{max(n)}): "
                       f"`lambda_max / min abs(lambda) ~ n_res^{fit.slope:.2f}`"]
     return "\n".join(lines)
+
+
+def _fig10_fit(records: Sequence[Record]) -> PowerLaw | None:
+    """The power law through the records' ``ratio_max_over_min_abs`` against ``n_res`` (None below two n_res)."""
+    fig10 = [r for r in records if "ratio_max_over_min_abs" in r.analysis]
+    if len({r.config.n_res for r in fig10}) < 2:
+        return None
+    return fit_power_law([r.config.n_res for r in fig10], [r.analysis["ratio_max_over_min_abs"] for r in fig10])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

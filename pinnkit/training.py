@@ -580,7 +580,7 @@ class _Run:
         h.time.append(self.elapsed)
         if self.budget_clock == "cpu":
             h.extra.setdefault("cpu_time", []).append(self.cpu)
-        counted = 0 if self.stepper is None else getattr(self.stepper, "evals", None)
+        counted = getattr(self.stepper, "evals", None)
         h.evals.append(None if counted is None else self.evals_before + counted)
         if self.l2re is not None:
             h.l2re.append(float(self.l2re(self.theta)))
@@ -604,7 +604,8 @@ class _Run:
         try:
             s.step()
         except FloatingPointError as err:   # a stepper's own non-finite check (NNCG's direction)
-            return not self.fail(str(err))
+            self.fail(str(err))   # raises, or ends the run
+            return False
         _synchronize(self.theta)
         self.elapsed += time.perf_counter() - t0
         self.cpu += time.process_time() - c0
@@ -719,7 +720,6 @@ def train(objective: Any, method: str = "adam", steps: int = 1000, *, theta0: Te
         p, made = resume.phase, resume.done
     run = _Run((method, steps, counts), terms_fn, theta0, resume, calls, grad_tol, diverge, on_diverge, l2re,
                budget_clock)
-    run.opts = routed[p]
     k_start, last_save = run.k, time.monotonic()
     if quiet is None:
         quiet = os.environ.get("PINNKIT_PROGRESS", "1") == "0"
@@ -746,9 +746,9 @@ def train(objective: Any, method: str = "adam", steps: int = 1000, *, theta0: Te
                 continue
             if run.k % log_every == 0 and run.record(phase):
                 break
+            run.opts = routed[p]   # the phase that makes the next step (a divergence's advice names its options)
             if not run.step(phase, watch):
                 break
-            run.opts = routed[p]
             made += 1
             bar.update(1)
             if getattr(run.stepper, "stalled", False):   # no acceptable step: log it and stop

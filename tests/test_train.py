@@ -326,6 +326,29 @@ def test_a_stepper_that_reports_a_non_finite_step_ends_the_run_as_diverged():
         del pk.training.STEPPERS["_bad"]
 
 
+def test_divergence_advice_names_the_phase_that_failed():
+    """A second phase that fails at its first step is advised about, not the first phase's learning rate (before,
+    the advice quoted Adam's ``lr`` when the phase after Adam failed)."""
+    class Bad:
+        def __init__(self, terms_fn, theta):
+            self.theta = theta.clone()
+
+        def step(self):
+            raise FloatingPointError("direction is not finite")
+
+    pk.training.STEPPERS["_bad"] = Bad
+    try:
+        with pytest.raises(pk.TrainingDiverged) as err:
+            pk.train(lambda t: (t ** 2).sum(), "adam+_bad", steps=4, switch=2, theta0=torch.ones(2), quiet=True,
+                     lr=0.1)
+        assert "direction is not finite" in str(err.value) and "lr=" not in str(err.value)
+        with pytest.raises(pk.TrainingDiverged, match=r"lr=0\.1"):      # an Adam step that diverges: its lr
+            pk.train(lambda t: (t ** 2).sum() * float("inf") if t.abs().max() < 0.95 else (t ** 2).sum(), "adam",
+                     steps=4, theta0=torch.ones(2), quiet=True, lr=0.1, log_every=1)
+    finally:
+        del pk.training.STEPPERS["_bad"]
+
+
 def test_a_loss_rising_from_near_zero_is_not_divergence():
     """2.7e-12 -> 3e-4 is a rise of 1e8 x the initial loss but tiny in absolute terms (the floor is 1)."""
     values = iter([2.7e-12, 3e-4, 3e-4])

@@ -166,15 +166,15 @@ def escape_direction(f: Loss, theta: Tensor) -> EscapeDirection:
     Raises:
         ValueError: the Hessian has no negative eigenvalue (nothing to escape along).
     """
-    lam, vmin, _ = _eig_pair(f, theta)
+    lam, vmin = _eig_pair(f, theta)
     if float(lam[0]) >= 0:
         raise ValueError(f"the smallest eigenvalue is {float(lam[0]):.3g} >= 0: no descent direction to escape along")
     return EscapeDirection(float(lam[0]), vmin)
 
 
-def _eig_pair(f: Loss, theta: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def _eig_pair(f: Loss, theta: Tensor) -> tuple[Tensor, Tensor]:
     lam, V = torch.linalg.eigh(hessian(f, theta.detach()))
-    return lam, V[:, 0], V[:, -1]
+    return lam, V[:, 0]
 
 
 @dataclass(frozen=True)
