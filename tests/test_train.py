@@ -308,7 +308,9 @@ def test_evaluations_are_counted_across_a_chain(pinn):
     assert h.evals[-1] == 10 + lbfgs and len(h.stops["evals"]) == 2 and h.stops["step"] == [10, 11]
 
 
-def test_a_stepper_that_reports_a_non_finite_step_ends_the_run_as_diverged():
+@pytest.fixture
+def bad_stepper():
+    """Registers ``"_bad"``: a stepper whose every step reports a non-finite direction (as NNCG's may)."""
     class Bad:
         def __init__(self, terms_fn, theta):
             self.theta = theta.clone()
@@ -317,36 +319,27 @@ def test_a_stepper_that_reports_a_non_finite_step_ends_the_run_as_diverged():
             raise FloatingPointError("direction is not finite")
 
     pk.training.STEPPERS["_bad"] = Bad
-    try:
-        run = pk.train(lambda t: (t ** 2).sum(), "_bad", steps=5, theta0=torch.ones(2), quiet=True, on_diverge="stop")
-        assert run.status == "diverged" and run.steps == 0
-        with pytest.raises(pk.TrainingDiverged, match="direction is not finite"):
-            pk.train(lambda t: (t ** 2).sum(), "_bad", steps=5, theta0=torch.ones(2), quiet=True)
-    finally:
-        del pk.training.STEPPERS["_bad"]
+    yield "_bad"
+    del pk.training.STEPPERS["_bad"]
 
 
-def test_divergence_advice_names_the_phase_that_failed():
+def test_a_stepper_that_reports_a_non_finite_step_ends_the_run_as_diverged(bad_stepper):
+    run = pk.train(lambda t: (t ** 2).sum(), "_bad", steps=5, theta0=torch.ones(2), quiet=True, on_diverge="stop")
+    assert run.status == "diverged" and run.steps == 0
+    with pytest.raises(pk.TrainingDiverged, match="direction is not finite"):
+        pk.train(lambda t: (t ** 2).sum(), "_bad", steps=5, theta0=torch.ones(2), quiet=True)
+
+
+def test_divergence_advice_names_the_phase_that_failed(bad_stepper):
     """A second phase that fails at its first step is advised about, not the first phase's learning rate (before,
     the advice quoted Adam's ``lr`` when the phase after Adam failed)."""
-    class Bad:
-        def __init__(self, terms_fn, theta):
-            self.theta = theta.clone()
-
-        def step(self):
-            raise FloatingPointError("direction is not finite")
-
-    pk.training.STEPPERS["_bad"] = Bad
-    try:
-        with pytest.raises(pk.TrainingDiverged) as err:
-            pk.train(lambda t: (t ** 2).sum(), "adam+_bad", steps=4, switch=2, theta0=torch.ones(2), quiet=True,
-                     lr=0.1)
-        assert "direction is not finite" in str(err.value) and "lr=" not in str(err.value)
-        with pytest.raises(pk.TrainingDiverged, match=r"lr=0\.1"):      # an Adam step that diverges: its lr
-            pk.train(lambda t: (t ** 2).sum() * float("inf") if t.abs().max() < 0.95 else (t ** 2).sum(), "adam",
-                     steps=4, theta0=torch.ones(2), quiet=True, lr=0.1, log_every=1)
-    finally:
-        del pk.training.STEPPERS["_bad"]
+    with pytest.raises(pk.TrainingDiverged) as err:
+        pk.train(lambda t: (t ** 2).sum(), "adam+_bad", steps=4, switch=2, theta0=torch.ones(2), quiet=True,
+                 lr=0.1)
+    assert "direction is not finite" in str(err.value) and "lr=" not in str(err.value)
+    with pytest.raises(pk.TrainingDiverged, match=r"lr=0\.1"):      # an Adam step that diverges: its lr
+        pk.train(lambda t: (t ** 2).sum() * float("inf") if t.abs().max() < 0.95 else (t ** 2).sum(), "adam",
+                 steps=4, theta0=torch.ones(2), quiet=True, lr=0.1, log_every=1)
 
 
 def test_a_loss_rising_from_near_zero_is_not_divergence():
