@@ -2,6 +2,7 @@
 import math
 from types import SimpleNamespace
 
+import pytest
 import torch
 
 import pinnkit as pk
@@ -76,3 +77,23 @@ def test_records_rows_are_the_summary_cells():
                        "20", "2/4", "1"]
     text = stall.records_summary(recs).splitlines()
     assert any(line.startswith("t/w/lbfgs ") and line.endswith("(1 raised)") for line in text)
+
+
+def test_late_change_reads_the_last_stretch_of_the_log():
+    h = {"iteration": [0, 100, 200, 300, 400], "loss": [8.0, 4.0, 2.0, 1.0, 1.0]}
+    assert stall.late_change(h) == 0.0                     # flat over the last quarter (300 -> 400)
+    assert stall.late_change(h, 0.5) == 0.5                # 2.0 at iteration 200 -> 1.0
+    assert stall.late_change({"iteration": [0, 10], "loss": [1.0, 2.0]}, 1.0) == -1.0   # a rise is negative
+    with pytest.raises(ValueError, match="fraction"):
+        stall.late_change(h, 0.0)
+
+
+def test_precision_pairs_match_problem_method_and_seed_across_families():
+    def rec(name, dtype, status="max_steps"):
+        return SimpleNamespace(name=name, status=status, config=SimpleNamespace(dtype=dtype))
+    a32, a64 = rec("authors/conv/lbfgs/seed=2", "float32"), rec("f64/conv/lbfgs/seed=2", "float64")
+    b32, b64 = rec("authors/conv/lbfgs/seed=1", "float32"), rec("f64/conv/lbfgs/seed=1", "float64")
+    only32 = rec("authors/conv/adam/seed=1", "float32")
+    raised = rec("f64/conv/adam/seed=1", "float64", status="error")
+    pairs = stall.precision_pairs([a32, a64, b64, b32, only32, raised, rec("misc", "float32")])
+    assert pairs == {("conv", "lbfgs"): [(1, b32, b64), (2, a32, a64)]}

@@ -21,7 +21,7 @@ from collections import Counter
 from typing import Any, Mapping, Sequence
 
 __all__ = ["frozen_step", "reason_counts", "ENDS_ON_TOLERANCE", "frozen_iteration", "records_summary", "records_rows",
-           "seconds_per_evaluation", "FAILED_L2RE"]
+           "seconds_per_evaluation", "FAILED_L2RE", "late_change", "precision_pairs"]
 
 #: stop reasons that are a tolerance test, not the normal end of a step (``max_iter``, ``max_eval``)
 ENDS_ON_TOLERANCE = ("tolerance_grad:start", "tolerance_change:gd", "tolerance_grad", "tolerance_change:step",
@@ -151,3 +151,36 @@ def seconds_per_evaluation(run: Any, phase: str | None = None) -> float:
              if (phase is None or h.phase[i - 1] == phase) and h.evals[i] is not None and h.evals[i - 1] is not None]
     n = sum(p[0] for p in pairs)
     return sum(p[1] for p in pairs) / n if n else math.nan
+
+
+def late_change(history: Mapping[str, Any], fraction: float = 0.25) -> float:
+    r"""How much a stored run's loss fell over the last ``fraction`` of its logged iterations,
+    :math:`1 - L_\mathrm{end} / L_\mathrm{start}` (0: flat; negative: it rose), :math:`L_\mathrm{start}` the loss at the
+    last log point at or before iteration :math:`(1 - \text{fraction})\,n`.
+
+    >>> late_change({"iteration": [0, 50, 75, 100], "loss": [4.0, 2.0, 1.0, 0.5]})
+    0.5
+    """
+    its, loss = history.get("iteration", []), history.get("loss", [])
+    if len(loss) < 2 or not 0 < fraction <= 1:
+        raise ValueError(f"need two or more logged losses and 0 < fraction <= 1, got {len(loss)} and {fraction}")
+    start = max(i for i, it in enumerate(its) if it <= (1 - fraction) * its[-1])
+    return 1.0 - loss[-1] / loss[start]
+
+
+def precision_pairs(records: Sequence[Any]) -> dict[tuple[str, str], list[tuple[int, Any, Any]]]:
+    """The runs made in both precisions: ``{(problem, method): [(seed, float32 record, float64 record), ...]}``,
+    seeds ascending, from record names ``family/problem/method/seed=N`` (the family may differ: the float64 runs
+    are a family of their own) and each record's ``config.dtype``. Records of runs that raised are left out.
+    """
+    runs: dict[tuple[str, str, int], dict[str, Any]] = {}
+    for r in records:
+        parts = r.name.split("/")
+        if r.status == "error" or len(parts) < 4 or not parts[-1].startswith("seed="):
+            continue
+        runs.setdefault((parts[-3], parts[-2], int(parts[-1][5:])), {})[r.config.dtype] = r
+    out: dict[tuple[str, str], list[tuple[int, Any, Any]]] = {}
+    for (problem, method, seed), by in sorted(runs.items()):
+        if "float32" in by and "float64" in by:
+            out.setdefault((problem, method), []).append((seed, by["float32"], by["float64"]))
+    return out
