@@ -15,6 +15,7 @@ def test_frozen_step_is_the_start_of_the_final_run_of_tolerance_stops():
                        "reason": ["max_iter", "tolerance_change:loss", "max_iter", "tolerance_change:step",
                                   "tolerance_change:gd", "tolerance_change:gd"]})
     assert stall.frozen_step(h) == 3                       # the early tolerance stop at step 1 is not the freeze
+    assert stall.tolerance_stops(h) == 4 and stall.tolerance_stops(History()) == 0
     h2 = History(stops={"step": [0, 1], "phase": ["lbfgs"] * 2, "evals": [1, 25], "reason": ["tolerance_change:gd",
                                                                                               "max_iter"]})
     assert stall.frozen_step(h2) is None and stall.frozen_step(History()) is None

@@ -9,8 +9,8 @@ A run is *frozen* from the first step after which every step ended on a toleranc
 >>> from pinnkit.training import History
 >>> h = History(stops={"step": [0, 1, 2, 3], "phase": ["lbfgs"] * 4, "evals": [25, 21, 3, 1],
 ...                    "reason": ["max_iter", "max_iter", "tolerance_change:loss", "tolerance_change:gd"]})
->>> frozen_step(h), reason_counts(h)
-(2, {'max_iter': 2, 'tolerance_change:loss': 1, 'tolerance_change:gd': 1})
+>>> frozen_step(h), reason_counts(h), tolerance_stops(h)
+(2, {'max_iter': 2, 'tolerance_change:loss': 1, 'tolerance_change:gd': 1}, 2)
 """
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ import statistics
 from collections import Counter
 from typing import Any, Mapping, Sequence
 
-__all__ = ["frozen_step", "reason_counts", "ENDS_ON_TOLERANCE", "frozen_iteration", "records_summary", "records_rows",
-           "seconds_per_evaluation", "FAILED_L2RE", "late_change", "precision_pairs"]
+__all__ = ["frozen_step", "reason_counts", "tolerance_stops", "ENDS_ON_TOLERANCE", "frozen_iteration",
+           "records_summary", "records_rows", "seconds_per_evaluation", "FAILED_L2RE", "late_change", "precision_pairs"]
 
 #: stop reasons that are a tolerance test, not the normal end of a step (``max_iter``, ``max_eval``)
 ENDS_ON_TOLERANCE = ("tolerance_grad:start", "tolerance_change:gd", "tolerance_grad", "tolerance_change:step",
@@ -39,6 +39,13 @@ def reason_counts(history: Any) -> dict[str, int]:
     the reasons first occur. ``history``: a :class:`~pinnkit.training.History` or a stored record's history dict.
     """
     return dict(Counter(_stops(history).get("reason", [])))
+
+
+def tolerance_stops(history: Any) -> int:
+    """How many L-BFGS steps ended on a tolerance test (:data:`ENDS_ON_TOLERANCE`), not on their iteration or
+    evaluation cap.
+    """
+    return sum(reason in ENDS_ON_TOLERANCE for reason in _stops(history).get("reason", []))
 
 
 def frozen_step(history: Any) -> int | None:
@@ -105,7 +112,7 @@ def records_rows(records: Sequence[Any]) -> tuple[list[str], list[list[str]]]:
             reasons = stops.get("reason", [])
             if not reasons:
                 continue
-            tol += sum(x in ENDS_ON_TOLERANCE for x in reasons)
+            tol += tolerance_stops(r.history)
             steps += len(reasons)
             k = frozen_step(r.history)
             if k is not None:   # the iteration count of that step: look it up in the logged steps
