@@ -98,3 +98,13 @@ def test_precision_pairs_match_problem_method_and_seed_across_families():
     raised = rec("f64/conv/adam/seed=1", "float64", status="error")
     pairs = stall.precision_pairs([a32, a64, b64, b32, only32, raised, rec("misc", "float32")])
     assert pairs == {("conv", "lbfgs"): [(1, b32, b64), (2, a32, a64)]}
+
+
+def test_l2re_by_method_groups_family_problem_and_method_seeds_ascending():
+    def rec(name, l2re, status="max_steps"):
+        return SimpleNamespace(name=name, status=status, l2re=l2re)
+    records = [rec("a/conv/lbfgs/seed=2", 0.2), rec("a/conv/lbfgs/seed=1", 0.1), rec("a/reac/adam/seed=1", 0.3),
+               rec("b/conv/lbfgs/seed=1", 0.4), rec("a/conv/adam/seed=1", 9.0, status="error"),
+               rec("a/conv/adam", 0.5), rec("a/conv/adam+lbfgs/mu=1/seed=1", 0.6)]
+    assert stall.l2re_by_method(records) == {("a", "conv"): {"lbfgs": [0.1, 0.2]}, ("a", "reac"): {"adam": [0.3]},
+                                             ("b", "conv"): {"lbfgs": [0.4]}}

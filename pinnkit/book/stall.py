@@ -191,3 +191,22 @@ def precision_pairs(records: Sequence[Any]) -> dict[tuple[str, str], list[tuple[
         if "float32" in by and "float64" in by:
             out.setdefault((problem, method), []).append((seed, by["float32"], by["float64"]))
     return out
+
+
+def l2re_by_method(records: Sequence[Any]) -> dict[tuple[str, str], dict[str, list[float]]]:
+    """The final L2RE of every stored run, grouped for an ordering of optimizers:
+    ``{(family, problem): {method: [L2RE per seed, seeds ascending]}}`` from record names
+    ``family/problem/method/seed=N``. Records of runs that raised, or without ``/seed=N``, are left out.
+
+    >>> from types import SimpleNamespace as R
+    >>> l2re_by_method([R(name="t/conv/adam/seed=2", status="max_steps", l2re=0.5),
+    ...                 R(name="t/conv/adam/seed=1", status="max_steps", l2re=0.7)])
+    {('t', 'conv'): {'adam': [0.7, 0.5]}}
+    """
+    runs: dict[tuple[str, str], dict[str, list[tuple[int, float]]]] = {}
+    for r in records:
+        parts = r.name.split("/")
+        if r.status == "error" or len(parts) != 4 or not parts[3].startswith("seed="):
+            continue
+        runs.setdefault((parts[0], parts[1]), {}).setdefault(parts[2], []).append((int(parts[3][5:]), r.l2re))
+    return {key: {m: [e for _, e in sorted(v)] for m, v in by.items()} for key, by in sorted(runs.items())}
