@@ -411,10 +411,11 @@ def run(experiment: Experiment, store: Store | str | Path | None = DEFAULT_STORE
         quiet: bool = True, resumable: bool | None = None) -> Record | None:
     """Train ``experiment`` (resuming from its checkpoint) and append its :class:`Record` to ``store``.
 
-    A diverged run is recorded with ``status="diverged"`` (the last finite iterate's numbers), one that raises with
-    ``status="error"`` and the exception in ``message``; neither raises. ``store=None`` only returns the record
-    (and checkpoints only if ``resumable=True``). ``checkpoints`` defaults to ``cache_dir() / "checkpoints"``;
-    ``stop_after`` interrupts after that many steps of this call (with a checkpoint) and returns ``None``.
+    A diverged run is recorded with ``status="diverged"`` (the last finite iterate's numbers) and why in
+    ``message``, one that raises with ``status="error"`` and the exception in ``message``; neither raises.
+    ``store=None`` only returns the record (and checkpoints only if ``resumable=True``). ``checkpoints`` defaults
+    to ``cache_dir() / "checkpoints"``; ``stop_after`` interrupts after that many steps of this call (with a
+    checkpoint) and returns ``None``.
     """
     from .training import TrainState, train
 
@@ -448,7 +449,7 @@ def run(experiment: Experiment, store: Store | str | Path | None = DEFAULT_STORE
         analysis: dict[str, float] = {}
         for name in experiment.analysis:
             analysis.update(ANALYSES[name](experiment, pinn, result.theta))
-        row = _row(experiment, result.status, str(pinn.device), result.history, analysis)
+        row = _row(experiment, result.status, str(pinn.device), result.history, analysis, message=result.reason)
     except Exception as err:  # noqa: BLE001 - any failure becomes a record, so that no run is lost
         row = _row(experiment, "error", experiment.device, error=err, seconds=time.perf_counter() - t0)
     finally:
@@ -462,9 +463,11 @@ def run(experiment: Experiment, store: Store | str | Path | None = DEFAULT_STORE
 
 
 def _row(experiment: Experiment, status: str, device: str, h: Any = None, analysis: Mapping[str, float] | None = None,
-         error: BaseException | None = None, seconds: float = math.nan) -> dict[str, Any]:
-    """The store row of a run from its :class:`~pinnkit.training.History` ``h``, or of a run that raised ``error``."""
-    message = "" if error is None else f"{type(error).__name__}: {error}"
+         error: BaseException | None = None, seconds: float = math.nan, message: str = "") -> dict[str, Any]:
+    """The store row of a run from its :class:`~pinnkit.training.History` ``h`` (``message``: why it stopped, if it
+    failed), or of a run that raised ``error``.
+    """
+    message = message if error is None else f"{type(error).__name__}: {error}"
     row = {"key": experiment.key, "name": experiment.name, "config": experiment.to_dict(), "status": status,
            "analysis": dict(analysis or {}), "device": device, "message": message,
            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **PROVENANCE}

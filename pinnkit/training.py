@@ -80,7 +80,7 @@ class TrainResult:
     """A training run: the last logged iterate ``theta`` after ``steps`` steps, the :class:`History`, the last
     phase's ``stepper`` and why the run ended: ``status`` is ``"converged"`` (``grad_tol``), ``"max_steps"``,
     ``"diverged"``, ``"stalled"`` (no acceptable step), ``"max_seconds"`` or ``"interrupted"`` (``stop_after``:
-    ``theta`` is the current iterate; continue with ``resume=``).
+    ``theta`` is the current iterate; continue with ``resume=``). ``reason`` says why a diverged run stopped.
     """
 
     theta: Tensor
@@ -89,6 +89,7 @@ class TrainResult:
     steps: int
     stepper: Any = None
     status: Status = "max_steps"
+    reason: str = ""
 
     @property
     def loss(self) -> float:
@@ -541,6 +542,7 @@ class _Run:
         self.stepper: Any = None
         self.opts: Mapping[str, Any] = {}    # options of the phase that made the latest step (for the advice)
         self.status: Status = "max_steps"
+        self.reason = ""                     # why a diverged run stopped
 
     def fail(self, what: str) -> bool:
         """Raise :class:`TrainingDiverged`, or (``on_diverge="stop"``) set ``status="diverged"`` and return True.
@@ -554,7 +556,7 @@ class _Run:
                                    f"negative number, a division by zero) and theta0")
         if self.on_diverge == "raise":
             raise TrainingDiverged(f"{method}: {what} at step {self.k}; {_advice(self.opts)}")
-        self.status = "diverged"
+        self.status, self.reason = "diverged", f"{what} at step {self.k}"
         return True
 
     def record(self, phase: str) -> bool:
@@ -770,5 +772,5 @@ def train(objective: Any, method: str = "adam", steps: int = 1000, *, theta0: Te
                 last_save = time.monotonic()
     h = run.hist
     return TrainResult(theta=run.good.clone(), history=h, method=method, steps=h.step[-1] if h.step else 0,
-                       stepper=run.stepper, status=run.status)
+                       stepper=run.stepper, status=run.status, reason=run.reason)
 

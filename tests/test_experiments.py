@@ -206,6 +206,7 @@ def test_failed_and_diverged_runs_are_recorded_and_a_sweep_goes_on(tmp_path):
     recs = {r.name: r for r in Store(store).records()}
     assert recs["bad"].status == "error" and "ValueError" in recs["bad"].message and recs["bad"].failed
     assert recs["wild"].status == "diverged" and recs["wild"].failed and math.isfinite(recs["wild"].loss)
+    assert recs["wild"].message.startswith("loss became ") and " at step " in recs["wild"].message
     assert recs["good"].status == "max_steps" and not recs["good"].failed
     assert recs["good"].evals == recs["good"].history["evals"][-1] > 0
     # failed runs are not "done": the next sweep tries them again, the good one is skipped

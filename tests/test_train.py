@@ -58,6 +58,7 @@ def test_nan_and_divergence_raise_clear_errors():
     run = pk.train(steep, "adam", steps=50, theta0=torch.ones(2), lr=100.0, quiet=True, diverge=10.0, log_every=1,
                    on_diverge="stop")
     assert run.status == "diverged" and run.steps < 50 and len(run.history.loss) == run.steps + 1
+    assert run.reason.startswith("loss ") and "rose from its initial" in run.reason
     assert float(steep(run.theta)) == run.loss <= 11 * float(steep(torch.ones(2)))
 
 
@@ -325,7 +326,7 @@ def bad_stepper():
 
 def test_a_stepper_that_reports_a_non_finite_step_ends_the_run_as_diverged(bad_stepper):
     run = pk.train(lambda t: (t ** 2).sum(), "_bad", steps=5, theta0=torch.ones(2), quiet=True, on_diverge="stop")
-    assert run.status == "diverged" and run.steps == 0
+    assert run.status == "diverged" and run.steps == 0 and "direction is not finite" in run.reason
     with pytest.raises(pk.TrainingDiverged, match="direction is not finite"):
         pk.train(lambda t: (t ** 2).sum(), "_bad", steps=5, theta0=torch.ones(2), quiet=True)
 
