@@ -31,13 +31,23 @@ from .curvature import hvp_operator
 from .linesearch import armijo
 from .objective import TermsFn, total
 
-__all__ = ["NystromPreconditioner", "nystrom", "pcg", "CGResult", "NNCGStep", "NNCGStepper",
+__all__ = ["NystromPreconditioner", "step_reason", "nystrom", "pcg", "CGResult", "NNCGStep", "NNCGStepper",
            "nncg_stepper", "GDArmijoStepper", "gd_armijo_stepper"]
 
 MatVec = Callable[[Tensor], Tensor]
 
 #: CG exit reasons (:attr:`CGResult.exit`)
 EXITS = ("tolerance", "max_iter", "negative_curvature")
+
+
+def step_reason(exit: str, descent: bool, accepted: bool) -> str:
+    """How an NNCG step ended, as :attr:`NNCGStepper.last_stop` reports it (:attr:`pinnkit.training.History.stops`):
+    the CG exit (:data:`EXITS`), whether :math:`g^\\top d > 0` and whether the Armijo search accepted a step.
+
+    >>> step_reason("max_iter", descent=False, accepted=False)
+    'max_iter:ascent:no_step'
+    """
+    return f"{exit}:{'descent' if descent else 'ascent'}:{'step' if accepted else 'no_step'}"
 
 
 @dataclass(frozen=True)
@@ -229,7 +239,8 @@ class _CountedIterate:
 class NNCGStepper(_CountedIterate):
     """NNCG on a flat ``theta``; ``step()`` is one Newton–CG iteration. ``diagnostics`` holds one
     :class:`NNCGStep` per step; ``evals`` counts loss evaluations (gradient, loss, Armijo trials) and ``hvps``
-    Hessian-vector products.
+    Hessian-vector products; ``last_stop`` is the latest step's ``(evaluations, reason)`` (:func:`step_reason`),
+    which :func:`pinnkit.train` logs in :attr:`~pinnkit.training.History.stops`.
     """
 
     iterations_per_step = 1
@@ -252,6 +263,7 @@ class NNCGStepper(_CountedIterate):
         self.d: Tensor | None = None
         self.k, self.evals, self.hvps = 0, 0, 0
         self.diagnostics: list[NNCGStep] = []
+        self.last_stop: tuple[int, str] | None = None
 
     @property
     def last(self) -> NNCGStep | None:
@@ -280,7 +292,7 @@ class NNCGStepper(_CountedIterate):
         Raises:
             FloatingPointError: the gradient or the CG direction is not finite (``theta`` is left unchanged).
         """
-        th = self._theta
+        th, before = self._theta, self.evals
         op = hvp_operator(self.loss, th)          # gradient graph built once, reused by every product below
         g, f0 = op.grad, float(self._counted(th))
         self.evals += 1                           # the gradient
@@ -315,6 +327,7 @@ class NNCGStepper(_CountedIterate):
             negative_curvature_hits=cg.negative_curvature_hits, descent=descent, fallback=fallback, t=ls.step,
             hvps=op.calls, refreshed=refreshed, indefinite=self.precond.indefinite))
         self.hvps += op.calls
+        self.last_stop = (self.evals - before, step_reason(cg.exit, descent, ls.accepted))
         self.k += 1
 
 

@@ -55,7 +55,7 @@ class History:
 
     ``iteration`` counts an L-BFGS step as its ``lbfgs_iter`` inner iterations; ``time`` is the wall seconds
     inside ``step()`` so far; ``evals`` the loss and gradient evaluations so far (None: not counted); ``extra``
-    what callbacks logged; ``stops`` one entry per step of a stepper that says how its step ended (L-BFGS):
+    what callbacks logged; ``stops`` one entry per step of a stepper that says how its step ended (L-BFGS, NNCG):
     ``{"step", "phase", "evals", "reason"}`` lists.
     """
 

@@ -8,7 +8,7 @@ import torch
 
 import pinnkit as pk
 from pinnkit import nncg as nncg_module
-from pinnkit.nncg import EXITS, NNCGStep, NNCGStepper, NystromPreconditioner, nncg_stepper, nystrom, pcg
+from pinnkit.nncg import EXITS, NNCGStep, NNCGStepper, NystromPreconditioner, nncg_stepper, nystrom, pcg, step_reason
 
 DT = torch.float64
 
@@ -176,6 +176,16 @@ def test_nncg_plugs_into_train_after_lbfgs():
     assert [d.loss_after for d in diag] == pytest.approx(h.loss[i + 1:], rel=1e-12)
 
 
+def test_a_step_that_finds_no_armijo_point_reports_it():
+    """An ascent direction that no trial can accept (the paper's mode uses it anyway): 42 evaluations, no step."""
+    st = NNCGStepper(lambda th: {"l": -(th ** 2).sum()}, torch.ones(3, dtype=DT), mu=1.0, rank=2, max_step=0.25)
+    st.step()
+    assert st.last_stop == (42, "tolerance:ascent:no_step") and torch.equal(st.theta, torch.ones(3, dtype=DT))
+    st2 = NNCGStepper(lambda th: {"l": (th ** 2).sum()}, torch.ones(3, dtype=DT), mu=1e-8, rank=2)
+    st2.step()
+    assert st2.last_stop == (3, "tolerance:descent:step")
+
+
 def test_diagnostics_are_frozen():
     st = NNCGStepper(lambda th: {"l": (th ** 2).sum()}, torch.ones(3, dtype=DT), rank=2)
     assert st.last is None
@@ -260,6 +270,9 @@ def test_nncg_counts_its_evaluations_and_hvps_and_train_logs_them():
     assert st.evals == sum(2 + n for n in trials)
     assert st.hvps == sum(d.hvps for d in diag) > 0
     assert run.history.evals[-1] == st.evals and run.history.evals[0] == 0
+    stops = run.history.stops                                    # each step's evaluations and how it ended
+    assert stops["phase"] == ["nncg"] * 4 and stops["evals"] == [2 + n for n in trials]
+    assert stops["reason"] == [step_reason(d.exit, d.descent, d.t > 0) for d in diag]
     state = st.state_dict()
     fresh = nncg_stepper(pinn.terms, run.theta, rank=5, cg_iters=10, mu=1e-1)
     fresh.load_state_dict(state)

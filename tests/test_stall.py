@@ -22,6 +22,17 @@ def test_frozen_step_is_the_start_of_the_final_run_of_tolerance_stops():
     assert set(stall.ENDS_ON_TOLERANCE) | {"max_iter", "max_eval"} == set(LBFGS_REASONS)
 
 
+def test_the_lbfgs_summaries_read_only_the_lbfgs_phases_of_the_stops():
+    """Adam -> L-BFGS -> NNCG logs NNCG's steps in the same lists; the freeze is L-BFGS's."""
+    h = History(stops={"step": [0, 1, 2, 3], "phase": ["lbfgs", "lbfgs", "nncg", "nncg"], "evals": [25, 1, 42, 3],
+                       "reason": ["max_iter", "tolerance_change:gd", "max_iter:ascent:no_step",
+                                  "max_iter:descent:step"]})
+    assert stall.frozen_step(h) == 1 and stall.tolerance_stops(h) == 1
+    assert stall.reason_counts(h) == {"max_iter": 1, "tolerance_change:gd": 1}
+    h64 = History(stops={"step": [0], "phase": ["lbfgs64"], "evals": [1], "reason": ["tolerance_change:gd"]})
+    assert stall.frozen_step(h64) == 0
+
+
 def test_float32_lbfgs_freezes_on_a_tolerance_test_and_zero_tolerances_remove_it():
     """A real run: float32 L-BFGS on a small PINN ends its late steps on a tolerance test; in float64 with both
     tolerances at zero no step can end on one (only max_iter / max_eval)."""

@@ -31,7 +31,15 @@ FAILED_L2RE = 0.5   #: a run with a relative L2 error above this is a failed fit
 
 
 def _stops(history: Any) -> Mapping[str, list[Any]]:
-    return history.stops if hasattr(history, "stops") else history.get("stops", {}) or {}
+    """The entries of ``history.stops`` made by L-BFGS phases (``"lbfgs"``, ``"lbfgs64"``); a run that goes on
+    with another stepper that reports its steps (NNCG) logs those in the same lists.
+    """
+    stops = history.stops if hasattr(history, "stops") else history.get("stops", {}) or {}
+    phases = stops.get("phase")
+    if not phases:
+        return stops
+    keep = [i for i, p in enumerate(phases) if str(p).startswith("lbfgs")]
+    return {key: [values[i] for i in keep] for key, values in stops.items()}
 
 
 def reason_counts(history: Any) -> dict[str, int]:
