@@ -173,6 +173,13 @@ class Record:
         """True for a run that diverged or raised (its numbers are those of its last finite iterate)."""
         return self.status in FAILED
 
+    @property
+    def retry(self) -> bool:
+        """True when a sweep should make this run again: it raised (a bug or the environment, not the method), or
+        it diverged before records said why (the stored divergence of a run is its result, not a failure to run).
+        """
+        return self.status == "error" or (self.status == "diverged" and not self.message)
+
     def loss_at(self, iteration: int) -> float:
         """The loss at the last log point at or before ``iteration`` (counted as ``history["iteration"]``)."""
         its, losses = self.history.get("iteration", []), self.history.get("loss", [])
@@ -500,8 +507,8 @@ def sweep(experiments: Iterable[Experiment], store: str | Path = DEFAULT_STORE, 
 
     A failed run is recorded (:func:`run`) and the sweep goes on. With ``use_ray`` (``pip install pinnkit[sweep]``;
     ``ray_address`` joins a cluster) tasks return their rows and the driver appends each as it finishes.
-    ``skip_done`` skips configs with a record that did not fail. ``gpus_per_task > 0`` needs every experiment on
-    ``device="cuda"`` or ``"auto"`` (else ``ValueError``).
+    ``skip_done`` skips configs with a record that need not be made again (:attr:`Record.retry`).
+    ``gpus_per_task > 0`` needs every experiment on ``device="cuda"`` or ``"auto"`` (else ``ValueError``).
     """
     todo = list(experiments)
     cpu = [e.name for e in todo if e.device == "cpu"] if gpus_per_task > 0 else []
@@ -510,7 +517,7 @@ def sweep(experiments: Iterable[Experiment], store: str | Path = DEFAULT_STORE, 
                          f"device='cpu' (e.g. {cpu[0]!r}); set device = \"cuda\" in the config")
     db = Store(store)
     if skip_done:
-        todo = [e for e in todo if (r := db.latest(e)) is None or r.failed]
+        todo = [e for e in todo if (r := db.latest(e)) is None or r.retry]
     if not use_ray:
         for e in todo:
             run(e, db, checkpoints=checkpoints, checkpoint_every=checkpoint_every)

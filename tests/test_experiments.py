@@ -209,8 +209,11 @@ def test_failed_and_diverged_runs_are_recorded_and_a_sweep_goes_on(tmp_path):
     assert recs["wild"].message.startswith("loss became ") and " at step " in recs["wild"].message
     assert recs["good"].status == "max_steps" and not recs["good"].failed
     assert recs["good"].evals == recs["good"].history["evals"][-1] > 0
-    # failed runs are not "done": the next sweep tries them again, the good one is skipped
-    assert sweep([bad, wild, good], store) == ["bad", "wild"]
+    # a run that raised is tried again; one that diverged and says why is a result, kept like the good one
+    assert recs["bad"].retry and not recs["wild"].retry and not recs["good"].retry
+    assert sweep([bad, wild, good], store) == ["bad"]
+    old = dataclasses.replace(recs["wild"], message="")          # a divergence recorded before reasons were stored
+    assert old.retry
 
 
 def test_store_migrates_an_old_file_and_refuses_a_newer_one(tmp_path):

@@ -119,3 +119,22 @@ def test_l2re_by_method_groups_family_problem_and_method_seeds_ascending():
                rec("a/conv/adam", 0.5), rec("a/conv/adam+lbfgs/mu=1/seed=1", 0.6)]
     assert stall.l2re_by_method(records) == {("a", "conv"): {"lbfgs": [0.1, 0.2]}, ("a", "reac"): {"adam": [0.3]},
                                              ("b", "conv"): {"lbfgs": [0.4]}}
+
+
+def test_nncg_phase_of_a_real_run_and_its_errors():
+    """The phase summary of an actual Adam -> L-BFGS -> NNCG run agrees with the stepper's own diagnostics."""
+    pinn = pk.PINN(pk.problems.Reaction(rho=1.0), widths=[6], n_res=32, n_ic=8, n_bc=4, seed=0, dtype=torch.float64)
+    run = pk.train(pinn, "adam+lbfgs+nncg", 16, switch=(6, 4), lr=1e-2, quiet=True, log_every=1, rank=5, cg_iters=10)
+    h = {"step": run.history.step, "phase": run.history.phase, "loss": run.history.loss, "l2re": run.history.l2re,
+         "stops": run.history.stops}
+    rec = SimpleNamespace(name="t/reaction/adam+lbfgs+nncg/mu=1e-2/seed=0", status=run.status, message=None,
+                          history=h)
+    p = stall.nncg_phase(rec)
+    diag = run.stepper.diagnostics
+    assert (p.problem, p.mu, p.seed, p.steps, p.logged) == ("reaction", "1e-2", 0, 6, 6)
+    assert p.accepted == sum(d.t > 0 for d in diag) and p.loss_end == pytest.approx(diag[-1].loss_after, rel=1e-12)
+    assert p.gain == pytest.approx(diag[0].loss_before / diag[-1].loss_after, rel=1e-12) and p.gain >= 1
+    with pytest.raises(ValueError, match="mu=M/seed=N"):
+        stall.nncg_phase(SimpleNamespace(name="t/reaction/adam/seed=0", status="max_steps", history=h))
+    with pytest.raises(ValueError, match="no NNCG phase"):
+        stall.nncg_phase(SimpleNamespace(name="t/r/m/mu=1/seed=0", status="diverged", history={"phase": ["adam"]}))

@@ -18,10 +18,12 @@ import math
 import re
 import statistics
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 __all__ = ["frozen_step", "reason_counts", "tolerance_stops", "ENDS_ON_TOLERANCE", "frozen_iteration",
-           "records_summary", "records_rows", "seconds_per_evaluation", "FAILED_L2RE", "late_change", "precision_pairs"]
+           "records_summary", "records_rows", "seconds_per_evaluation", "FAILED_L2RE", "late_change", "precision_pairs",
+           "l2re_by_method", "NNCGPhase", "nncg_phase"]
 
 #: stop reasons that are a tolerance test, not the normal end of a step (``max_iter``, ``max_eval``)
 ENDS_ON_TOLERANCE = ("tolerance_grad:start", "tolerance_change:gd", "tolerance_grad", "tolerance_change:step",
@@ -218,3 +220,64 @@ def l2re_by_method(records: Sequence[Any]) -> dict[tuple[str, str], dict[str, li
             continue
         runs.setdefault((parts[0], parts[1]), {}).setdefault(parts[2], []).append((int(parts[3][5:]), r.l2re))
     return {key: {m: [e for _, e in sorted(v)] for m, v in by.items()} for key, by in sorted(runs.items())}
+
+
+@dataclass(frozen=True)
+class NNCGPhase:
+    """What the NNCG phase of one stored Adam -> L-BFGS -> NNCG run did (Rathore et al.'s Table 2).
+
+    ``loss_start``/``l2re_start``: at the switch to NNCG (where L-BFGS left the run); ``loss_end``/``l2re_end``: at
+    the run's last log point; ``gain`` their loss ratio (above 1: NNCG lowered the loss); ``steps`` the NNCG steps
+    made; ``logged`` how many of them reported how they ended (a run resumed from a checkpoint made by code that
+    did not report it covers fewer), ``accepted`` how many of those took a step (the Armijo search found a point),
+    ``evals`` their median loss evaluations per step.
+    """
+
+    problem: str
+    mu: str
+    seed: int
+    status: str
+    message: str
+    loss_start: float
+    loss_end: float
+    l2re_start: float
+    l2re_end: float
+    steps: int
+    logged: int
+    accepted: int
+    evals: float
+
+    @property
+    def gain(self) -> float:
+        """``loss_start / loss_end``."""
+        return self.loss_start / self.loss_end
+
+
+def nncg_phase(record: Any) -> NNCGPhase:
+    """The :class:`NNCGPhase` of a stored run named ``family/problem/method/mu=M/seed=N``.
+
+    >>> from types import SimpleNamespace as R
+    >>> h = {"step": [0, 10, 12, 14], "phase": ["adam", "nncg", "nncg", "nncg"], "loss": [1.0, 0.1, 0.05, 0.01],
+    ...      "l2re": [1.0, 0.5, 0.4, 0.2], "stops": {"step": [10, 11, 12, 13], "phase": ["nncg"] * 4,
+    ...      "evals": [3, 42, 3, 4], "reason": ["max_iter:descent:step", "max_iter:ascent:no_step",
+    ...                                          "tolerance:descent:step", "max_iter:descent:step"]}}
+    >>> p = nncg_phase(R(name="t/reaction/a+n/mu=1e-2/seed=1", status="max_steps", message="", history=h))
+    >>> p.gain, p.steps, p.logged, p.accepted, p.evals
+    (10.0, 4, 4, 3, 3.5)
+    """
+    parts, h = record.name.split("/"), record.history
+    if len(parts) < 5 or not parts[-2].startswith("mu=") or not parts[-1].startswith("seed="):
+        raise ValueError(f"expected a name family/problem/method/mu=M/seed=N, got {record.name!r}")
+    phases = h.get("phase", [])
+    if "nncg" not in phases:
+        raise ValueError(f"{record.name}: no NNCG phase was logged (status {record.status!r})")
+    i = phases.index("nncg")
+    stops = h.get("stops", {}) or {}
+    keep = [k for k, p in enumerate(stops.get("phase", [])) if p == "nncg"]
+    reasons = [stops["reason"][k] for k in keep]
+    evals = [stops["evals"][k] for k in keep]
+    return NNCGPhase(problem=parts[-4], mu=parts[-2][3:], seed=int(parts[-1][5:]), status=record.status,
+                     message=record.message or "", loss_start=h["loss"][i], loss_end=h["loss"][-1],
+                     l2re_start=h["l2re"][i], l2re_end=h["l2re"][-1], steps=h["step"][-1] - h["step"][i],
+                     logged=len(keep), accepted=sum(r.endswith(":step") for r in reasons),
+                     evals=statistics.median(evals) if evals else math.nan)
