@@ -133,6 +133,7 @@ def test_nncg_phase_of_a_real_run_and_its_errors():
     diag = run.stepper.diagnostics
     assert (p.problem, p.mu, p.seed, p.steps, p.logged) == ("reaction", "1e-2", 0, 6, 6)
     assert p.accepted == sum(d.t > 0 for d in diag) and p.loss_end == pytest.approx(diag[-1].loss_after, rel=1e-12)
+    assert p.ascent == sum(not d.descent for d in diag) and p.capped == sum(d.exit == "max_iter" for d in diag)
     assert p.gain == pytest.approx(diag[0].loss_before / diag[-1].loss_after, rel=1e-12) and p.gain >= 1
     with pytest.raises(ValueError, match="mu=M/seed=N"):
         stall.nncg_phase(SimpleNamespace(name="t/reaction/adam/seed=0", status="max_steps", history=h))

@@ -230,7 +230,8 @@ class NNCGPhase:
     the run's last log point; ``gain`` their loss ratio (above 1: NNCG lowered the loss); ``steps`` the NNCG steps
     made; ``logged`` how many of them reported how they ended (a run resumed from a checkpoint made by code that
     did not report it covers fewer), ``accepted`` how many of those took a step (the Armijo search found a point),
-    ``evals`` their median loss evaluations per step.
+    ``ascent`` how many had a direction with :math:`g^\\top d \\le 0`, ``capped`` how many CG solves ended on their
+    iteration cap, ``evals`` their median loss evaluations per step.
     """
 
     problem: str
@@ -245,6 +246,8 @@ class NNCGPhase:
     steps: int
     logged: int
     accepted: int
+    ascent: int
+    capped: int
     evals: float
 
     @property
@@ -262,8 +265,8 @@ def nncg_phase(record: Any) -> NNCGPhase:
     ...      "evals": [3, 42, 3, 4], "reason": ["max_iter:descent:step", "max_iter:ascent:no_step",
     ...                                          "tolerance:descent:step", "max_iter:descent:step"]}}
     >>> p = nncg_phase(R(name="t/reaction/a+n/mu=1e-2/seed=1", status="max_steps", message="", history=h))
-    >>> p.gain, p.steps, p.logged, p.accepted, p.evals
-    (10.0, 4, 4, 3, 3.5)
+    >>> p.gain, p.steps, p.logged, p.accepted, p.ascent, p.capped, p.evals
+    (10.0, 4, 4, 3, 1, 3, 3.5)
     """
     parts, h = record.name.split("/"), record.history
     if len(parts) < 5 or not parts[-2].startswith("mu=") or not parts[-1].startswith("seed="):
@@ -280,4 +283,5 @@ def nncg_phase(record: Any) -> NNCGPhase:
                      message=record.message or "", loss_start=h["loss"][i], loss_end=h["loss"][-1],
                      l2re_start=h["l2re"][i], l2re_end=h["l2re"][-1], steps=h["step"][-1] - h["step"][i],
                      logged=len(keep), accepted=sum(r.endswith(":step") for r in reasons),
+                     ascent=sum(":ascent:" in r for r in reasons), capped=sum(r.startswith("max_iter:") for r in reasons),
                      evals=statistics.median(evals) if evals else math.nan)
