@@ -33,7 +33,7 @@ import torch
 
 from .features import PowerLaw, fit_power_law
 
-__all__ = ["Experiment", "Record", "Store", "load_config", "run", "sweep", "report", "main", "stored",
+__all__ = ["Experiment", "Record", "Store", "load_config", "run", "sweep", "report", "main", "stored", "progress", "Progress",
            "DEFAULT_STORE", "REPOSITORY_STORE"]
 
 #: the default results store, relative to the working directory
@@ -488,6 +488,49 @@ def _row(experiment: Experiment, status: str, device: str, h: Any = None, analys
                                                    "time", "extra", "evals", "stops")}}
 
 
+@dataclass(frozen=True)
+class Progress:
+    """Where one experiment stands: ``state`` is ``"stored"`` (its newest record's ``status`` in ``status``),
+    ``"running"`` (a checkpoint at step ``step`` of ``steps`` after ``minutes`` of optimizer time, in the phase
+    named ``phase``) or ``"waiting"``; a record that a sweep would make again (:attr:`Record.retry`) counts as not
+    stored.
+    """
+
+    name: str
+    state: str
+    steps: int
+    step: int = 0
+    phase: str = ""
+    minutes: float = 0.0
+    status: str = ""
+
+
+def progress(experiments: Iterable[Experiment], store: str | Path = DEFAULT_STORE,
+             checkpoints: str | Path | None = None) -> list[Progress]:
+    """Where each of ``experiments`` stands (:class:`Progress`), read from ``store`` and the checkpoints (default
+    ``cache_dir() / "checkpoints"``) without running anything: for checking on long background runs.
+    """
+    from .training import TrainState
+
+    db = Store(store) if Path(store).is_file() else None
+    directory = Path(checkpoints) if checkpoints is not None else cache_dir() / "checkpoints"
+    out = []
+    for e in experiments:
+        r = db.latest(e) if db is not None else None
+        ckpt = checkpoint_path(e, directory)
+        if r is not None and not r.retry:
+            out.append(Progress(e.name, "stored", e.steps, r.iterations or 0, status=r.status,
+                                minutes=(r.seconds or 0.0) / 60))
+        elif ckpt.is_file():
+            st = TrainState.load(ckpt, map_location="cpu")
+            phases = st.method.split("+")
+            out.append(Progress(e.name, "running", e.steps, st.k, phases[min(st.phase, len(phases) - 1)],
+                                st.elapsed / 60))
+        else:
+            out.append(Progress(e.name, "waiting", e.steps))
+    return out
+
+
 def _run_remote(config: dict[str, Any], checkpoints: str | None, threads: int | None,
                 checkpoint_every: float = 300.0) -> dict[str, Any]:
     """A Ray task: run one experiment and return its row for the driver to write (checkpoints: the worker's)."""
@@ -592,7 +635,7 @@ def _fig10_fit(records: Sequence[Record]) -> PowerLaw | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m pinnkit.experiments {run,show,merge} ...``."""
+    """``python -m pinnkit.experiments {run,show,merge,progress} ...``."""
     parser = argparse.ArgumentParser(prog="python -m pinnkit.experiments", description=(__doc__ or "").split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p_run = sub.add_parser("run", help="run the experiments of config files (resumes interrupted ones)")
@@ -613,9 +656,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_show = sub.add_parser("show", help="print the records of a store")
     p_show.add_argument("--name", default=None, help="SQL LIKE pattern, e.g. 'table1/%%'")
     p_show.add_argument("--markdown", action="store_true", help="only the table book/reproduction.md embeds")
+    p_prog = sub.add_parser("progress", help="where each run of config files stands: stored, running (its "
+                            "checkpoint's step) or waiting")
+    p_prog.add_argument("configs", nargs="+")
+    p_prog.add_argument("--only", default=None, help="only experiments whose name contains this text")
     p_merge = sub.add_parser("merge", help="append the records of another store that this one lacks")
     p_merge.add_argument("source", help="the store to read (e.g. one that runs wrote outside the work tree)")
-    for p in (p_run, p_show, p_merge):
+    for p in (p_run, p_show, p_merge, p_prog):
         p.add_argument("--store", default=str(DEFAULT_STORE), help=f"the results store (default {DEFAULT_STORE})")
     args = parser.parse_args(argv)
     if args.command == "show":
@@ -634,6 +681,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     experiments = [e for path in args.configs for e in load_config(path)]
     if args.only:
         experiments = [e for e in experiments if args.only in e.name]
+    if args.command == "progress":
+        for g in progress(experiments, args.store):
+            where = {"stored": f"stored ({g.status}), {g.minutes:.0f} min",
+                     "running": f"step {g.step} of {g.steps} ({g.phase}), {g.minutes:.0f} min so far",
+                     "waiting": "waiting"}[g.state]
+            print(f"{g.name}: {where}")
+        return 0
     if args.shard:
         try:
             k, n = (int(x) for x in args.shard.split("/"))

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pinnkit.experiments import Experiment, Store, load_config, main, run, stored, sweep
+from pinnkit.experiments import Experiment, Store, load_config, main, progress, run, stored, sweep
 
 
 @pytest.fixture(autouse=True)
@@ -149,6 +149,8 @@ def test_command_line(tmp_path, capsys, monkeypatch):
     assert main(["run", str(cfg), "--store", store]) == 0
     assert main(["show", "--store", store]) == 0
     assert "cli" in capsys.readouterr().out
+    assert main(["progress", str(cfg), "--store", store]) == 0
+    assert capsys.readouterr().out == "cli: stored (max_steps), 0 min\n"
     # a dirty tree is refused unless asked for; the record then names the diff's hash
     monkeypatch.setitem(E.PROVENANCE, "git_commit", "0123456789ab+dirty.feedfacecafe")
     with pytest.raises(SystemExit):
@@ -349,3 +351,16 @@ def test_the_fig10_fit_lives_in_the_book():
     fit = fig10_fit(stored("fig10/%"))
     assert fit is not None and f"n_res^{fit.slope:.2f}`" in E.report(stored())
     assert fig10_fit(stored("fig10/%")[:1]) is None
+
+
+def test_progress_reads_the_store_and_the_checkpoints_without_running(tmp_path, capsys):
+    """A stored run, one interrupted inside L-BFGS (its checkpoint's step and phase), one not started."""
+    store, ckpt = tmp_path / "p.sqlite", tmp_path / "ckpt"
+    a, b, c = (dataclasses.replace(TINY, analysis=(), seed=s, name=f"tiny/{s}") for s in (0, 1, 2))
+    run(a, store, checkpoints=ckpt)
+    assert run(b, store, checkpoints=ckpt, stop_after=10) is None
+    got = progress([a, b, c], store, ckpt)
+    assert [(p.name, p.state) for p in got] == [("tiny/0", "stored"), ("tiny/1", "running"), ("tiny/2", "waiting")]
+    assert got[0].status == "max_steps" and (got[1].step, got[1].phase, got[1].steps) == (10, "lbfgs", 14)
+    assert len(Store(store).records()) == 1                      # nothing ran
+    assert progress([a], tmp_path / "none.sqlite", ckpt)[0].state == "waiting"
