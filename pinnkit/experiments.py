@@ -33,8 +33,8 @@ import torch
 
 from .features import PowerLaw, fit_power_law
 
-__all__ = ["Experiment", "Record", "Store", "load_config", "run", "sweep", "report", "main", "stored", "progress", "Progress",
-           "DEFAULT_STORE", "REPOSITORY_STORE"]
+__all__ = ["Experiment", "Record", "Store", "load_config", "run", "sweep", "report", "main", "stored", "progress",
+           "Progress", "DEFAULT_STORE", "REPOSITORY_STORE"]
 
 #: the default results store, relative to the working directory
 DEFAULT_STORE = Path("results") / "pinnkit.sqlite"

@@ -32,15 +32,16 @@ ENDS_ON_TOLERANCE = ("tolerance_grad:start", "tolerance_change:gd", "tolerance_g
 FAILED_L2RE = 0.5   #: a run with a relative L2 error above this is a failed fit (Rathore et al.'s failures: 0.7-1)
 
 
-def _stops(history: Any) -> Mapping[str, list[Any]]:
-    """The entries of ``history.stops`` made by L-BFGS phases (``"lbfgs"``, ``"lbfgs64"``); a run that goes on
-    with another stepper that reports its steps (NNCG) logs those in the same lists.
+def _stops(history: Any, phase: str = "lbfgs") -> Mapping[str, list[Any]]:
+    """The entries of ``history.stops`` made by phases whose name starts with ``phase`` (``"lbfgs"``: L-BFGS and
+    ``"lbfgs64"``); a run that goes on with another stepper that reports its steps (NNCG) logs those in the same
+    lists. A history without phase names is returned whole.
     """
     stops = history.stops if hasattr(history, "stops") else history.get("stops", {}) or {}
     phases = stops.get("phase")
     if not phases:
         return stops
-    keep = [i for i, p in enumerate(phases) if str(p).startswith("lbfgs")]
+    keep = [i for i, p in enumerate(phases) if str(p).startswith(phase)]
     return {key: [values[i] for i in keep] for key, values in stops.items()}
 
 
@@ -275,13 +276,11 @@ def nncg_phase(record: Any) -> NNCGPhase:
     if "nncg" not in phases:
         raise ValueError(f"{record.name}: no NNCG phase was logged (status {record.status!r})")
     i = phases.index("nncg")
-    stops = h.get("stops", {}) or {}
-    keep = [k for k, p in enumerate(stops.get("phase", [])) if p == "nncg"]
-    reasons = [stops["reason"][k] for k in keep]
-    evals = [stops["evals"][k] for k in keep]
+    stops = _stops(h, "nncg") if (h.get("stops") or {}).get("phase") else {}
+    reasons, evals = stops.get("reason", []), stops.get("evals", [])
     return NNCGPhase(problem=parts[-4], mu=parts[-2][3:], seed=int(parts[-1][5:]), status=record.status,
                      message=record.message or "", loss_start=h["loss"][i], loss_end=h["loss"][-1],
                      l2re_start=h["l2re"][i], l2re_end=h["l2re"][-1], steps=h["step"][-1] - h["step"][i],
-                     logged=len(keep), accepted=sum(r.endswith(":step") for r in reasons),
+                     logged=len(reasons), accepted=sum(r.endswith(":step") for r in reasons),
                      ascent=sum(":ascent:" in r for r in reasons), capped=sum(r.startswith("max_iter:") for r in reasons),
                      evals=statistics.median(evals) if evals else math.nan)
