@@ -239,8 +239,9 @@ class _CountedIterate:
 class NNCGStepper(_CountedIterate):
     """NNCG on a flat ``theta``; ``step()`` is one Newton–CG iteration. ``diagnostics`` holds one
     :class:`NNCGStep` per step; ``evals`` counts loss evaluations (gradient, loss, Armijo trials) and ``hvps``
-    Hessian-vector products; ``last_stop`` is the latest step's ``(evaluations, reason)`` (:func:`step_reason`),
-    which :func:`pinnkit.train` logs in :attr:`~pinnkit.training.History.stops`.
+    Hessian-vector products; ``last_stop`` is the latest step's ``(evaluations, reason, numbers)``
+    (:func:`step_reason`; numbers: its ``hvps``, ``cg_iters``, Armijo step ``t`` and direction norm ``d_norm``
+    :math:`\\|d\\|`), which :func:`pinnkit.train` logs in :attr:`~pinnkit.training.History.stops`.
     """
 
     iterations_per_step = 1
@@ -263,7 +264,7 @@ class NNCGStepper(_CountedIterate):
         self.d: Tensor | None = None
         self.k, self.evals, self.hvps = 0, 0, 0
         self.diagnostics: list[NNCGStep] = []
-        self.last_stop: tuple[int, str] | None = None
+        self.last_stop: tuple[int, str, dict[str, float]] | None = None
 
     @property
     def last(self) -> NNCGStep | None:
@@ -310,10 +311,12 @@ class NNCGStepper(_CountedIterate):
                  stop_on_negative_curvature=self.safeguard)
         d = cg.x
         if not bool(torch.isfinite(d).all()):
+            start = "none" if self.d is None else f"{float(torch.linalg.vector_norm(self.d)):.3g}"
             raise FloatingPointError(
                 f"NNCG step {self.k}: the CG direction is not finite (CG exit {cg.exit!r} after {cg.iters} "
-                f"iterations); theta is unchanged. Raise the damping mu= (now {self.mu:g}), train in float64, or "
-                "use safeguard=True (stops CG at negative curvature)")
+                f"iterations, {cg.negative_curvature_hits} with p.Ap <= 0, warm start |d| {start}); theta is "
+                f"unchanged. Raise the damping mu= (now {self.mu:g}), train in float64, or use safeguard=True "
+                "(stops CG at negative curvature)")
         descent = float(torch.dot(g, d)) > 0
         fallback = self.safeguard and not descent
         if fallback:
@@ -327,7 +330,9 @@ class NNCGStepper(_CountedIterate):
             negative_curvature_hits=cg.negative_curvature_hits, descent=descent, fallback=fallback, t=ls.step,
             hvps=op.calls, refreshed=refreshed, indefinite=self.precond.indefinite))
         self.hvps += op.calls
-        self.last_stop = (self.evals - before, step_reason(cg.exit, descent, ls.accepted))
+        self.last_stop = (self.evals - before, step_reason(cg.exit, descent, ls.accepted),
+                          {"hvps": op.calls, "cg_iters": cg.iters, "t": ls.step,
+                           "d_norm": float(torch.linalg.vector_norm(cg.x))})
         self.k += 1
 
 

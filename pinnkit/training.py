@@ -56,7 +56,8 @@ class History:
     ``iteration`` counts an L-BFGS step as its ``lbfgs_iter`` inner iterations; ``time`` is the wall seconds
     inside ``step()`` so far; ``evals`` the loss and gradient evaluations so far (None: not counted); ``extra``
     what callbacks logged; ``stops`` one entry per step of a stepper that says how its step ended (L-BFGS, NNCG):
-    ``{"step", "phase", "evals", "reason"}`` lists.
+    ``{"step", "phase", "evals", "reason"}`` lists, and a list per number a stepper adds (NNCG: ``"hvps"``,
+    ``"cg_iters"``, ``"t"``, ``"d_norm"``; None in the rows of steppers that do not report it).
     """
 
     step: list[int] = field(default_factory=list)
@@ -235,7 +236,8 @@ class Stepper(Protocol):
     """What :func:`train` needs from an optimizer: ``step()`` and the current iterate ``theta``.
 
     Optional: ``iterations_per_step`` (default 1), ``stalled`` (True: the last step found no acceptable point),
-    ``evals`` (:attr:`History.evals`), ``last_stop`` (``(evals, reason)``, :attr:`History.stops`),
+    ``evals`` (:attr:`History.evals`), ``last_stop`` (``(evals, reason)`` or ``(evals, reason, {name: number})``,
+    :attr:`History.stops`),
     ``state_dict()`` / ``load_state_dict()`` (for :class:`TrainState`).
     """
 
@@ -618,8 +620,11 @@ class _Run:
                 c.stepped(self.k, before, after, s)
         stop = getattr(s, "last_stop", None)
         if stop is not None:
-            for key, value in (("step", self.k), ("phase", phase), ("evals", stop[0]), ("reason", stop[1])):
-                self.hist.stops.setdefault(key, []).append(value)
+            evals, reason, *numbers = stop
+            row = {"step": self.k, "phase": phase, "evals": evals, "reason": reason, **(numbers[0] if numbers else {})}
+            stops, n = self.hist.stops, len(self.hist.stops.get("step", []))
+            for key in [*row, *(k for k in stops if k not in row)]:   # columns stay aligned: None where unreported
+                stops.setdefault(key, [None] * n).append(row.get(key))
         self.k += 1
         self.it += getattr(s, "iterations_per_step", 1)
         return True

@@ -174,16 +174,25 @@ def test_nncg_plugs_into_train_after_lbfgs():
     assert len(diag) == 5 and all(isinstance(d, NNCGStep) and d.exit in EXITS for d in diag)
     assert all(d.hvps >= d.cg_iters for d in diag) and diag[0].refreshed and diag[0].hvps >= 10
     assert [d.loss_after for d in diag] == pytest.approx(h.loss[i + 1:], rel=1e-12)
+    stops = h.stops                                 # L-BFGS rows and NNCG rows in aligned columns
+    assert {len(v) for v in stops.values()} == {len(stops["step"])} and stops["phase"][-5:] == ["nncg"] * 5
+    lbfgs = [k for k, p in enumerate(stops["phase"]) if p == "lbfgs"]
+    assert lbfgs and all(stops[key][k] is None for k in lbfgs for key in ("hvps", "cg_iters", "t", "d_norm"))
+    assert stops["hvps"][-5:] == [d.hvps for d in diag] and stops["cg_iters"][-5:] == [d.cg_iters for d in diag]
+    assert stops["t"][-5:] == [d.t for d in diag] and all(n > 0 for n in stops["d_norm"][-5:])
 
 
 def test_a_step_that_finds_no_armijo_point_reports_it():
     """An ascent direction that no trial can accept (the paper's mode uses it anyway): 42 evaluations, no step."""
     st = NNCGStepper(lambda th: {"l": -(th ** 2).sum()}, torch.ones(3, dtype=DT), mu=1.0, rank=2, max_step=0.25)
     st.step()
-    assert st.last_stop == (42, "tolerance:ascent:no_step") and torch.equal(st.theta, torch.ones(3, dtype=DT))
+    assert st.last_stop[:2] == (42, "tolerance:ascent:no_step") and torch.equal(st.theta, torch.ones(3, dtype=DT))
+    numbers = st.last_stop[2]                       # (H + mu I) d = g with H = -2I, mu = 1, g = -2(1, 1, 1): d = -g
+    assert numbers["t"] == 0.0 and numbers["d_norm"] == pytest.approx(2 * math.sqrt(3), rel=1e-12)
+    assert numbers["hvps"] == st.hvps and numbers["cg_iters"] == st.last.cg_iters
     st2 = NNCGStepper(lambda th: {"l": (th ** 2).sum()}, torch.ones(3, dtype=DT), mu=1e-8, rank=2)
     st2.step()
-    assert st2.last_stop == (3, "tolerance:descent:step")
+    assert st2.last_stop[:2] == (3, "tolerance:descent:step") and st2.last_stop[2]["t"] == 1.0
 
 
 def test_diagnostics_are_frozen():
@@ -243,9 +252,12 @@ def test_nan_direction_stops_with_an_error_that_names_the_fix(monkeypatch):
     monkeypatch.setattr(nncg_module, "pcg", nan_pcg)
     theta = torch.ones(3, dtype=DT)
     st = NNCGStepper(lambda th: {"l": (th ** 2).sum()}, theta, rank=2)
-    with pytest.raises(FloatingPointError, match="mu=.*float64"):
+    with pytest.raises(FloatingPointError, match=r"0 with p.Ap <= 0, warm start \|d\| none.*mu=.*float64"):
         st.step()
     assert torch.equal(st.theta, theta) and st.last is None        # theta was not overwritten with NaN
+    st.d = torch.tensor([3.0, 0.0, 4.0], dtype=DT)                  # a warm start from an earlier step: |d| = 5
+    with pytest.raises(FloatingPointError, match=r"warm start \|d\| 5\)"):
+        st.step()
     bad = NNCGStepper(lambda th: {"l": th.abs().sqrt().sum()}, torch.zeros(2, dtype=DT), rank=1)
     with pytest.raises(FloatingPointError, match="not finite"):
         bad.step()

@@ -232,7 +232,8 @@ class NNCGPhase:
     made; ``logged`` how many of them reported how they ended (a run resumed from a checkpoint made by code that
     did not report it covers fewer), ``accepted`` how many of those took a step (the Armijo search found a point),
     ``ascent`` how many had a direction with :math:`g^\\top d \\le 0`, ``capped`` how many CG solves ended on their
-    iteration cap, ``evals`` their median loss evaluations per step.
+    iteration cap, ``evals`` their median loss evaluations per step and ``hvps`` their median Hessian-vector
+    products per step (NaN when the run's code did not log them).
     """
 
     problem: str
@@ -250,6 +251,7 @@ class NNCGPhase:
     ascent: int
     capped: int
     evals: float
+    hvps: float = math.nan
 
     @property
     def gain(self) -> float:
@@ -266,8 +268,11 @@ def nncg_phase(record: Any) -> NNCGPhase:
     ...      "evals": [3, 42, 3, 4], "reason": ["max_iter:descent:step", "max_iter:ascent:no_step",
     ...                                          "tolerance:descent:step", "max_iter:descent:step"]}}
     >>> p = nncg_phase(R(name="t/reaction/a+n/mu=1e-2/seed=1", status="max_steps", message="", history=h))
-    >>> p.gain, p.steps, p.logged, p.accepted, p.ascent, p.capped, p.evals
-    (10.0, 4, 4, 3, 1, 3, 3.5)
+    >>> p.gain, p.steps, p.logged, p.accepted, p.ascent, p.capped, p.evals, p.hvps
+    (10.0, 4, 4, 3, 1, 3, 3.5, nan)
+    >>> h["stops"]["hvps"] = [None, 160, 101, 101]
+    >>> nncg_phase(R(name="t/reaction/a+n/mu=1e-2/seed=1", status="max_steps", message="", history=h)).hvps
+    101
     """
     parts, h = record.name.split("/"), record.history
     if len(parts) < 5 or not parts[-2].startswith("mu=") or not parts[-1].startswith("seed="):
@@ -278,9 +283,11 @@ def nncg_phase(record: Any) -> NNCGPhase:
     i = phases.index("nncg")
     stops = _stops(h, "nncg") if (h.get("stops") or {}).get("phase") else {}
     reasons, evals = stops.get("reason", []), stops.get("evals", [])
+    hvps = [n for n in stops.get("hvps", []) if n is not None]
     return NNCGPhase(problem=parts[-4], mu=parts[-2][3:], seed=int(parts[-1][5:]), status=record.status,
                      message=record.message or "", loss_start=h["loss"][i], loss_end=h["loss"][-1],
                      l2re_start=h["l2re"][i], l2re_end=h["l2re"][-1], steps=h["step"][-1] - h["step"][i],
                      logged=len(reasons), accepted=sum(r.endswith(":step") for r in reasons),
                      ascent=sum(":ascent:" in r for r in reasons), capped=sum(r.startswith("max_iter:") for r in reasons),
-                     evals=statistics.median(evals) if evals else math.nan)
+                     evals=statistics.median(evals) if evals else math.nan,
+                     hvps=statistics.median(hvps) if hvps else math.nan)
