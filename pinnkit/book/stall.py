@@ -229,11 +229,13 @@ class NNCGPhase:
 
     ``loss_start``/``l2re_start``: at the switch to NNCG (where L-BFGS left the run); ``loss_end``/``l2re_end``: at
     the run's last log point; ``gain`` their loss ratio (above 1: NNCG lowered the loss); ``steps`` the NNCG steps
-    made; ``logged`` how many of them reported how they ended (a run resumed from a checkpoint made by code that
-    did not report it covers fewer), ``accepted`` how many of those took a step (the Armijo search found a point),
+    made (to the last log point, or to the last step that reported how it ended where a run diverged after it);
+    ``logged`` how many of them reported how they ended (a run resumed from a checkpoint made by code that did not
+    report it covers fewer), ``accepted`` how many of those took a step (the Armijo search found a point),
     ``ascent`` how many had a direction with :math:`g^\\top d \\le 0`, ``capped`` how many CG solves ended on their
     iteration cap, ``evals`` their median loss evaluations per step and ``hvps`` their median Hessian-vector
-    products per step (NaN when the run's code did not log them).
+    products per step (NaN when the run's code did not log them); ``late_gain`` the loss ratio over the last quarter
+    of its logged NNCG steps (above 1: the loss was still falling at the end).
     """
 
     problem: str
@@ -252,6 +254,7 @@ class NNCGPhase:
     capped: int
     evals: float
     hvps: float = math.nan
+    late_gain: float = math.nan
 
     @property
     def gain(self) -> float:
@@ -268,8 +271,8 @@ def nncg_phase(record: Any) -> NNCGPhase:
     ...      "evals": [3, 42, 3, 4], "reason": ["max_iter:descent:step", "max_iter:ascent:no_step",
     ...                                          "tolerance:descent:step", "max_iter:descent:step"]}}
     >>> p = nncg_phase(R(name="t/reaction/a+n/mu=1e-2/seed=1", status="max_steps", message="", history=h))
-    >>> p.gain, p.steps, p.logged, p.accepted, p.ascent, p.capped, p.evals, p.hvps
-    (10.0, 4, 4, 3, 1, 3, 3.5, nan)
+    >>> p.gain, p.steps, p.logged, p.accepted, p.ascent, p.capped, p.evals, p.hvps, p.late_gain
+    (10.0, 4, 4, 3, 1, 3, 3.5, nan, 5.0)
     >>> h["stops"]["hvps"] = [None, 160, 101, 101]
     >>> nncg_phase(R(name="t/reaction/a+n/mu=1e-2/seed=1", status="max_steps", message="", history=h)).hvps
     101
@@ -284,10 +287,12 @@ def nncg_phase(record: Any) -> NNCGPhase:
     stops = _stops(h, "nncg") if (h.get("stops") or {}).get("phase") else {}
     reasons, evals = stops.get("reason", []), stops.get("evals", [])
     hvps = [n for n in stops.get("hvps", []) if n is not None]
+    start, end = h["step"][i], h["step"][-1]
+    quarter = max(j for j in range(i, len(h["step"])) if h["step"][j] - start <= 0.75 * (end - start))
     return NNCGPhase(problem=parts[-4], mu=parts[-2][3:], seed=int(parts[-1][5:]), status=record.status,
                      message=record.message or "", loss_start=h["loss"][i], loss_end=h["loss"][-1],
-                     l2re_start=h["l2re"][i], l2re_end=h["l2re"][-1], steps=h["step"][-1] - h["step"][i],
+                     l2re_start=h["l2re"][i], l2re_end=h["l2re"][-1], steps=max(end - start, len(reasons)),
                      logged=len(reasons), accepted=sum(r.endswith(":step") for r in reasons),
                      ascent=sum(":ascent:" in r for r in reasons), capped=sum(r.startswith("max_iter:") for r in reasons),
                      evals=statistics.median(evals) if evals else math.nan,
-                     hvps=statistics.median(hvps) if hvps else math.nan)
+                     hvps=statistics.median(hvps) if hvps else math.nan, late_gain=h["loss"][quarter] / h["loss"][-1])
