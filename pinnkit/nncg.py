@@ -349,7 +349,8 @@ def nncg_stepper(terms_fn: TermsFn, theta: Tensor, *, mu: float = 1e-2, rank: in
 class GDArmijoStepper(_CountedIterate):
     r"""NNCG's control: :math:`\theta \leftarrow \theta - t\nabla L` with the same Armijo search (first trial
     ``max_step``, shrunk by ``beta`` until :math:`L` falls by ``alpha`` :math:`t\|\nabla L\|^2`); ``last_t``
-    is the accepted step (0: none).
+    is the accepted step (0: none); ``last_stop`` the latest step's ``(evaluations, "step" or "no_step", {"t": t})``
+    (:attr:`pinnkit.training.History.stops`).
 
     >>> import torch
     >>> s = GDArmijoStepper(lambda th: {"loss": (th ** 2).sum()}, torch.ones(2, dtype=torch.float64), max_step=1.0)
@@ -366,6 +367,7 @@ class GDArmijoStepper(_CountedIterate):
         self._theta = theta.detach().clone()
         self.alpha, self.beta, self.max_step = float(alpha), float(beta), float(max_step)
         self.evals, self.k, self.last_t = 0, 0, math.nan
+        self.last_stop: tuple[int, str, dict[str, float]] | None = None
 
     def step(self) -> None:
         """One gradient step with Armijo backtracking.
@@ -373,7 +375,7 @@ class GDArmijoStepper(_CountedIterate):
         Raises:
             FloatingPointError: the loss or gradient is not finite (``theta`` is left unchanged).
         """
-        th = self._theta.detach().requires_grad_(True)
+        th, before = self._theta.detach().requires_grad_(True), self.evals
         f = self.loss(th)
         (g,) = torch.autograd.grad(f, th)
         self.evals += 1
@@ -382,6 +384,7 @@ class GDArmijoStepper(_CountedIterate):
             raise FloatingPointError(f"GD step {self.k}: the loss or gradient is not finite; train in float64")
         ls = armijo(self._counted, self._theta, f0, g, -g, c1=self.alpha, shrink=self.beta, max_step=self.max_step)
         self._theta, self.last_t = ls.theta.detach(), ls.step
+        self.last_stop = (self.evals - before, "step" if ls.accepted else "no_step", {"t": ls.step})
         self.k += 1
 
     def state_dict(self) -> dict[str, Any]:

@@ -44,6 +44,19 @@ def test_shipped_configs_load(path):
     assert exps and len({e.key for e in exps}) == len(exps)
 
 
+def test_the_table2_control_is_table2_with_gradient_descent_in_place_of_nncg():
+    """Up to the switch to NNCG the control runs are the Table 2 runs (so they start from the same iterate)."""
+    table2 = {(e.problem, e.seed): e for e in load_config(ROOT / "configs" / "rathore_table2_authors.toml")}
+    control = load_config(ROOT / "configs" / "rathore_table2_control.toml")
+    assert sorted((c.problem, c.seed) for c in control) == sorted(table2)
+    same = ("params", "widths", "n_res", "n_ic", "n_bc", "sampling", "activation", "steps", "switch", "options",
+            "dtype", "log_every")
+    for c in control:
+        e = table2[c.problem, c.seed]
+        assert all(getattr(c, f) == getattr(e, f) for f in same) and e.method == "adam+lbfgs+nncg"
+        assert c.method == "adam+lbfgs+gd_armijo" and dict(c.phase_options) == {"adam": e.phase_options["adam"]}
+
+
 def test_paper_settings_in_configs():
     first = {e.name: e for e in load_config(ROOT / "configs" / "rathore_table1_seed123.toml")}
     assert len(first) == 9 and {e.sampling for e in first.values()} == {"grid"}

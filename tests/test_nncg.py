@@ -304,8 +304,10 @@ def test_gd_armijo_is_gradient_descent_with_the_armijo_rule():
     expected = next(t for t in (0.5 ** j for j in range(40)) if f(th0 - t * g) <= f(th0) - 0.1 * t * float(g @ g))
     assert s.last_t == expected and torch.allclose(s.theta, th0 - expected * g)
     assert s.evals == 1 + 1 + round(math.log2(1 / expected))
+    assert s.last_stop == (s.evals, "step", {"t": expected})
     assert pk.STEPPERS["gd_armijo"] is gd_armijo_stepper
     run = pk.train(lambda th: {"f": f(th)}, "gd_armijo", 20, theta0=th0, quiet=True, log_every=1)
     assert all(b <= a for a, b in zip(run.history.loss, run.history.loss[1:])) and run.loss < 1e-3 * float(f(th0))
+    assert run.history.stops["reason"] == ["step"] * 20 and run.history.evals[-1] == sum(run.history.stops["evals"])
     with pytest.raises(ValueError, match="Armijo"):
         gd_armijo_stepper(lambda th: {"f": f(th)}, th0, beta=1.5)

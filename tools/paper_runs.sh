@@ -18,6 +18,7 @@ queue=(
   "configs/rathore_table1_float64.toml convection/"
   "configs/rathore_table1.toml reaction/"
   "configs/rathore_table2_authors.toml table2-authors/"
+  "configs/rathore_table2_control.toml table2-control/"
   "configs/rathore_table1_wave.toml wave/"
   "configs/rathore_table1_switch.toml table1-switch/"
 )
