@@ -1,5 +1,6 @@
 """pinnkit.book.stall: stop reasons of torch L-BFGS steps, where a run froze, summaries of stored runs."""
 import math
+import statistics
 from types import SimpleNamespace
 
 import pytest
@@ -135,7 +136,23 @@ def test_nncg_phase_of_a_real_run_and_its_errors():
     assert p.accepted == sum(d.t > 0 for d in diag) and p.loss_end == pytest.approx(diag[-1].loss_after, rel=1e-12)
     assert p.ascent == sum(not d.descent for d in diag) and p.capped == sum(d.exit == "max_iter" for d in diag)
     assert p.gain == pytest.approx(diag[0].loss_before / diag[-1].loss_after, rel=1e-12) and p.gain >= 1
-    with pytest.raises(ValueError, match="mu=M/seed=N"):
-        stall.nncg_phase(SimpleNamespace(name="t/reaction/adam/seed=0", status="max_steps", history=h))
-    with pytest.raises(ValueError, match="no NNCG phase"):
+    with pytest.raises(ValueError, match=r"\[/mu=M\]/seed=N"):
+        stall.nncg_phase(SimpleNamespace(name="t/reaction/adam+lbfgs+nncg/mu=1e-2", status="max_steps", history=h))
+    with pytest.raises(ValueError, match="no 'nncg' phase"):
         stall.nncg_phase(SimpleNamespace(name="t/r/m/mu=1/seed=0", status="diverged", history={"phase": ["adam"]}))
+
+
+def test_the_control_phase_is_summarised_as_nncg_is():
+    """Gradient descent with the Armijo search in place of NNCG (Table 2's control): steps taken, evaluations."""
+    pinn = pk.PINN(pk.problems.Reaction(rho=1.0), widths=[6], n_res=32, n_ic=8, n_bc=4, seed=0, dtype=torch.float64)
+    run = pk.train(pinn, "adam+lbfgs+gd_armijo", 16, switch=(6, 4), lr=1e-2, quiet=True, log_every=1)
+    h = {"step": run.history.step, "phase": run.history.phase, "loss": run.history.loss, "l2re": run.history.l2re,
+         "stops": run.history.stops}
+    p = stall.nncg_phase(SimpleNamespace(name="t/reaction/adam+lbfgs+gd_armijo/seed=3", status=run.status,
+                                         message=None, history=h), phase="gd_armijo")
+    gd = [k for k, ph in enumerate(h["stops"]["phase"]) if ph == "gd_armijo"]
+    assert (p.problem, p.mu, p.seed, p.steps, p.logged, p.ascent, p.capped) == ("reaction", "", 3, 6, 6, 0, 0)
+    assert p.accepted == sum(h["stops"]["t"][k] > 0 for k in gd) and p.accepted > 0
+    assert p.evals == statistics.median(h["stops"]["evals"][k] for k in gd) and math.isnan(p.hvps)
+    assert p.gain == pytest.approx(h["loss"][h["phase"].index("gd_armijo")] / h["loss"][-1], rel=1e-12)
+    assert p.gain >= 1

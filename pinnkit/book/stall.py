@@ -262,8 +262,9 @@ class NNCGPhase:
         return self.loss_start / self.loss_end
 
 
-def nncg_phase(record: Any) -> NNCGPhase:
-    """The :class:`NNCGPhase` of a stored run named ``family/problem/method/mu=M/seed=N``.
+def nncg_phase(record: Any, phase: str = "nncg") -> NNCGPhase:
+    """The :class:`NNCGPhase` of a stored run named ``family/problem/method[/mu=M]/seed=N`` (``mu`` ``""`` when the
+    name has none); ``phase="gd_armijo"`` summarises the same way the gradient-descent phase of NNCG's control.
 
     >>> from types import SimpleNamespace as R
     >>> h = {"step": [0, 10, 12, 14], "phase": ["adam", "nncg", "nncg", "nncg"], "loss": [1.0, 0.1, 0.05, 0.01],
@@ -278,21 +279,22 @@ def nncg_phase(record: Any) -> NNCGPhase:
     101
     """
     parts, h = record.name.split("/"), record.history
-    if len(parts) < 5 or not parts[-2].startswith("mu=") or not parts[-1].startswith("seed="):
-        raise ValueError(f"expected a name family/problem/method/mu=M/seed=N, got {record.name!r}")
+    mu = parts[-2][3:] if len(parts) >= 5 and parts[-2].startswith("mu=") else ""
+    if len(parts) < (5 if mu else 4) or not parts[-1].startswith("seed="):
+        raise ValueError(f"expected a name family/problem/method[/mu=M]/seed=N, got {record.name!r}")
     phases = h.get("phase", [])
-    if "nncg" not in phases:
-        raise ValueError(f"{record.name}: no NNCG phase was logged (status {record.status!r})")
-    i = phases.index("nncg")
-    stops = _stops(h, "nncg") if (h.get("stops") or {}).get("phase") else {}
+    if phase not in phases:
+        raise ValueError(f"{record.name}: no {phase!r} phase was logged (status {record.status!r})")
+    i = phases.index(phase)
+    stops = _stops(h, phase) if (h.get("stops") or {}).get("phase") else {}
     reasons, evals = stops.get("reason", []), stops.get("evals", [])
     hvps = [n for n in stops.get("hvps", []) if n is not None]
     start, end = h["step"][i], h["step"][-1]
     quarter = max(j for j in range(i, len(h["step"])) if h["step"][j] - start <= 0.75 * (end - start))
-    return NNCGPhase(problem=parts[-4], mu=parts[-2][3:], seed=int(parts[-1][5:]), status=record.status,
+    return NNCGPhase(problem=parts[-4 if mu else -3], mu=mu, seed=int(parts[-1][5:]), status=record.status,
                      message=record.message or "", loss_start=h["loss"][i], loss_end=h["loss"][-1],
                      l2re_start=h["l2re"][i], l2re_end=h["l2re"][-1], steps=max(end - start, len(reasons)),
-                     logged=len(reasons), accepted=sum(r.endswith(":step") for r in reasons),
+                     logged=len(reasons), accepted=sum(r.rsplit(":", 1)[-1] == "step" for r in reasons),
                      ascent=sum(":ascent:" in r for r in reasons), capped=sum(r.startswith("max_iter:") for r in reasons),
                      evals=statistics.median(evals) if evals else math.nan,
                      hvps=statistics.median(hvps) if hvps else math.nan, late_gain=h["loss"][quarter] / h["loss"][-1])
