@@ -55,7 +55,8 @@ class History:
 
     ``iteration`` counts an L-BFGS step as its ``lbfgs_iter`` inner iterations; ``time`` is the wall seconds
     inside ``step()`` so far; ``evals`` the loss and gradient evaluations so far (None: not counted); ``extra``
-    what callbacks logged; ``stops`` one entry per step of a stepper that says how its step ended (L-BFGS, NNCG):
+    what callbacks logged; ``stops`` one entry per step of a stepper that says how its step ended (L-BFGS, NNCG,
+    gradient descent with an Armijo search):
     ``{"step", "phase", "evals", "reason"}`` lists, and a list per number a stepper adds (NNCG: ``"hvps"``,
     ``"cg_iters"``, ``"t"``, ``"d_norm"``; None in the rows of steppers that do not report it).
     """

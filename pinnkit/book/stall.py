@@ -23,7 +23,7 @@ from typing import Any, Mapping, Sequence
 
 __all__ = ["frozen_step", "reason_counts", "tolerance_stops", "ENDS_ON_TOLERANCE", "frozen_iteration",
            "records_summary", "records_rows", "seconds_per_evaluation", "FAILED_L2RE", "late_change", "precision_pairs",
-           "l2re_by_method", "NNCGPhase", "nncg_phase"]
+           "l2re_by_method", "NNCGPhase", "nncg_phase", "phase_stops"]
 
 #: stop reasons that are a tolerance test, not the normal end of a step (``max_iter``, ``max_eval``)
 ENDS_ON_TOLERANCE = ("tolerance_grad:start", "tolerance_change:gd", "tolerance_grad", "tolerance_change:step",
@@ -32,7 +32,7 @@ ENDS_ON_TOLERANCE = ("tolerance_grad:start", "tolerance_change:gd", "tolerance_g
 FAILED_L2RE = 0.5   #: a run with a relative L2 error above this is a failed fit (Rathore et al.'s failures: 0.7-1)
 
 
-def _stops(history: Any, phase: str = "lbfgs") -> Mapping[str, list[Any]]:
+def phase_stops(history: Any, phase: str = "lbfgs") -> Mapping[str, list[Any]]:
     """The entries of ``history.stops`` made by phases whose name starts with ``phase`` (``"lbfgs"``: L-BFGS and
     ``"lbfgs64"``); a run that goes on with another stepper that reports its steps (NNCG) logs those in the same
     lists. A history without phase names is returned whole.
@@ -49,21 +49,21 @@ def reason_counts(history: Any) -> dict[str, int]:
     """How many L-BFGS steps ended for each reason (keys of :data:`pinnkit.training.LBFGS_REASONS`), in the order
     the reasons first occur. ``history``: a :class:`~pinnkit.training.History` or a stored record's history dict.
     """
-    return dict(Counter(_stops(history).get("reason", [])))
+    return dict(Counter(phase_stops(history).get("reason", [])))
 
 
 def tolerance_stops(history: Any) -> int:
     """How many L-BFGS steps ended on a tolerance test (:data:`ENDS_ON_TOLERANCE`), not on their iteration or
     evaluation cap.
     """
-    return sum(reason in ENDS_ON_TOLERANCE for reason in _stops(history).get("reason", []))
+    return sum(reason in ENDS_ON_TOLERANCE for reason in phase_stops(history).get("reason", []))
 
 
 def frozen_step(history: Any) -> int | None:
     """Index into ``history.stops`` of the first step from which every later step ended on a tolerance test
     (:data:`ENDS_ON_TOLERANCE`); ``None`` when the last step ran normally (or no step reported a reason).
     """
-    reasons = _stops(history).get("reason", [])
+    reasons = phase_stops(history).get("reason", [])
     first = None
     for i in range(len(reasons) - 1, -1, -1):
         if reasons[i] not in ENDS_ON_TOLERANCE:
@@ -119,7 +119,7 @@ def records_rows(records: Sequence[Any]) -> tuple[list[str], list[list[str]]]:
         per = [1e3 * r.seconds / r.evals for r in rs if r.evals]
         frozen, tol, steps = [], 0, 0
         for r in rs:
-            stops = _stops(r.history)
+            stops = phase_stops(r.history)
             reasons = stops.get("reason", [])
             if not reasons:
                 continue
@@ -286,7 +286,7 @@ def nncg_phase(record: Any, phase: str = "nncg") -> NNCGPhase:
     if phase not in phases:
         raise ValueError(f"{record.name}: no {phase!r} phase was logged (status {record.status!r})")
     i = phases.index(phase)
-    stops = _stops(h, phase) if (h.get("stops") or {}).get("phase") else {}
+    stops = phase_stops(h, phase) if (h.get("stops") or {}).get("phase") else {}
     reasons, evals = stops.get("reason", []), stops.get("evals", [])
     hvps = [n for n in stops.get("hvps", []) if n is not None]
     start, end = h["step"][i], h["step"][-1]
