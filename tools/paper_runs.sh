@@ -7,10 +7,39 @@
 #   git worktree add --detach /work/runs HEAD && cd /work/runs
 #   tools/paper_runs.sh 0/2 & tools/paper_runs.sh 1/2 &
 #   python -m pinnkit.experiments merge ~/.cache/pinnkit/runs.sqlite      # in the repository, then commit
+# The cache lives on one machine, and the next session may get another. Before a session stops, run
+#   tools/paper_runs.sh park                                              # in the repository, then commit
+# to copy the checkpoints of the runs under way into results/parked/ (and remove the parked checkpoints of runs
+# that the repository's store now holds); a worker whose cache lacks a run's checkpoint starts from the parked one.
 set -u
-shard=${1:?usage: tools/paper_runs.sh K/N}
 py=${PYTHON:-python}
-store=${STORE:-${PINNKIT_CACHE:-$HOME/.cache/pinnkit}/runs.sqlite}
+cache=${PINNKIT_CACHE:-$HOME/.cache/pinnkit}
+store=${STORE:-$cache/runs.sqlite}
+parked=results/parked
+if [ "${1:-}" = park ]; then
+  mkdir -p "$parked"
+  for f in "$cache"/checkpoints/*.pt; do
+    [ -e "$f" ] && cp "$f" "$parked/" && echo "parked $(basename "$f")"
+  done
+  # a parked checkpoint whose run is stored (and need not be made again) has done its work
+  "$py" - results/pinnkit.sqlite "$parked" <<'PY'
+import sys
+from pathlib import Path
+from pinnkit.experiments import Store
+store = Store(sys.argv[1])
+for f in sorted(Path(sys.argv[2]).glob("*.pt")):
+    records = store.records(key=f.stem)
+    if records and not records[-1].retry:
+        f.unlink()
+        print(f"removed {f.name}: {records[-1].name} is stored")
+PY
+  exit
+fi
+shard=${1:?usage: tools/paper_runs.sh K/N, or tools/paper_runs.sh park}
+mkdir -p "$cache/checkpoints"
+for f in "$parked"/*.pt; do  # a checkpoint parked by a session on another machine
+  [ -e "$f" ] && [ ! -e "$cache/checkpoints/$(basename "$f")" ] && cp "$f" "$cache/checkpoints/"
+done
 queue=(
   "configs/rathore_table1.toml convection/"
   "configs/rathore_table1_float64.toml convection/lbfgs/"
