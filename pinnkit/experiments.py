@@ -19,6 +19,7 @@ import itertools
 import json
 import math
 import os
+import platform
 import re
 import sqlite3
 import subprocess
@@ -44,7 +45,7 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 #: config fields that do not change a run's result, left out of :attr:`Experiment.key`
 UNKEYED = ("name", "threads")
 #: the store's schema version (``PRAGMA user_version``); :class:`Store` migrates older files when it opens them
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: run statuses: those of :func:`pinnkit.train` and ``"error"`` (the run raised; ``message`` says what)
 FAILED = ("diverged", "error")
 
@@ -145,7 +146,10 @@ class Experiment:
 
 @dataclass(frozen=True)
 class Record:
-    """What a run leaves in the store; ``evals`` counts loss + gradient evaluations (``None``: not counted)."""
+    """What a run leaves in the store; ``evals`` counts loss + gradient evaluations (``None``: not counted);
+    ``machine`` names the processor that made it (float32 runs of one config end elsewhere on another; ``""`` in
+    records made before it was stored).
+    """
 
     id: int
     key: str
@@ -167,6 +171,7 @@ class Record:
     created: str
     evals: int | None = None
     message: str = ""            # why a failed run failed
+    machine: str = ""            # the processor that made the run, see :func:`machine`
 
     @property
     def failed(self) -> bool:
@@ -197,7 +202,7 @@ CREATE TABLE IF NOT EXISTS records (
     loss REAL, terms TEXT, l2re REAL, iterations INTEGER, seconds REAL, seconds_per_iteration REAL,
     status TEXT, history TEXT, analysis TEXT,
     pinnkit_version TEXT, git_commit TEXT, torch_version TEXT, device TEXT, created TEXT NOT NULL,
-    evals INTEGER, message TEXT
+    evals INTEGER, message TEXT, machine TEXT
 );
 CREATE INDEX IF NOT EXISTS records_key ON records (key);
 CREATE INDEX IF NOT EXISTS records_name ON records (name);
@@ -221,9 +226,9 @@ class Store:
 
     @staticmethod
     def _migrate(db: sqlite3.Connection, version: int) -> None:
-        """From schema 0/1: add ``evals`` and ``message``, recompute every key (version 1 hashed every field)."""
+        """From schema 0-2: add ``evals``, ``message`` and ``machine``; recompute every key (version 1 hashed all)."""
         cols = {row[1] for row in db.execute("PRAGMA table_info(records)")}
-        for col, kind in (("evals", "INTEGER"), ("message", "TEXT")):
+        for col, kind in (("evals", "INTEGER"), ("message", "TEXT"), ("machine", "TEXT")):
             if col not in cols:
                 db.execute(f"ALTER TABLE records ADD COLUMN {col} {kind}")
         for rid, config in db.execute("SELECT id, config FROM records").fetchall():
@@ -255,6 +260,7 @@ class Store:
                 d[c] = json.loads(d[c]) if d.get(c) else {}
             d["config"] = Experiment.from_stored(json.loads(d["config"]))
             d["message"] = d.get("message") or ""
+            d["machine"] = d.get("machine") or ""
             out.append(Record(**d))
         return out
 
@@ -384,6 +390,25 @@ def _provenance() -> dict[str, str]:
     return {"pinnkit_version": __version__, "git_commit": commit, "torch_version": torch.__version__}
 
 
+def machine(device: str | torch.device = "cpu") -> str:
+    """The processor a run on ``device`` uses: for the CPU its architecture, model name and the instruction set
+    torch's kernels use (``torch.backends.cpu.get_cpu_capability()``), which decide how float32 sums round; for a
+    GPU its name.
+
+    >>> machine("cpu").startswith(platform.machine())
+    True
+    """
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name(torch.device(device))
+    model = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
+    except OSError:
+        pass
+    return f"{platform.machine()} {model} ({torch.backends.cpu.get_cpu_capability()})".replace("  ", " ")
+
+
 #: the provenance of the code this process runs, taken at import (when the run ends another commit may be out)
 PROVENANCE = _provenance()
 
@@ -476,7 +501,7 @@ def _row(experiment: Experiment, status: str, device: str, h: Any = None, analys
     """
     message = message if error is None else f"{type(error).__name__}: {error}"
     row = {"key": experiment.key, "name": experiment.name, "config": experiment.to_dict(), "status": status,
-           "analysis": dict(analysis or {}), "device": device, "message": message,
+           "analysis": dict(analysis or {}), "device": device, "message": message, "machine": machine(device),
            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **PROVENANCE}
     if h is None:
         return {**row, "loss": math.nan, "terms": {}, "l2re": math.nan, "iterations": 0, "seconds": seconds,

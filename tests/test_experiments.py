@@ -193,6 +193,16 @@ def test_provenance_is_that_of_the_loaded_code(monkeypatch):
     monkeypatch.setattr(E, "_provenance", lambda: pytest.fail("provenance asked when the run ended"))
     rec = run(dataclasses.replace(TINY, analysis=(), steps=2, switch=1), store=None)
     assert rec.git_commit == E.PROVENANCE["git_commit"] and rec.torch_version == torch.__version__
+    # the processor, with the instruction set torch's CPU kernels use (it decides how float32 sums round)
+    assert rec.machine == E.machine("cpu") and torch.backends.cpu.get_cpu_capability() in rec.machine
+
+
+def test_a_merged_record_keeps_its_machine(tmp_path):
+    a, b = Store(tmp_path / "a.sqlite"), Store(tmp_path / "b.sqlite")
+    rec = run(dataclasses.replace(TINY, analysis=(), steps=2, switch=1), b)
+    assert rec is not None and rec.machine
+    a.merge(b)
+    assert a.records()[0].machine == rec.machine
 
 
 def test_loss_at_reads_the_logged_history():
@@ -248,7 +258,8 @@ def test_store_migrates_an_old_file_and_refuses_a_newer_one(tmp_path):
     db.close()
     (rec,) = Store(path).records()
     assert rec.key == TINY.key and rec.evals is None and rec.message == "" and rec.config == TINY
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2
+    assert rec.machine == ""                                  # not recorded then
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 3
     newer = sqlite3.connect(path)
     newer.execute("PRAGMA user_version = 99")
     newer.commit()
