@@ -10,7 +10,8 @@
 # The cache lives on one machine, and the next session may get another. Before a session stops, run
 #   tools/paper_runs.sh park                                              # in the repository, then commit
 # to copy the checkpoints of the runs under way into results/parked/ (and remove the parked checkpoints of runs
-# that the repository's store now holds); a worker whose cache lacks a run's checkpoint starts from the parked one.
+# that the repository's store now holds); a worker whose cache lacks a run's checkpoint starts from the parked one,
+# and one without a store starts it as a copy of the repository's.
 set -u
 py=${PYTHON:-python}
 cache=${PINNKIT_CACHE:-$HOME/.cache/pinnkit}
@@ -37,6 +38,8 @@ PY
 fi
 shard=${1:?usage: tools/paper_runs.sh K/N, or tools/paper_runs.sh park}
 mkdir -p "$cache/checkpoints"
+# on a new machine, start the store from the repository's, so that the runs it holds are skipped
+[ -e "$store" ] || cp results/pinnkit.sqlite "$store"
 for f in "$parked"/*.pt; do  # a checkpoint parked by a session on another machine
   [ -e "$f" ] && [ ! -e "$cache/checkpoints/$(basename "$f")" ] && cp "$f" "$cache/checkpoints/"
 done
