@@ -23,6 +23,9 @@ PERTURB_WAIT ?= PASSIVE
 COLAB    ?= .venv-colab
 # how many notebooks the notebook tests run at once (one per core; NBJOBS=0 runs them in the test process)
 NBJOBS   ?= 2
+# nbval's options: compare with the stored outputs in this environment, sanitized; a kernel may take minutes to
+# start on a loaded machine (nbval's default of 60 s once failed a whole notebook beside two long runs)
+NBVAL    := --nbval --nbval-current-env --nbval-sanitize-with tools/nbval_sanitize.cfg --nbval-kernel-startup-timeout 300
 XDIST    := $(if $(filter 0,$(NBJOBS)),,-n $(NBJOBS) --dist loadscope)
 STORED   := _build/stored
 # where make slides writes the chapters' reveal.js decks
@@ -91,7 +94,7 @@ test: env lint
 # a notebook's cells in order on one worker). Each runs with one torch thread, as the stored outputs were made.
 notebook-test: env
 	PINNKIT_PRESET=classroom PINNKIT_DEVICE=cpu PINNKIT_PROGRESS=0 $(PY) -m pytest -q -p no:cacheprovider $(XDIST) \
-		notebooks --nbval --nbval-current-env --nbval-sanitize-with tools/nbval_sanitize.cfg
+		notebooks $(NBVAL)
 
 # every chapter again as if on another CPU (PINNKIT_PERTURB=1: two torch threads and the initial parameters one
 # ulp off, see pinnkit.presets.perturbed): every assert must pass and every compared output match the stored one.
@@ -99,7 +102,7 @@ notebook-test: env
 # spinning threads of two notebooks would fight for the cores. The wait policy does not change any number
 perturbed-test: env
 	OMP_WAIT_POLICY=$(PERTURB_WAIT) PINNKIT_PERTURB=$(PERTURB) PINNKIT_PRESET=classroom PINNKIT_DEVICE=cpu PINNKIT_PROGRESS=0 $(PY) -m pytest -q \
-		-p no:cacheprovider $(XDIST) notebooks --nbval --nbval-current-env --nbval-sanitize-with tools/nbval_sanitize.cfg
+		-p no:cacheprovider $(XDIST) notebooks $(NBVAL)
 
 # ruff (pyflakes, pycodestyle, import order, bugbear, docstrings) and mypy over the package
 lint: env
@@ -155,7 +158,7 @@ colab-test: colab-env
 	@if [ -z "$(strip $(COLAB_NB))" ]; then echo "colab-test: no notebook uses ipywidgets yet"; else \
 		echo "PINNKIT_PRESET=classroom $(COLAB)/bin/python -m pytest --nbval $(COLAB_NB)"; \
 		PINNKIT_PRESET=classroom PINNKIT_DEVICE=cpu PINNKIT_PROGRESS=0 $(COLAB)/bin/python -m pytest -q -p no:cacheprovider $(COLAB_NB) \
-			--nbval --nbval-current-env --nbval-sanitize-with tools/nbval_sanitize.cfg; fi
+			$(NBVAL); fi
 
 # re-execute the stored notebooks in place (classroom preset, fresh kernel, top to bottom)
 notebooks: env
