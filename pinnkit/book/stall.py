@@ -235,7 +235,9 @@ class NNCGPhase:
     ``ascent`` how many had a direction with :math:`g^\\top d \\le 0`, ``capped`` how many CG solves ended on their
     iteration cap, ``evals`` their median loss evaluations per step and ``hvps`` their median Hessian-vector
     products per step (NaN when the run's code did not log them); ``late_gain`` the loss ratio over the last quarter
-    of its logged NNCG steps (above 1: the loss was still falling at the end).
+    of its logged NNCG steps (above 1: the loss was still falling at the end); ``frozen_from`` the NNCG step (counted
+    from the switch) from which every logged loss equals the last one, bit for bit (``None`` when the last two log
+    points differ): a run whose steps move nothing.
     """
 
     problem: str
@@ -255,6 +257,7 @@ class NNCGPhase:
     evals: float
     hvps: float = math.nan
     late_gain: float = math.nan
+    frozen_from: int | None = None
 
     @property
     def gain(self) -> float:
@@ -274,6 +277,9 @@ def nncg_phase(record: Any, phase: str = "nncg") -> NNCGPhase:
     >>> p = nncg_phase(R(name="t/reaction/a+n/mu=1e-2/seed=1", status="max_steps", message="", history=h))
     >>> p.gain, p.steps, p.logged, p.accepted, p.ascent, p.capped, p.evals, p.hvps, p.late_gain
     (10.0, 4, 4, 3, 1, 3, 3.5, nan, 5.0)
+    >>> p.frozen_from is None, nncg_phase(R(name="t/reaction/a+n/seed=1", status="max_steps", message="",
+    ...     history={**h, "loss": [1.0, 0.1, 0.05, 0.05]})).frozen_from
+    (True, 2)
     >>> h["stops"]["hvps"] = [None, 160, 101, 101]
     >>> nncg_phase(R(name="t/reaction/a+n/mu=1e-2/seed=1", status="max_steps", message="", history=h)).hvps
     101
@@ -291,10 +297,14 @@ def nncg_phase(record: Any, phase: str = "nncg") -> NNCGPhase:
     hvps = [n for n in stops.get("hvps", []) if n is not None]
     start, end = h["step"][i], h["step"][-1]
     quarter = max(j for j in range(i, len(h["step"])) if h["step"][j] - start <= 0.75 * (end - start))
+    same = len(h["loss"]) - 1  # the first log point of the phase from which the loss stays at its last value
+    while same > i and h["loss"][same - 1] == h["loss"][-1]:
+        same -= 1
     return NNCGPhase(problem=parts[-4 if mu else -3], mu=mu, seed=int(parts[-1][5:]), status=record.status,
                      message=record.message or "", loss_start=h["loss"][i], loss_end=h["loss"][-1],
                      l2re_start=h["l2re"][i], l2re_end=h["l2re"][-1], steps=max(end - start, len(reasons)),
                      logged=len(reasons), accepted=sum(r.rsplit(":", 1)[-1] == "step" for r in reasons),
                      ascent=sum(":ascent:" in r for r in reasons), capped=sum(r.startswith("max_iter:") for r in reasons),
                      evals=statistics.median(evals) if evals else math.nan,
-                     hvps=statistics.median(hvps) if hvps else math.nan, late_gain=h["loss"][quarter] / h["loss"][-1])
+                     hvps=statistics.median(hvps) if hvps else math.nan, late_gain=h["loss"][quarter] / h["loss"][-1],
+                     frozen_from=h["step"][same] - start if same < len(h["loss"]) - 1 else None)
