@@ -27,7 +27,8 @@ __all__ = ["LineSearchResult", "armijo", "WolfeResult", "WOLFE_REASONS", "strong
 @dataclass(frozen=True)
 class LineSearchResult:
     """The accepted ``step`` :math:`t`, the point ``theta`` :math:`= \\theta + t d` and its ``loss``; when no trial
-    passed, ``accepted=False``, ``step=0`` and the starting point with its loss.
+    passed (or the trials shrank until :math:`\\theta + t d` rounds to :math:`\\theta`), ``accepted=False``,
+    ``step=0`` and the starting point with its loss.
     """
 
     step: float
@@ -40,13 +41,26 @@ def armijo(f: Callable[[Tensor], Tensor], theta: Tensor, f0: float, g: Tensor, d
            shrink: float = 0.5, max_step: float = 1.0, max_halvings: int = 40) -> LineSearchResult:
     r"""Backtrack along the descent direction ``d`` until :math:`f(\theta + t d) \le f_0 + c_1 t\, g^\top d`.
 
+    A trial that rounds to ``theta`` itself (:math:`t d` below the resolution of every entry) ends the search without
+    a step, unevaluated: every smaller trial is ``theta`` too, and in floating point it could pass the test (when
+    :math:`c_1 t\, |g^\top d|` is below the resolution of ``f0``) while moving nothing. In float32 at
+    :math:`\theta = 1`, a step of :math:`10^{-8}` rounds away (the spacing there is :math:`1.2 \cdot 10^{-7}`), so
+    a search given an ``f0`` one rounding above :math:`f(\theta)` finds no step:
+
+    >>> f = lambda th: (th ** 2).sum()
+    >>> theta = torch.ones(1); g = torch.full((1,), 2e-8)
+    >>> res = armijo(f, theta, float(f(theta)) + 1e-7, g, -g)
+    >>> res.accepted, res.step, torch.equal(res.theta, theta)
+    (False, 0.0, True)
+
     Args:
         f: the loss, ``theta -> scalar Tensor``; ``f0 = f(theta)`` and ``g`` its gradient at ``theta``.
         d: a descent direction; the trials are ``t = max_step * shrink**j``, ``j < max_halvings``.
         c1, shrink: constants in ``(0, 1)``.
 
     Returns:
-        A :class:`LineSearchResult` (not accepted when every trial failed or gave a non-finite loss).
+        A :class:`LineSearchResult` (not accepted when every trial failed, gave a non-finite loss, or rounded to
+        ``theta``).
 
     Raises:
         ValueError: ``c1`` or ``shrink`` outside ``(0, 1)``, ``max_step <= 0`` or ``max_halvings < 1``.
@@ -59,6 +73,8 @@ def armijo(f: Callable[[Tensor], Tensor], theta: Tensor, f0: float, g: Tensor, d
     t = float(max_step)
     for _ in range(int(max_halvings)):
         trial = theta + t * d
+        if torch.equal(trial, theta):  # t d rounds away: a step that moves nothing is no step
+            break
         value = float(f(trial))
         if math.isfinite(value) and value <= f0 + c1 * t * slope:
             return LineSearchResult(t, trial, value, True)

@@ -311,3 +311,20 @@ def test_gd_armijo_is_gradient_descent_with_the_armijo_rule():
     assert run.history.stops["reason"] == ["step"] * 20 and run.history.evals[-1] == sum(run.history.stops["evals"])
     with pytest.raises(ValueError, match="Armijo"):
         gd_armijo_stepper(lambda th: {"f": f(th)}, th0, beta=1.5)
+
+
+def test_a_step_that_rounds_away_is_no_step():
+    """In float32, L = 1 + 1e-12 |th|^2 at th = 1 rounds to 1 everywhere near it, yet its gradient 2e-12 th is not
+    zero: every trial th - t d rounds to th, and with c1 t g.d below f0's float64 resolution a null trial would pass
+    the Armijo test (the paper-setting convection runs logged 1,573 such steps). Both Armijo steppers report no step
+    without evaluating a trial (GD: its gradient only; NNCG: its loss and gradient) and leave theta as it was."""
+    from pinnkit.nncg import GDArmijoStepper
+    flat = lambda th: {"l": 1 + 1e-12 * (th ** 2).sum()}  # noqa: E731
+    th0 = torch.ones(3)
+    gd = GDArmijoStepper(flat, th0)
+    gd.step()
+    assert gd.last_stop == (1, "no_step", {"t": 0.0}) and torch.equal(gd.theta, th0)
+    st = NNCGStepper(flat, th0, mu=1e-2, rank=2)
+    st.step()
+    assert st.last_stop[1].endswith(":descent:no_step") and st.last_stop[0] == 2 and st.last.t == 0.0
+    assert torch.equal(st.theta, th0) and st.last.loss_after == st.last.loss_before == 1.0

@@ -23,13 +23,14 @@ from typing import Any, Mapping, Sequence
 
 __all__ = ["frozen_step", "reason_counts", "tolerance_stops", "ENDS_ON_TOLERANCE", "frozen_iteration",
            "records_summary", "records_rows", "seconds_per_evaluation", "FAILED_L2RE", "late_change", "precision_pairs",
-           "l2re_by_method", "NNCGPhase", "nncg_phase", "phase_stops"]
+           "l2re_by_method", "NNCGPhase", "nncg_phase", "phase_stops", "TINY_STEP"]
 
 #: stop reasons that are a tolerance test, not the normal end of a step (``max_iter``, ``max_eval``)
 ENDS_ON_TOLERANCE = ("tolerance_grad:start", "tolerance_change:gd", "tolerance_grad", "tolerance_change:step",
                      "tolerance_change:loss")
 
 FAILED_L2RE = 0.5   #: a run with a relative L2 error above this is a failed fit (Rathore et al.'s failures: 0.7-1)
+TINY_STEP = 1e-9    #: an accepted Armijo step below this (30 halvings from 1) is what NNCGPhase.tiny_steps counts
 
 
 def phase_stops(history: Any, phase: str = "lbfgs") -> Mapping[str, list[Any]]:
@@ -237,7 +238,9 @@ class NNCGPhase:
     products per step (NaN when the run's code did not log them); ``late_gain`` the loss ratio over the last quarter
     of its logged NNCG steps (above 1: the loss was still falling at the end); ``frozen_from`` the NNCG step (counted
     from the switch) from which every logged loss equals the last one, bit for bit (``None`` when the last two log
-    points differ): a run whose steps move nothing.
+    points differ): a run whose steps move nothing; ``tiny_steps`` the NNCG steps (1: the first after the switch)
+    that took a step of size :math:`0 < t <` :data:`TINY_STEP` (code before the Armijo search refused a trial that
+    rounds to :math:`\\theta` logged such null steps as taken).
     """
 
     problem: str
@@ -258,6 +261,7 @@ class NNCGPhase:
     hvps: float = math.nan
     late_gain: float = math.nan
     frozen_from: int | None = None
+    tiny_steps: tuple[int, ...] = ()
 
     @property
     def gain(self) -> float:
@@ -272,11 +276,11 @@ def nncg_phase(record: Any, phase: str = "nncg") -> NNCGPhase:
     >>> from types import SimpleNamespace as R
     >>> h = {"step": [0, 10, 12, 14], "phase": ["adam", "nncg", "nncg", "nncg"], "loss": [1.0, 0.1, 0.05, 0.01],
     ...      "l2re": [1.0, 0.5, 0.4, 0.2], "stops": {"step": [10, 11, 12, 13], "phase": ["nncg"] * 4,
-    ...      "evals": [3, 42, 3, 4], "reason": ["max_iter:descent:step", "max_iter:ascent:no_step",
-    ...                                          "tolerance:descent:step", "max_iter:descent:step"]}}
+    ...      "evals": [3, 42, 3, 4], "t": [1.0, 0.0, 2.0 ** -33, 0.5], "reason": ["max_iter:descent:step",
+    ...      "max_iter:ascent:no_step", "tolerance:descent:step", "max_iter:descent:step"]}}
     >>> p = nncg_phase(R(name="t/reaction/a+n/mu=1e-2/seed=1", status="max_steps", message="", history=h))
-    >>> p.gain, p.steps, p.logged, p.accepted, p.ascent, p.capped, p.evals, p.hvps, p.late_gain
-    (10.0, 4, 4, 3, 1, 3, 3.5, nan, 5.0)
+    >>> p.gain, p.steps, p.logged, p.accepted, p.ascent, p.capped, p.evals, p.hvps, p.late_gain, p.tiny_steps
+    (10.0, 4, 4, 3, 1, 3, 3.5, nan, 5.0, (3,))
     >>> p.frozen_from is None, nncg_phase(R(name="t/reaction/a+n/seed=1", status="max_steps", message="",
     ...     history={**h, "loss": [1.0, 0.1, 0.05, 0.05]})).frozen_from
     (True, 2)
@@ -307,4 +311,6 @@ def nncg_phase(record: Any, phase: str = "nncg") -> NNCGPhase:
                      ascent=sum(":ascent:" in r for r in reasons), capped=sum(r.startswith("max_iter:") for r in reasons),
                      evals=statistics.median(evals) if evals else math.nan,
                      hvps=statistics.median(hvps) if hvps else math.nan, late_gain=h["loss"][quarter] / h["loss"][-1],
-                     frozen_from=h["step"][same] - start if same < len(h["loss"]) - 1 else None)
+                     frozen_from=h["step"][same] - start if same < len(h["loss"]) - 1 else None,
+                     tiny_steps=tuple(k + 1 for k, t in enumerate(stops.get("t", []))
+                                      if t is not None and 0 < t < TINY_STEP))
