@@ -156,3 +156,16 @@ def test_the_control_phase_is_summarised_as_nncg_is():
     assert p.evals == statistics.median(h["stops"]["evals"][k] for k in gd) and math.isnan(p.hvps)
     assert p.gain == pytest.approx(h["loss"][h["phase"].index("gd_armijo")] / h["loss"][-1], rel=1e-12)
     assert p.gain >= 1
+
+
+def test_phase_l2re_counts_steps_from_the_switch_and_ends_at_the_final_error():
+    """The L2RE along an actual run's NNCG phase: keyed 0, 1, ... from the switch, the last one the final model's."""
+    pinn = pk.PINN(pk.problems.Reaction(rho=1.0), widths=[6], n_res=32, n_ic=8, n_bc=4, seed=0, dtype=torch.float64)
+    run = pk.train(pinn, "adam+lbfgs+nncg", 16, switch=(6, 4), lr=1e-2, quiet=True, log_every=1, rank=5, cg_iters=10)
+    h = {"step": run.history.step, "phase": run.history.phase, "l2re": run.history.l2re}
+    at = stall.phase_l2re(h)
+    assert list(at) == list(range(7))                     # the switch (step 10) and the 6 NNCG steps
+    assert at[6] == pytest.approx(pinn.l2re(run.theta), rel=1e-12)
+    assert at[0] == h["l2re"][h["phase"].index("nncg")] and stall.phase_l2re(h, "adam")[0] == h["l2re"][0]
+    with pytest.raises(ValueError, match="no 'gd_armijo' phase"):
+        stall.phase_l2re(h, "gd_armijo")

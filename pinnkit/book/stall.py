@@ -23,7 +23,7 @@ from typing import Any, Mapping, Sequence
 
 __all__ = ["frozen_step", "reason_counts", "tolerance_stops", "ENDS_ON_TOLERANCE", "frozen_iteration",
            "records_summary", "records_rows", "seconds_per_evaluation", "FAILED_L2RE", "late_change", "precision_pairs",
-           "l2re_by_method", "NNCGPhase", "nncg_phase", "phase_stops", "TINY_STEP"]
+           "l2re_by_method", "NNCGPhase", "nncg_phase", "phase_stops", "TINY_STEP", "phase_l2re"]
 
 #: stop reasons that are a tolerance test, not the normal end of a step (``max_iter``, ``max_eval``)
 ENDS_ON_TOLERANCE = ("tolerance_grad:start", "tolerance_change:gd", "tolerance_grad", "tolerance_change:step",
@@ -222,6 +222,20 @@ def l2re_by_method(records: Sequence[Any]) -> dict[tuple[str, str], dict[str, li
             continue
         runs.setdefault((parts[0], parts[1]), {}).setdefault(parts[2], []).append((int(parts[3][5:]), r.l2re))
     return {key: {m: [e for _, e in sorted(v)] for m, v in by.items()} for key, by in sorted(runs.items())}
+
+
+def phase_l2re(history: Mapping[str, Any], phase: str = "nncg") -> dict[int, float]:
+    """The L2RE at every log point from the first one of ``phase`` on, keyed by the steps made since that point (0:
+    the switch to ``phase``), from a stored record's history dict.
+
+    >>> phase_l2re({"step": [0, 10, 12, 14], "phase": ["adam", "nncg", "nncg", "nncg"], "l2re": [1.0, 0.5, 0.4, 0.2]})
+    {0: 0.5, 2: 0.4, 4: 0.2}
+    """
+    phases = history.get("phase", [])
+    if phase not in phases:
+        raise ValueError(f"no {phase!r} phase was logged; the history has {sorted(set(phases))}")
+    i = phases.index(phase)
+    return {s - history["step"][i]: e for s, e in zip(history["step"][i:], history["l2re"][i:])}
 
 
 @dataclass(frozen=True)
