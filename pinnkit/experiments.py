@@ -35,7 +35,7 @@ import torch
 from .features import PowerLaw, fit_power_law
 
 __all__ = ["Experiment", "Record", "Store", "load_config", "run", "sweep", "report", "main", "stored", "progress",
-           "Progress", "DEFAULT_STORE", "REPOSITORY_STORE"]
+           "Progress", "DEFAULT_STORE", "REPOSITORY_STORE", "Replay", "replay"]
 
 #: the default results store, relative to the working directory
 DEFAULT_STORE = Path("results") / "pinnkit.sqlite"
@@ -492,6 +492,44 @@ def run(experiment: Experiment, store: Store | str | Path | None = DEFAULT_STORE
     if store is None:
         return Record(id=0, **{**row, "config": experiment})
     return store.records(key=experiment.key)[-1] if new_id else None
+
+
+@dataclass(frozen=True)
+class Replay:
+    """A stored run made again to ``steps``: its parameters ``theta`` after that many steps, and how many of the
+    record's log points before ``steps`` the replay logged with the same loss, bit for bit (``matched`` of
+    ``compared``; a record made on another processor, or by other code, may part from its replay by rounding).
+    """
+
+    name: str
+    steps: int
+    theta: torch.Tensor
+    matched: int
+    compared: int
+
+
+def replay(record: Record, steps: int, quiet: bool = True) -> Replay:
+    """Make ``record``'s run again from its config, for its first ``steps`` steps (records keep no parameters), and
+    compare the losses it logs with the record's. Nothing is stored.
+    """
+    from .training import train
+
+    e = record.config
+    if not 0 < steps <= e.steps:
+        raise ValueError(f"steps must be in 1..{e.steps} (the run's length), got {steps}")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(e.threads)
+    try:
+        pinn = build(e)
+        result = train(pinn, e.method, e.steps, switch=e.switch, log_every=e.log_every, quiet=quiet, desc=e.name,
+                       stop_after=steps if steps < e.steps else None, phase_options=e.phase_options,
+                       log={k: LOGGERS[k](pinn) for k in e.log}, on_diverge="stop", **e.options)
+    finally:
+        torch.set_num_threads(threads)
+    stored_loss = dict(zip(record.history.get("step", []), record.history.get("loss", [])))
+    pairs = [(loss, stored_loss[s]) for s, loss in zip(result.history.step, result.history.loss) if s in stored_loss]
+    return Replay(name=record.name, steps=steps, theta=result.theta.detach(), matched=sum(a == b for a, b in pairs),
+                  compared=len(pairs))
 
 
 def _row(experiment: Experiment, status: str, device: str, h: Any = None, analysis: Mapping[str, float] | None = None,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pinnkit.experiments import Experiment, Store, load_config, main, progress, run, stored, sweep
+from pinnkit.experiments import Experiment, Store, load_config, main, progress, replay, run, stored, sweep
 
 
 @pytest.fixture(autouse=True)
@@ -96,6 +96,21 @@ def test_run_writes_a_record(tmp_path):
     assert rec.analysis["ratio_max_over_min_abs"] >= 1.0
     assert rec.torch_version == torch.__version__ and rec.device == "cpu" and rec.git_commit
     assert store.latest(TINY) == rec and store.records(name="tiny/%") == [rec]
+
+
+def test_a_replay_makes_the_stored_run_again_and_says_where_it_parts():
+    """The first steps of a stored run made again: the same losses, bit for bit, and the parameters at that step."""
+    rec = run(TINY, None)
+    again = replay(rec, 10)                  # 8 Adam steps and 2 L-BFGS steps
+    assert (again.matched, again.compared) == (5, 5) and again.steps == 10   # log points 0, 2, ..., 8
+    from pinnkit.experiments import build
+    assert float(build(TINY).loss(again.theta)) == pytest.approx(rec.history["loss"][5], rel=1e-12)
+    assert torch.equal(replay(rec, 14).theta, replay(rec, 14).theta)
+    # negative control: a record of another run parts from its "replay" at the first log point
+    other = dataclasses.replace(rec, history={**rec.history, "loss": [x * (1 + 1e-9) for x in rec.history["loss"]]})
+    assert replay(other, 4).matched == 0
+    with pytest.raises(ValueError, match=r"1\.\.14"):
+        replay(rec, 15)
 
 
 def test_float32_run_with_float64_analysis(tmp_path):
