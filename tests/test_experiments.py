@@ -113,6 +113,23 @@ def test_a_replay_makes_the_stored_run_again_and_says_where_it_parts():
         replay(rec, 15)
 
 
+def test_the_replay_tool_keeps_parameters_that_load_with_weights_only(tmp_path, monkeypatch, capsys):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("replay_tool", ROOT / "tools" / "replay.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    rec = run(TINY, None)
+    monkeypatch.setattr(tool, "ROOT", tmp_path)
+    monkeypatch.setattr(tool.experiments, "stored", lambda name: [rec])
+    monkeypatch.setattr(tool.experiments, "_provenance", lambda: {"git_commit": "0123abcd"})
+    assert tool.main([rec.name, "10"]) == 0
+    kept = torch.load(tool.path_of(rec.name, 10), weights_only=True)
+    assert kept["git_commit"] == "0123abcd" and (kept["matched"], kept["compared"], kept["steps"]) == (5, 5, 10)
+    assert torch.equal(kept["theta"], replay(rec, 10).theta)
+    monkeypatch.setattr(tool.experiments, "_provenance", lambda: {"git_commit": "0123abcd+dirty.0"})
+    assert tool.main([rec.name, "10"]) == 1 and "commit the code first" in capsys.readouterr().out
+
+
 def test_float32_run_with_float64_analysis(tmp_path):
     e = dataclasses.replace(TINY, dtype="float32", steps=3, switch=2, name="tiny/f32")
     rec = run(e, tmp_path / "f.sqlite")

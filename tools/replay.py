@@ -3,7 +3,8 @@
 
     python tools/replay.py table1-authors/wave/lbfgs/seed=234 150
 
-Run it from a clean checkout (the file names the commit); the chapters read the file, they do not replay. A replay
+Run it from a clean checkout (the file names the commit); the chapters read the file (``torch.load(path,
+weights_only=True)``), they do not replay. A replay
 that does not log the record's losses bit for bit is refused: its parameters would not be the record's.
 """
 from __future__ import annotations
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"name": args.name, "record_id": record.id, "steps": args.steps, "theta": again.theta,
                 "matched": again.matched, "compared": again.compared, "git_commit": provenance["git_commit"],
-                "machine": experiments.machine(), "torch_version": torch.__version__}, out)
+                "machine": experiments.machine(), "torch_version": str(torch.__version__)}, out)
     print(f"saved {out.relative_to(ROOT)}")
     return 0
 
