@@ -10,8 +10,9 @@
 # The cache lives on one machine, and the next session may get another. Before a session stops, run
 #   tools/paper_runs.sh park                                              # in the repository, then commit
 # to copy the checkpoints of the runs under way into results/parked/ (and remove the parked checkpoints of runs
-# that the repository's store now holds); a worker whose cache lacks a run's checkpoint starts from the parked one,
-# and one without a store starts it as a copy of the repository's.
+# that the repository's store now holds) and the finished records the repository's store lacks into
+# results/parked/pending.sqlite; a worker whose cache lacks a run's checkpoint starts from the parked one, and one
+# without a store starts it as a copy of the repository's plus the pending records.
 set -u
 py=${PYTHON:-python}
 cache=${PINNKIT_CACHE:-$HOME/.cache/pinnkit}
@@ -34,12 +35,33 @@ for f in sorted(Path(sys.argv[2]).glob("*.pt")):
         f.unlink()
         print(f"removed {f.name}: {records[-1].name} is stored")
 PY
+  # records finished in the cache but not yet merged (the chapters not yet updated for them) travel too
+  if [ -e "$store" ]; then
+    "$py" - results/pinnkit.sqlite "$store" "$parked/pending.sqlite" <<'PY'
+import sys
+from pathlib import Path
+from pinnkit.experiments import Store, _as_row
+have = {(r.key, r.created) for r in Store(sys.argv[1]).records()}
+pending = [r for r in Store(sys.argv[2]).records() if (r.key, r.created) not in have]
+out = Path(sys.argv[3])
+out.unlink(missing_ok=True)
+if pending:
+    parked = Store(out)
+    for r in pending:
+        parked.append(_as_row(r))
+        print(f"parked the record of {r.name}: merge {out} into the repository's store with its chapters")
+PY
+  fi
   exit
 fi
 shard=${1:?usage: tools/paper_runs.sh K/N, or tools/paper_runs.sh park}
 mkdir -p "$cache/checkpoints"
 # on a new machine, start the store from the repository's, so that the runs it holds are skipped
-[ -e "$store" ] || cp results/pinnkit.sqlite "$store"
+if [ ! -e "$store" ]; then
+  cp results/pinnkit.sqlite "$store"
+  # and the records a session parked before merging them
+  [ -e "$parked/pending.sqlite" ] && "$py" -m pinnkit.experiments merge --store "$store" "$parked/pending.sqlite"
+fi
 for f in "$parked"/*.pt; do  # a checkpoint parked by a session on another machine
   [ -e "$f" ] && [ ! -e "$cache/checkpoints/$(basename "$f")" ] && cp "$f" "$cache/checkpoints/"
 done
