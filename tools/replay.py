@@ -4,8 +4,8 @@
     python tools/replay.py table1-authors/wave/lbfgs/seed=234 150
 
 Run it from a clean checkout (the file names the commit); the chapters read the file (``torch.load(path,
-weights_only=True)``), they do not replay. A replay
-that does not log the record's losses bit for bit is refused: its parameters would not be the record's.
+weights_only=True)``), they do not replay. A replay that does not log the record's losses bit for bit is refused:
+its parameters would not be the record's.
 """
 from __future__ import annotations
 
