@@ -23,14 +23,15 @@ if [ "${1:-}" = park ]; then
   for f in "$cache"/checkpoints/*.pt; do
     [ -e "$f" ] && cp "$f" "$parked/" && echo "parked $(basename "$f")"
   done
-  # a parked checkpoint whose run is stored (and need not be made again) has done its work
-  "$py" - results/pinnkit.sqlite "$parked" <<'PY'
+  # a parked checkpoint whose run is stored (and need not be made again) has done its work; stored here means in
+  # the repository's store or, finished but not merged yet, in the cache's (its record is parked below)
+  "$py" - results/pinnkit.sqlite "$parked" "$store" <<'PY'
 import sys
 from pathlib import Path
 from pinnkit.experiments import Store
-store = Store(sys.argv[1])
+stores = [Store(p) for p in (sys.argv[1], sys.argv[3]) if Path(p).is_file()]
 for f in sorted(Path(sys.argv[2]).glob("*.pt")):
-    records = store.records(key=f.stem)
+    records = [r for s in stores for r in s.records(key=f.stem)]
     if records and not records[-1].retry:
         f.unlink()
         print(f"removed {f.name}: {records[-1].name} is stored")
