@@ -35,12 +35,14 @@ import torch
 from .features import PowerLaw, fit_power_law
 
 __all__ = ["Experiment", "Record", "Store", "load_config", "run", "sweep", "report", "main", "stored", "progress",
-           "Progress", "DEFAULT_STORE", "REPOSITORY_STORE", "Replay", "replay"]
+           "Progress", "DEFAULT_STORE", "REPOSITORY_STORE", "REPLAYS", "Replay", "replay", "replay_path"]
 
 #: the default results store, relative to the working directory
 DEFAULT_STORE = Path("results") / "pinnkit.sqlite"
 #: the store committed with the repository (exists in a clone, not in an installed wheel)
 REPOSITORY_STORE = Path(__file__).resolve().parents[1] / "results" / "pinnkit.sqlite"
+#: where ``tools/replay.py`` keeps the parameters of stored runs made again (see :func:`replay_path`)
+REPLAYS = REPOSITORY_STORE.parent / "replays"
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 #: config fields that do not change a run's result, left out of :attr:`Experiment.key`
 UNKEYED = ("name", "threads")
@@ -506,6 +508,15 @@ class Replay:
     theta: torch.Tensor
     matched: int
     compared: int
+
+
+def replay_path(name: str, steps: int, root: Path = REPLAYS) -> Path:
+    """The file that keeps the parameters of the run named ``name`` after ``steps`` steps (``/`` becomes ``__``).
+
+    >>> replay_path("table1/wave/lbfgs/seed=1", 150, Path("replays")).as_posix()
+    'replays/table1__wave__lbfgs__seed=1__step=150.pt'
+    """
+    return root / f"{name.replace('/', '__')}__step={steps}.pt"
 
 
 def replay(record: Record, steps: int, quiet: bool = True) -> Replay:

@@ -21,8 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def path_of(name: str, steps: int) -> Path:
-    """Where the parameters of run ``name`` after ``steps`` steps are kept."""
-    return ROOT / "results" / "replays" / f"{name.replace('/', '__')}__step={steps}.pt"
+    """Where the parameters of run ``name`` after ``steps`` steps are kept (in this checkout)."""
+    return experiments.replay_path(name, steps, ROOT / "results" / "replays")
 
 
 def main(argv: list[str] | None = None) -> int:
