@@ -189,8 +189,15 @@ class Record:
 
     def loss_at(self, iteration: int) -> float:
         """The loss at the last log point at or before ``iteration`` (counted as ``history["iteration"]``)."""
-        its, losses = self.history.get("iteration", []), self.history.get("loss", [])
-        before = [loss for it, loss in zip(its, losses) if it <= iteration]
+        return self._logged_at("loss", iteration)
+
+    def l2re_at(self, iteration: int) -> float:
+        """The L2RE at the last log point at or before ``iteration``, as :meth:`loss_at`."""
+        return self._logged_at("l2re", iteration)
+
+    def _logged_at(self, key: str, iteration: int) -> float:
+        its, values = self.history.get("iteration", []), self.history.get(key, [])
+        before = [v for it, v in zip(its, values) if it <= iteration]
         if not before:
             raise ValueError(f"no log point at or before iteration {iteration} (the first is {its[0] if its else None})")
         return float(before[-1])

@@ -242,6 +242,7 @@ def test_loss_at_reads_the_logged_history():
     h = rec.history
     assert rec.loss_at(h["iteration"][-1]) == rec.loss and rec.loss_at(0) == h["loss"][0]
     assert rec.loss_at(h["iteration"][1] + 1) == h["loss"][1]          # the last log point at or before
+    assert rec.l2re_at(h["iteration"][-1]) == rec.l2re and rec.l2re_at(h["iteration"][1] + 1) == h["l2re"][1]
     with pytest.raises(ValueError, match="no log point"):
         rec.loss_at(-1)
 
